@@ -1,0 +1,1 @@
+//! The inventory file: `defaults:` and named `hosts:` carrying target flags.
