@@ -60,3 +60,60 @@ pub struct ExecOutput {
     /// True when stdout or stderr was cut at the byte cap.
     pub truncated: bool,
 }
+
+/// Why connecting or talking to the host failed, in user words.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One authenticated SSH connection to a host. Cheap to share by reference;
+/// every channel (SFTP, exec) is multiplexed over it.
+pub struct Session {
+    _private: (),
+}
+
+impl Session {
+    /// Connect, verify the host key, authenticate.
+    pub async fn connect(_opts: &ConnectOptions) -> Result<Session, TransportError> {
+        Err(TransportError::Other(
+            "transport not implemented yet".into(),
+        ))
+    }
+
+    /// Run `command` on an exec channel, feeding `stdin` (then EOF) when
+    /// given, collecting at most `max_output` bytes of each stream, within
+    /// `timeout`.
+    pub async fn exec(
+        &self,
+        _command: &str,
+        _stdin: Option<&[u8]>,
+        _timeout: Duration,
+        _max_output: usize,
+    ) -> Result<ExecOutput, TransportError> {
+        Err(TransportError::Other(
+            "transport not implemented yet".into(),
+        ))
+    }
+
+    /// Open a channel with the `sftp` subsystem requested; the caller builds
+    /// its SFTP client on `channel.into_stream()`.
+    pub async fn open_sftp_channel(
+        &self,
+    ) -> Result<russh::Channel<russh::client::Msg>, TransportError> {
+        Err(TransportError::Other(
+            "transport not implemented yet".into(),
+        ))
+    }
+
+    /// Budget for each request on this session.
+    pub fn op_timeout(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+
+    /// `user@host:port` for messages.
+    pub fn label(&self) -> String {
+        String::new()
+    }
+}
