@@ -1,0 +1,144 @@
+//! Client keys: loading OpenSSH (and legacy PEM) private keys, passphrases,
+//! and the default key list.
+//!
+//! Invariant: a passphrase is held only as long as decryption needs it and
+//! never appears in an error or a log line.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use russh::keys::PrivateKey;
+
+/// Environment variable holding the passphrase of an encrypted key.
+pub const PASSPHRASE_ENV: &str = "SWAPCFG_KEY_PASSPHRASE";
+
+/// Private key files larger than this are refused.
+const MAX_KEY_FILE: u64 = 1024 * 1024;
+
+/// Why a key could not be used (never contains the passphrase).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    Unreadable(String),
+    NotAKey(String),
+    NeedsPassphrase,
+    BadPassphrase,
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::Unreadable(e) => write!(f, "cannot read the key file: {e}"),
+            KeyError::NotAKey(e) => write!(f, "not a usable private key ({e})"),
+            KeyError::NeedsPassphrase => write!(
+                f,
+                "the key is encrypted and no passphrase is available: set {PASSPHRASE_ENV} or run on a terminal"
+            ),
+            KeyError::BadPassphrase => write!(f, "wrong passphrase for the key (from {PASSPHRASE_ENV} or the prompt)"),
+        }
+    }
+}
+
+/// Where the passphrase for an encrypted key comes from.
+pub enum PassphraseSource {
+    /// `SWAPCFG_KEY_PASSPHRASE`, else a no-echo prompt when stdin is a TTY.
+    EnvOrPrompt,
+    /// Never ask: encrypted keys are skipped (used for default keys).
+    EnvOnly,
+}
+
+/// Load a private key file, decrypting it if needed.
+pub fn load_key(path: &Path, source: PassphraseSource) -> Result<PrivateKey, KeyError> {
+    let meta = std::fs::metadata(path).map_err(|e| KeyError::Unreadable(e.to_string()))?;
+    if meta.len() > MAX_KEY_FILE {
+        return Err(KeyError::NotAKey(format!(
+            "{} bytes is too large for a key",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| KeyError::Unreadable(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| KeyError::NotAKey("not text".into()))?;
+    decode(&text, &path.display().to_string(), source)
+}
+
+fn is_encrypted(text: &str) -> bool {
+    if let Ok(k) = PrivateKey::from_openssh(text) {
+        return k.is_encrypted();
+    }
+    text.contains("ENCRYPTED")
+}
+
+/// Decode key text; `label` names the key in a prompt.
+pub fn decode(text: &str, label: &str, source: PassphraseSource) -> Result<PrivateKey, KeyError> {
+    if !is_encrypted(text) {
+        return russh::keys::decode_secret_key(text, None)
+            .map_err(|e| KeyError::NotAKey(e.to_string()));
+    }
+    let pass = match std::env::var(PASSPHRASE_ENV) {
+        Ok(p) => p,
+        Err(_) => match source {
+            PassphraseSource::EnvOrPrompt if std::io::stdin().is_terminal() => {
+                rpassword::prompt_password(format!("Enter passphrase for key {label}: "))
+                    .map_err(|_| KeyError::NeedsPassphrase)?
+            }
+            _ => return Err(KeyError::NeedsPassphrase),
+        },
+    };
+    russh::keys::decode_secret_key(text, Some(&pass)).map_err(|_| KeyError::BadPassphrase)
+}
+
+/// `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`, in that order, that exist.
+pub fn default_key_files() -> Vec<PathBuf> {
+    let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) else {
+        return Vec::new();
+    };
+    let ssh = PathBuf::from(home).join(".ssh");
+    ["id_ed25519", "id_ecdsa", "id_rsa"]
+        .iter()
+        .map(|n| ssh.join(n))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use russh::keys::ssh_key::LineEnding;
+    use russh::keys::Algorithm;
+
+    #[test]
+    fn plain_and_encrypted_keys() {
+        let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let plain = key
+            .to_openssh(LineEnding::LF)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = decode(&plain, "k", PassphraseSource::EnvOnly).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.public_key().key_data(), key.public_key().key_data());
+
+        let enc = key
+            .encrypt(&mut rand::rng(), "s3cret")
+            .and_then(|k| k.to_openssh(LineEnding::LF).map(|s| s.to_string()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(is_encrypted(&enc));
+        // The env var is process-global: this is the only test touching it.
+        std::env::remove_var(PASSPHRASE_ENV);
+        assert_eq!(
+            decode(&enc, "k", PassphraseSource::EnvOnly).err(),
+            Some(KeyError::NeedsPassphrase)
+        );
+        std::env::set_var(PASSPHRASE_ENV, "wrong");
+        assert_eq!(
+            decode(&enc, "k", PassphraseSource::EnvOnly).err(),
+            Some(KeyError::BadPassphrase)
+        );
+        std::env::set_var(PASSPHRASE_ENV, "s3cret");
+        let got = decode(&enc, "k", PassphraseSource::EnvOnly).unwrap_or_else(|e| panic!("{e}"));
+        std::env::remove_var(PASSPHRASE_ENV);
+        assert_eq!(got.public_key().key_data(), key.public_key().key_data());
+        assert!(!KeyError::BadPassphrase.to_string().contains("s3cret"));
+        assert!(matches!(
+            decode("hello", "k", PassphraseSource::EnvOnly),
+            Err(KeyError::NotAKey(_))
+        ));
+    }
+}
