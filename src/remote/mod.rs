@@ -141,3 +141,160 @@ mod tests {
         );
     }
 }
+
+pub mod sftp;
+pub mod shell;
+pub mod wrapper;
+
+use crate::transport::{ExecOutput, Session, TransportError};
+
+/// Limits shared by the implementations.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteOptions {
+    /// Largest config (or backup) swapcfg reads, in bytes.
+    pub max_size: u64,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            max_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Bytes of restart output kept (each of stdout and stderr).
+const RESTART_OUTPUT_CAP: usize = 64 * 1024;
+
+/// Run a restart command over an exec channel (sftp and shell modes).
+pub(crate) async fn run_restart(
+    session: &Session,
+    command: &str,
+    timeout: Duration,
+) -> Result<RestartOutcome, RemoteError> {
+    restart_outcome(
+        session
+            .exec(command, None, timeout, RESTART_OUTPUT_CAP)
+            .await,
+        timeout,
+    )
+}
+
+/// Turn an exec result into a restart outcome: non-zero exit is a failure.
+pub(crate) fn restart_outcome(
+    out: Result<ExecOutput, TransportError>,
+    timeout: Duration,
+) -> Result<RestartOutcome, RemoteError> {
+    let out = out.map_err(|e| match e {
+        TransportError::Timeout { .. } => RemoteError::Timeout {
+            op: "restart",
+            after: timeout,
+        },
+        TransportError::Disconnected { message, .. } => RemoteError::Disconnected {
+            op: "restart",
+            message,
+        },
+        other => RemoteError::Failed {
+            op: "restart",
+            message: other.to_string(),
+        },
+    })?;
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if out.status != Some(0) {
+        return Err(RemoteError::RestartFailed {
+            status: out.status,
+            stderr,
+        });
+    }
+    Ok(RestartOutcome {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        stderr,
+    })
+}
+
+/// A backup path must be `<config>.bak-…` in the config's directory, with
+/// no path tricks: swapcfg never reads or deletes anything else.
+pub(crate) fn check_backup_path(config_path: &str, backup: &str) -> Result<(), RemoteError> {
+    let ok = backup
+        .strip_prefix(config_path)
+        .and_then(|rest| rest.strip_prefix(".bak-"))
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RemoteError::Failed {
+            op: "backup",
+            message: format!(
+                "{backup:?} is not a backup of {config_path} (expected {config_path}.bak-…)"
+            ),
+        })
+    }
+}
+
+/// The mode-dispatching implementation the pipeline and commands use.
+pub enum AnyRemote<'s> {
+    Sftp(sftp::SftpRemote<'s>),
+    Shell(shell::ShellRemote<'s>),
+    Wrapper(wrapper::WrapperRemote<'s>),
+}
+
+impl<'s> AnyRemote<'s> {
+    /// Build the implementation for `mode` on an open session.
+    pub async fn open(
+        session: &'s Session,
+        mode: crate::cli::Mode,
+        config_path: &str,
+        opts: RemoteOptions,
+    ) -> Result<AnyRemote<'s>, RemoteError> {
+        Ok(match mode {
+            crate::cli::Mode::Sftp => {
+                AnyRemote::Sftp(sftp::SftpRemote::open(session, config_path, opts).await?)
+            }
+            crate::cli::Mode::Shell => {
+                AnyRemote::Shell(shell::ShellRemote::new(session, config_path, opts))
+            }
+            crate::cli::Mode::Wrapper => {
+                AnyRemote::Wrapper(wrapper::WrapperRemote::new(session, opts))
+            }
+        })
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $r:ident => $e:expr) => {
+        match $self {
+            AnyRemote::Sftp($r) => $e,
+            AnyRemote::Shell($r) => $e,
+            AnyRemote::Wrapper($r) => $e,
+        }
+    };
+}
+
+impl RemoteOps for AnyRemote<'_> {
+    async fn read(&self) -> Result<RemoteFile, RemoteError> {
+        dispatch!(self, r => r.read().await)
+    }
+    async fn backup(&self, current: &RemoteFile, now: SystemTime) -> Result<String, RemoteError> {
+        dispatch!(self, r => r.backup(current, now).await)
+    }
+    async fn write(&self, content: &[u8], mode: Option<u32>) -> Result<(), RemoteError> {
+        dispatch!(self, r => r.write(content, mode).await)
+    }
+    async fn restart(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<RestartOutcome, RemoteError> {
+        dispatch!(self, r => r.restart(command, timeout).await)
+    }
+    async fn list_backups(&self) -> Result<Vec<BackupEntry>, RemoteError> {
+        dispatch!(self, r => r.list_backups().await)
+    }
+    async fn read_backup(&self, path: &str) -> Result<RemoteFile, RemoteError> {
+        dispatch!(self, r => r.read_backup(path).await)
+    }
+    async fn remove_backup(&self, path: &str) -> Result<(), RemoteError> {
+        dispatch!(self, r => r.remove_backup(path).await)
+    }
+}
