@@ -14,7 +14,7 @@ async fn strict_refuses_unknown_host_and_prints_fingerprint() {
     let fx = fixture(|b| b).await;
     let mut o = fx.options();
     o.known_hosts = fx.dir.path().join("empty_known_hosts");
-    let err = Session::connect(&o).await.err().expect("must refuse");
+    let err = Session::connect(&o).await.expect_err("must refuse");
     let fp = known_hosts::fingerprint(fx.server.host_public_key());
     assert!(
         matches!(err, TransportError::HostKeyUnknown { .. }),
@@ -57,7 +57,7 @@ async fn changed_host_key_is_refused_even_with_accept_new() {
     o.target.port = other.port();
     o.known_hosts = kh.clone();
     o.host_key_policy = HostKeyPolicy::AcceptNew;
-    let err = Session::connect(&o).await.err().expect("refused");
+    let err = Session::connect(&o).await.expect_err("refused");
     match &err {
         TransportError::HostKeyChanged { file, line, .. } => {
             assert_eq!(file, &kh.display().to_string());
@@ -75,10 +75,7 @@ async fn changed_host_key_is_refused_even_with_accept_new() {
 #[tokio::test]
 async fn rejected_auth_names_methods() {
     let fx = fixture(|b| b.reject_all_auth()).await;
-    let err = Session::connect(&fx.options())
-        .await
-        .err()
-        .expect("rejected");
+    let err = Session::connect(&fx.options()).await.expect_err("rejected");
     assert!(matches!(err, TransportError::AuthRejected { .. }), "{err}");
     assert!(err.to_string().contains("publickey"), "{err}");
 }
@@ -112,7 +109,7 @@ async fn refused_port_and_silent_listener() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     o.target.port = silent.local_addr().expect("addr").port();
     o.connect_timeout = Duration::from_millis(500);
-    let err = Session::connect(&o).await.err().expect("times out");
+    let err = Session::connect(&o).await.expect_err("times out");
     assert!(
         matches!(err, TransportError::ConnectTimeout { .. }),
         "{err}"
@@ -129,8 +126,7 @@ async fn exec_times_out_on_a_hanging_command_and_bounds_output() {
     let err = s
         .exec("true", None, Duration::from_millis(300), 1024)
         .await
-        .err()
-        .expect("timeout");
+        .expect_err("timeout");
     assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
     let out = s
         .exec("head -c 5000 /dev/zero", None, Duration::from_secs(5), 1000)

@@ -220,6 +220,14 @@ pub struct Session {
     op_timeout: Duration,
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
 fn client_config() -> Arc<client::Config> {
     Arc::new(client::Config {
         keepalive_interval: Some(Duration::from_secs(15)),
