@@ -1,0 +1,680 @@
+//! The semantic layer: the rules llama-swap's loader (`internal/config`)
+//! enforces after decoding, which a schema cannot express, plus warnings for
+//! likely mistakes the loader lets through.
+//!
+//! Owns: one named rule per loader check (see `docs/validation.md` and the
+//! README for the list). Runs on the expanded config; defensive about types
+//! (the schema layer reports those), so it never panics on odd input.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::expand::{MODEL_KEYS, TOP_LEVEL_KEYS};
+use super::{p, Report, Seg};
+
+fn obj(v: Option<&Value>) -> Option<&serde_json::Map<String, Value>> {
+    v.and_then(Value::as_object)
+}
+
+fn strs(v: Option<&Value>) -> Vec<(usize, String)> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .enumerate()
+                .filter_map(|(i, x)| x.as_str().map(|s| (i, s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn int(v: Option<&Value>) -> Option<i64> {
+    v.and_then(Value::as_i64)
+}
+
+fn with(path: &[Seg], seg: Seg) -> Vec<Seg> {
+    let mut v = path.to_vec();
+    v.push(seg);
+    v
+}
+
+/// Model ids (not `unlisted`) llama-swap lists on `/v1/models`.
+pub fn listed_models(cfg: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = obj(cfg.get("models"))
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| !v.get("unlisted").and_then(Value::as_bool).unwrap_or(false))
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn suggestion(key: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| (distance(&key.to_lowercase(), &k.to_lowercase()), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
+/// Keys llama-swap silently ignores (top level and per model): warnings.
+pub fn unknown_keys(raw: &Value, report: &mut Report) {
+    let Some(top) = raw.as_object() else { return };
+    for k in top.keys() {
+        if !TOP_LEVEL_KEYS.contains(&k.as_str()) {
+            report.warn(
+                &p(&[k]),
+                "unknown-key",
+                format!(
+                    "llama-swap ignores the top-level key `{k}`{}",
+                    suggestion(k, TOP_LEVEL_KEYS)
+                ),
+            );
+        }
+    }
+    if let Some(models) = obj(top.get("models")) {
+        for (id, m) in models {
+            if let Some(fields) = m.as_object() {
+                for k in fields.keys() {
+                    if !MODEL_KEYS.contains(&k.as_str()) {
+                        report.warn(
+                            &p(&["models", id, k]),
+                            "unknown-key",
+                            format!(
+                                "llama-swap ignores `{k}` in model {id}{}",
+                                suggestion(k, MODEL_KEYS)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Go's `url.Parse` failures that matter in practice.
+fn url_error(u: &str) -> Option<String> {
+    if u.chars().any(|c| c.is_ascii_control()) {
+        return Some("contains a control character".into());
+    }
+    if u.starts_with(':') {
+        return Some("missing protocol scheme".into());
+    }
+    if let Some(i) = u.find('%') {
+        let hex = u.get(i + 1..i + 3).unwrap_or("");
+        if hex.len() < 2 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Some(format!(
+                "invalid URL escape {:?}",
+                u.get(i..(i + 3).min(u.len())).unwrap_or("%")
+            ));
+        }
+    }
+    if let Some((_, rest)) = u.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let hostport = authority.rsplit('@').next().unwrap_or("");
+        if !hostport.starts_with('[') {
+            if let Some((_, port)) = hostport.rsplit_once(':') {
+                if !port.chars().all(|c| c.is_ascii_digit()) {
+                    return Some(format!("invalid port {:?} after host", format!(":{port}")));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Go duration (`5s`, `1m30s`, `500ms`) or integer nanoseconds, in ns.
+fn go_duration(v: &Value) -> Option<f64> {
+    if let Some(n) = v.as_i64() {
+        return Some(n as f64);
+    }
+    let s = v.as_str()?.trim();
+    if s == "0" {
+        return Some(0.0);
+    }
+    let mut total = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+/// All loader rules on the expanded config.
+pub fn check(cfg: &Value, r: &mut Report) {
+    let Some(top) = cfg.as_object() else { return };
+    let models = obj(top.get("models")).cloned().unwrap_or_default();
+
+    if let Some(h) = int(top.get("healthCheckTimeout")) {
+        if h < 15 {
+            r.warn(
+                &p(&["healthCheckTimeout"]),
+                "health-check-timeout",
+                format!("healthCheckTimeout {h} is below 15; llama-swap raises it to 15"),
+            );
+        }
+    }
+    if let Some(every) = top.get("performance").and_then(|p| p.get("every")) {
+        match go_duration(every) {
+            Some(ns) if ns >= 5e9 || ns == 0.0 => {}
+            Some(_) => r.error(
+                &p(&["performance", "every"]),
+                "performance-every",
+                "performance.every must be at least 5s",
+            ),
+            None => r.error(
+                &p(&["performance", "every"]),
+                "performance-every",
+                "performance.every is not a duration (e.g. 5s, 1m)",
+            ),
+        }
+    }
+    if int(top.get("globalTTL")).is_some_and(|v| v < 0) {
+        r.error(
+            &p(&["globalTTL"]),
+            "global-ttl",
+            "globalTTL must be >= 0 (0 = never unload)",
+        );
+    }
+    if int(top.get("unloadTimeout")).is_some_and(|v| v < 0) {
+        r.error(
+            &p(&["unloadTimeout"]),
+            "unload-timeout",
+            "unloadTimeout must be >= 0",
+        );
+    }
+    if let Some(path) = top
+        .get("store")
+        .and_then(|s| s.get("path"))
+        .and_then(Value::as_str)
+    {
+        r.warn(&p(&["store", "path"]), "store-path", format!("store.path {path:?} must be a writable directory on the host; swapcfg cannot check that locally"));
+    }
+    for (i, pat) in strs(top.get("upstream").and_then(|u| u.get("ignorePaths"))) {
+        if regex::Regex::new(&pat).is_err() {
+            r.error(
+                &with(&p(&["upstream", "ignorePaths"]), Seg::Index(i)),
+                "upstream-ignore-path",
+                format!("upstream.ignorePaths: invalid regular expression {pat:?}"),
+            );
+        }
+    }
+    if let Some(v) = top.get("logToStdout").and_then(Value::as_str) {
+        if !matches!(v, "proxy" | "upstream" | "both" | "none") {
+            r.error(
+                &p(&["logToStdout"]),
+                "log-to-stdout",
+                "logToStdout must be one of: proxy, upstream, both, none",
+            );
+        }
+    }
+
+    // Aliases (document order; the second use is the error).
+    let mut aliases: HashMap<String, String> = HashMap::new();
+    for (id, m) in &models {
+        for (i, a) in strs(m.get("aliases")) {
+            if let Some(owner) = aliases.get(&a) {
+                r.error(
+                    &with(&p(&["models", id, "aliases"]), Seg::Index(i)),
+                    "duplicate-alias",
+                    format!(
+                        "duplicate alias {a} found in model: {id} (already an alias of {owner})"
+                    ),
+                );
+            } else {
+                aliases.insert(a, id.clone());
+            }
+        }
+    }
+
+    let mut ids: Vec<&String> = models.keys().collect();
+    ids.sort();
+    for id in ids {
+        let m = &models[id];
+        let mp = p(&["models", id]);
+        if int(m.get("ttl")).is_some_and(|t| t < -1) {
+            r.error(
+                &with(&mp, Seg::Key("ttl".into())),
+                "model-ttl",
+                format!(
+                    "model {id}: invalid TTL value (use 0 for never, -1 for globalTTL, or seconds)"
+                ),
+            );
+        }
+        if int(m.get("unloadTimeout")).is_some_and(|t| t < 0) {
+            r.error(
+                &with(&mp, Seg::Key("unloadTimeout".into())),
+                "model-unload-timeout",
+                format!("model {id}: invalid unloadTimeout value"),
+            );
+        }
+        if let Some(caps) = m.get("capabilities") {
+            for dir in ["in", "out"] {
+                for (i, modality) in strs(caps.get(dir)) {
+                    if !matches!(modality.as_str(), "text" | "audio" | "image") {
+                        r.error(&[mp.clone(), p(&["capabilities", dir]), vec![Seg::Index(i)]].concat(), "capabilities", format!("model {id}: capabilities.{dir}: invalid modality {modality:?}, must be one of: text, audio, image"));
+                    }
+                }
+            }
+            if int(caps.get("context")).is_some_and(|c| c < 0) {
+                r.error(
+                    &[mp.clone(), p(&["capabilities", "context"])].concat(),
+                    "capabilities",
+                    format!("model {id}: capabilities.context: must be >= 0"),
+                );
+            }
+        }
+        if let Some(keys) = obj(m.get("filters").and_then(|f| f.get("setParamsByID"))) {
+            for key in keys.keys() {
+                if key == id {
+                    continue;
+                }
+                let at = [mp.clone(), p(&["filters", "setParamsByID", key])].concat();
+                if models.contains_key(key) {
+                    r.error_at_key(&at, "set-params-by-id", format!("model {id} filters.setParamsByID: key '{key}' conflicts with an existing model ID"));
+                } else if let Some(owner) = aliases.get(key) {
+                    if owner != id {
+                        r.error_at_key(&at, "set-params-by-id", format!("duplicate alias '{key}' in model {id} filters.setParamsByID, already used by model {owner}"));
+                    }
+                } else {
+                    aliases.insert(key.clone(), id.clone());
+                }
+            }
+        }
+        if let Some(proxy) = m.get("proxy").and_then(Value::as_str) {
+            if let Some(why) = url_error(proxy) {
+                r.error(
+                    &with(&mp, Seg::Key("proxy".into())),
+                    "proxy-url",
+                    format!("model {id}: invalid proxy URL {proxy:?}: {why}"),
+                );
+            }
+        }
+        if m.get("cmd")
+            .and_then(Value::as_str)
+            .is_none_or(|c| c.trim().is_empty())
+        {
+            r.warn(&mp, "empty-cmd", format!("model {id} has no cmd; llama-swap loads the config but cannot start this model"));
+        }
+    }
+    let resolves = |name: &str| models.contains_key(name) || aliases.contains_key(name);
+
+    // Routing: legacy groups/matrix vs routing.router.
+    let router = top.get("routing").and_then(|x| x.get("router"));
+    let legacy = !top.get("matrix").is_none_or(Value::is_null)
+        || obj(top.get("groups")).is_some_and(|g| !g.is_empty());
+    let router_use = router
+        .and_then(|x| x.get("use"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let settings = router.and_then(|x| x.get("settings"));
+    let has_routing = !router_use.is_empty()
+        || !settings
+            .and_then(|s| s.get("matrix"))
+            .is_none_or(Value::is_null)
+        || obj(settings.and_then(|s| s.get("groups"))).is_some_and(|g| !g.is_empty());
+    let (groups, groups_path, matrix, matrix_path) = if legacy && has_routing {
+        r.error(&p(&["routing", "router"]), "routing-conflict", "config uses both the legacy top-level 'matrix'/'groups' keys and 'routing.router'; move the top-level keys into routing.router");
+        return;
+    } else if legacy {
+        (
+            top.get("groups"),
+            p(&["groups"]),
+            top.get("matrix").filter(|m| !m.is_null()),
+            p(&["matrix"]),
+        )
+    } else {
+        let sp = p(&["routing", "router", "settings"]);
+        match router_use {
+            "matrix" => {
+                let m = settings
+                    .and_then(|s| s.get("matrix"))
+                    .filter(|m| !m.is_null());
+                if m.is_none() {
+                    r.error(&p(&["routing", "router", "use"]), "routing-router", "routing.router.use is 'matrix' but routing.router.settings.matrix is not set");
+                    return;
+                }
+                (
+                    None,
+                    with(&sp, Seg::Key("groups".into())),
+                    m,
+                    with(&sp, Seg::Key("matrix".into())),
+                )
+            }
+            "group" | "" => (
+                settings.and_then(|s| s.get("groups")),
+                with(&sp, Seg::Key("groups".into())),
+                None,
+                with(&sp, Seg::Key("matrix".into())),
+            ),
+            other => {
+                r.error(
+                    &p(&["routing", "router", "use"]),
+                    "routing-router",
+                    format!("routing.router.use: unknown router {other:?} (valid: group, matrix)"),
+                );
+                return;
+            }
+        }
+    };
+    let groups = obj(groups).cloned().unwrap_or_default();
+    if matrix.is_some() && !groups.is_empty() {
+        r.error(
+            &groups_path,
+            "groups-and-matrix",
+            "config cannot use both 'groups' and 'matrix'",
+        );
+    } else if let Some(mx) = matrix {
+        check_matrix(mx, &matrix_path, &models, r);
+    } else {
+        let mut used: HashMap<String, String> = HashMap::new();
+        for (gid, g) in &groups {
+            let mut seen = HashSet::new();
+            for (i, member) in strs(g.get("members")) {
+                let at = [
+                    groups_path.clone(),
+                    p(&[gid, "members"]),
+                    vec![Seg::Index(i)],
+                ]
+                .concat();
+                if !seen.insert(member.clone()) {
+                    r.error(
+                        &at,
+                        "group-duplicate-member",
+                        format!("duplicate model member {member} found in group: {gid}"),
+                    );
+                    continue;
+                }
+                if let Some(other) = used.get(&member) {
+                    r.error(
+                        &at,
+                        "group-member-reused",
+                        format!(
+                            "model member {member} is used in multiple groups: {other} and {gid}"
+                        ),
+                    );
+                    continue;
+                }
+                used.insert(member.clone(), gid.clone());
+                if !models.contains_key(&member) {
+                    r.warn(
+                        &at,
+                        "group-member-unknown",
+                        format!(
+                            "group {gid} member {member:?} names no model (llama-swap ignores it)"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    let scheduler = top.get("routing").and_then(|x| x.get("scheduler"));
+    if let Some(u) = scheduler.and_then(|s| s.get("use")).and_then(Value::as_str) {
+        if !u.is_empty() && u != "fifo" {
+            r.error(
+                &p(&["routing", "scheduler", "use"]),
+                "routing-scheduler",
+                format!("routing.scheduler.use: unknown scheduler {u:?} (valid: fifo)"),
+            );
+        }
+    }
+    if let Some(prio) = obj(scheduler
+        .and_then(|s| s.get("settings"))
+        .and_then(|s| s.get("fifo"))
+        .and_then(|f| f.get("priority")))
+    {
+        for k in prio.keys() {
+            if !resolves(k) {
+                r.error_at_key(
+                    &p(&["routing", "scheduler", "settings", "fifo", "priority", k]),
+                    "routing-scheduler",
+                    format!(
+                        "routing.scheduler.settings.fifo.priority references unknown model {k:?}"
+                    ),
+                );
+            }
+        }
+    }
+    for (i, m) in strs(
+        top.get("hooks")
+            .and_then(|h| h.get("on_startup"))
+            .and_then(|o| o.get("preload")),
+    ) {
+        if !m.trim().is_empty() && !resolves(m.trim()) {
+            r.warn(
+                &[p(&["hooks", "on_startup", "preload"]), vec![Seg::Index(i)]].concat(),
+                "preload-unknown",
+                format!("preload entry {m:?} names no model or alias; llama-swap skips it"),
+            );
+        }
+    }
+    if let Some(keys) = top.get("apiKeys").and_then(Value::as_array) {
+        for (i, k) in keys.iter().enumerate() {
+            let at = with(&p(&["apiKeys"]), Seg::Index(i));
+            match k.as_str() {
+                Some("") => r.error(&at, "api-keys", "empty api key found in apiKeys"),
+                Some(s) if s.contains(' ') => r.error(
+                    &at,
+                    "api-keys",
+                    format!("apiKeys[{i}]: api key cannot contain spaces"),
+                ),
+                _ => {}
+            }
+        }
+    }
+    let peers = obj(top.get("peers")).cloned().unwrap_or_default();
+    let mut peer_models: HashSet<String> = HashSet::new();
+    for (pid, peer) in &peers {
+        let pp = p(&["peers", pid]);
+        match peer.get("proxy").and_then(Value::as_str) {
+            None | Some("") => r.error(&pp, "peer", format!("peers.{pid}: proxy is required")),
+            Some(u) => {
+                if let Some(why) = url_error(u) {
+                    r.error(
+                        &with(&pp, Seg::Key("proxy".into())),
+                        "peer",
+                        format!("peers.{pid}: invalid peer proxy URL ({u}): {why}"),
+                    );
+                }
+            }
+        }
+        let pm = strs(peer.get("models"));
+        if pm.is_empty() {
+            r.error(
+                &pp,
+                "peer",
+                format!("peers.{pid}: peer models can not be empty"),
+            );
+        }
+        for (_, m) in pm {
+            peer_models.insert(m.clone());
+            peer_models.insert(format!("{pid}/{m}"));
+        }
+    }
+    let selectors = obj(top.get("selectors")).cloned().unwrap_or_default();
+    for (sid, s) in &selectors {
+        let sp = p(&["selectors", sid]);
+        if sid.trim().is_empty() {
+            r.error_at_key(&sp, "selector", "selectors: selector names cannot be empty");
+        }
+        if models.contains_key(sid) || aliases.contains_key(sid) {
+            r.error_at_key(
+                &sp,
+                "selector",
+                format!("selectors.{sid}: name conflicts with a model ID or alias"),
+            );
+        }
+        match s.get("strategy").and_then(Value::as_str).unwrap_or("") {
+            "" => r.error(&sp, "selector", format!("selectors.{sid}.strategy is required")),
+            "warm" | "pin" | "spillover" => {}
+            other => r.error(&with(&sp, Seg::Key("strategy".into())), "selector", format!("selectors.{sid}.strategy: unknown strategy {other:?} (valid: warm, pin, spillover)")),
+        }
+        let targets = strs(s.get("targets"));
+        if targets.is_empty() {
+            r.error(
+                &sp,
+                "selector",
+                format!("selectors.{sid}.targets must contain at least one entry"),
+            );
+        }
+        for (i, t) in targets {
+            let at = [sp.clone(), p(&["targets"]), vec![Seg::Index(i)]].concat();
+            if selectors.contains_key(&t) {
+                r.error(&at, "selector", format!("selectors.{sid}.targets[{i}] references selector {t:?}; selector chaining is not supported"));
+            } else if !resolves(&t) && !peer_models.contains(&t) {
+                r.error(
+                    &at,
+                    "selector",
+                    format!("selectors.{sid}.targets[{i}] references unknown model {t:?}"),
+                );
+            }
+        }
+    }
+    if let Some(profiles) = top.get("profiles").and_then(Value::as_object) {
+        for (name, prof) in profiles {
+            let pp = p(&["profiles", name]);
+            if name.trim().is_empty() {
+                r.error_at_key(&pp, "profile", "profiles: profile names cannot be empty");
+            }
+            let Some(pins) = prof
+                .get("pins")
+                .and_then(Value::as_object)
+                .filter(|p| !p.is_empty())
+            else {
+                r.error(
+                    &pp,
+                    "profile",
+                    format!("profiles.{name}.pins must contain at least one entry"),
+                );
+                continue;
+            };
+            for (pin, target) in pins {
+                let at = [pp.clone(), p(&["pins", pin])].concat();
+                if pin.trim().is_empty() {
+                    r.error_at_key(
+                        &at,
+                        "profile",
+                        format!("profiles.{name}.pins: pin names cannot be empty"),
+                    );
+                }
+                let t = target.as_str().unwrap_or("");
+                if !t.is_empty()
+                    && !resolves(t)
+                    && !peer_models.contains(t)
+                    && !selectors.contains_key(t)
+                {
+                    r.error(
+                        &at,
+                        "profile",
+                        format!("profiles.{name}.pins.{pin} references unknown model {t:?}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_matrix(mx: &Value, mp: &[Seg], models: &serde_json::Map<String, Value>, r: &mut Report) {
+    let vars: BTreeMap<String, String> = obj(mx.get("vars"))
+        .map(|v| {
+            v.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let known = |ident: &str| vars.contains_key(ident) || models.contains_key(ident);
+    let sets = obj(mx.get("sets")).cloned().unwrap_or_default();
+    if sets.is_empty() {
+        r.error(mp, "matrix", "matrix: matrix must define at least one set");
+        return;
+    }
+    for (k, model) in &vars {
+        let at = [mp.to_vec(), p(&["vars", k])].concat();
+        let key_ok = !k.is_empty()
+            && k.len() <= 32
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !key_ok {
+            r.error_at_key(&at, "matrix", format!("matrix: var key {k:?} must contain only alphanumeric, '-' or '.' characters and be 1-32 characters long"));
+        } else if !models.contains_key(model) {
+            r.error(
+                &at,
+                "matrix",
+                format!("matrix: var key {k:?} references unknown model {model:?}"),
+            );
+        }
+    }
+    if let Some(costs) = obj(mx.get("evict_costs")) {
+        for (k, c) in costs {
+            let at = [mp.to_vec(), p(&["evict_costs", k])].concat();
+            if c.as_i64().is_some_and(|c| c <= 0) {
+                r.error(
+                    &at,
+                    "matrix",
+                    format!("matrix: evict_cost for {k:?} must be a positive integer"),
+                );
+            } else if !known(k) {
+                r.error_at_key(
+                    &at,
+                    "matrix",
+                    format!("matrix: evict_costs: unknown var or model {k:?}"),
+                );
+            }
+        }
+    }
+    // The set DSL is approximated: every identifier must be a var or a model.
+    for (name, dsl) in &sets {
+        let Some(dsl) = dsl.as_str() else { continue };
+        for ident in dsl.split(|c: char| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/'))
+        }) {
+            if !ident.is_empty() && !known(ident) && !sets.contains_key(ident) {
+                r.error(
+                    &[mp.to_vec(), p(&["sets", name])].concat(),
+                    "matrix",
+                    format!("matrix: set {name:?} references unknown var or model {ident:?}"),
+                );
+                break;
+            }
+        }
+    }
+}
