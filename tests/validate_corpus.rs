@@ -29,7 +29,11 @@ fn rows(dir: &std::path::Path) -> Vec<(String, String, String)> {
         .skip(1)
         .filter_map(|l| {
             let c: Vec<&str> = l.split('\t').collect();
-            Some((c.first()?.to_string(), c.get(3)?.to_string(), c.get(5)?.to_string()))
+            Some((
+                c.first()?.to_string(),
+                c.get(3)?.to_string(),
+                c.get(5)?.to_string(),
+            ))
         })
         .collect()
 }
@@ -48,7 +52,10 @@ fn embedded_schema_verdicts_match_the_loader() {
         let out = v.validate(&bytes);
         checked += 1;
         if out.is_valid() != (loader == "valid") {
-            mismatches.push(format!("{path}: loader {loader}, swapcfg {:?}", out.findings));
+            mismatches.push(format!(
+                "{path}: loader {loader}, swapcfg {:?}",
+                out.findings
+            ));
         }
     }
     assert!(checked >= 78, "only {checked} rows checked");
@@ -59,18 +66,32 @@ fn embedded_schema_verdicts_match_the_loader() {
 fn upstream_examples_are_rejected_by_the_loader_rules_but_fit_the_embedded_schema() {
     let Some(dir) = shared() else { return };
     let v = Validator::embedded();
-    for name in ["config.example.yaml", "docker-config.example.yaml", "docker-unified-config.example.yaml"] {
+    for name in [
+        "config.example.yaml",
+        "docker-config.example.yaml",
+        "docker-unified-config.example.yaml",
+    ] {
         let out = v.validate(&std::fs::read(dir.join("upstream").join(name)).expect("example"));
         assert!(!out.is_valid(), "{name}: the loader rejects it");
-        assert!(out.findings.iter().all(|f| f.rule != "schema"), "{name}: embedded schema accepts it: {:?}", out.findings);
-        assert!(out.findings.iter().any(|f| f.rule == "proxy-port-without-cmd"), "{name}");
+        assert!(
+            out.findings.iter().all(|f| f.rule != "schema"),
+            "{name}: embedded schema accepts it: {:?}",
+            out.findings
+        );
+        assert!(
+            out.findings
+                .iter()
+                .any(|f| f.rule == "proxy-port-without-cmd"),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn user_schema_layer_matches_upstream_schema_after_expansion() {
     let Some(dir) = shared() else { return };
-    let v = Validator::from_schema_file(&dir.join("upstream/config-schema.json")).expect("upstream schema");
+    let v = Validator::from_schema_file(&dir.join("upstream/config-schema.json"))
+        .expect("upstream schema");
     let mut mismatches = Vec::new();
     for (path, after, loader) in rows(&dir) {
         if loader == "host" || loader.is_empty() {
@@ -84,7 +105,10 @@ fn user_schema_layer_matches_upstream_schema_after_expansion() {
             _ => !out.is_valid(), // expansion fails: rejected before the schema
         };
         if !ok {
-            mismatches.push(format!("{path}: after_expansion={after}, schema errors {schema_errors}: {:?}", out.findings));
+            mismatches.push(format!(
+                "{path}: after_expansion={after}, schema errors {schema_errors}: {:?}",
+                out.findings
+            ));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));

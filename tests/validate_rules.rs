@@ -69,10 +69,15 @@ fn every_rule_has_a_minimal_failing_config() {
         let out = v.validate(src.as_bytes());
         let hit = out.findings.iter().find(|f| f.rule == *rule);
         match hit {
-            Some(f) if f.path == *path && f.line == *line && f.column == *col && f.severity == *sev => {
+            Some(f)
+                if f.path == *path && f.line == *line && f.column == *col && f.severity == *sev =>
+            {
                 assert_eq!(out.is_valid(), *sev == Severity::Warning, "{rule}: verdict");
             }
-            _ => failures.push(format!("{rule} in {src:?}: expected {path} {line}:{col} {sev:?}, got {:?}", out.findings)),
+            _ => failures.push(format!(
+                "{rule} in {src:?}: expected {path} {line}:{col} {sev:?}, got {:?}",
+                out.findings
+            )),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -90,13 +95,28 @@ fn valid_config_has_no_findings_and_lists_models() {
 fn anchors_and_merge_keys_are_resolved_like_the_loader() {
     let src = "x-base: &base\n  ttl: 300\n  cmd: srv --port ${PORT}\nmodels:\n  a:\n    <<: *base\n  b:\n    <<: *base\n    ttl: -7\n";
     let out = Validator::embedded().validate(src.as_bytes());
-    let ttl: Vec<_> = out.findings.iter().filter(|f| f.rule == "model-ttl").collect();
+    let ttl: Vec<_> = out
+        .findings
+        .iter()
+        .filter(|f| f.rule == "model-ttl")
+        .collect();
     assert_eq!(ttl.len(), 1, "{:?}", out.findings);
     assert_eq!((ttl[0].path.as_str(), ttl[0].line), ("$.models.b.ttl", 9));
     // x-base is not a llama-swap key: a warning, not an error.
-    let errors: Vec<_> = out.findings.iter().filter(|f| f.severity == Severity::Error).map(|f| f.rule.as_str()).collect();
+    let errors: Vec<_> = out
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| f.rule.as_str())
+        .collect();
     assert_eq!(errors, vec!["model-ttl"]);
-    assert!(out.findings.iter().any(|f| f.rule == "unknown-key" && f.path == "$[\"x-base\"]"), "{:?}", out.findings);
+    assert!(
+        out.findings
+            .iter()
+            .any(|f| f.rule == "unknown-key" && f.path == "$[\"x-base\"]"),
+        "{:?}",
+        out.findings
+    );
 }
 
 #[test]
@@ -108,19 +128,34 @@ fn macros_expand_in_declaration_order_and_keep_types() {
     // A macro may not use one declared after it (the loader applies the list last-first).
     let bad = "macros:\n  srv: ${bin}/server\n  bin: /opt/llama\nmodels:\n  m:\n    cmd: ${srv} --port ${PORT}\n";
     let out = Validator::embedded().validate(bad.as_bytes());
-    assert!(out.findings.iter().any(|f| f.rule == "unknown-macro" && f.message.contains("${bin}")), "{:?}", out.findings);
+    assert!(
+        out.findings
+            .iter()
+            .any(|f| f.rule == "unknown-macro" && f.message.contains("${bin}")),
+        "{:?}",
+        out.findings
+    );
 }
 
 #[test]
 fn billion_laughs_is_refused_quickly() {
     let mut s = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for i in 1..10 {
-        s.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n", p = i - 1));
+        s.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n",
+            p = i - 1
+        ));
     }
     let out = Validator::embedded().validate(s.as_bytes());
-    assert_eq!(out.findings.first().map(|f| f.rule.as_str()), Some("yaml-limit"));
+    assert_eq!(
+        out.findings.first().map(|f| f.rule.as_str()),
+        Some("yaml-limit")
+    );
     let big = vec![b'#'; swapcfg::validate::MAX_FILE + 1];
-    assert_eq!(Validator::embedded().validate(&big).findings[0].rule, "file-too-large");
+    assert_eq!(
+        Validator::embedded().validate(&big).findings[0].rule,
+        "file-too-large"
+    );
 }
 
 #[test]
@@ -131,20 +166,40 @@ fn cli_prints_file_line_col_and_exit_codes() {
     let good = dir.path().join("good.yaml");
     std::fs::write(&good, OK_MODEL).expect("write");
     let bin = env!("CARGO_BIN_EXE_swapcfg");
-    let out = std::process::Command::new(bin).arg("validate").arg(&good).output().expect("run");
+    let out = std::process::Command::new(bin)
+        .arg("validate")
+        .arg(&good)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(0));
-    let out = std::process::Command::new(bin).arg("validate").arg(&good).arg(&bad).output().expect("run");
+    let out = std::process::Command::new(bin)
+        .arg("validate")
+        .arg(&good)
+        .arg(&bad)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("{}:1:12: error: $.globalTTL: ", bad.display())), "{text}");
+    assert!(
+        text.contains(&format!("{}:1:12: error: $.globalTTL: ", bad.display())),
+        "{text}"
+    );
     assert!(text.contains("1 valid, 1 invalid"), "{text}");
     assert!(!text.contains('\x1b'), "no color when piped");
-    let out = std::process::Command::new(bin).args(["validate", "--json"]).arg(&bad).output().expect("run");
+    let out = std::process::Command::new(bin)
+        .args(["validate", "--json"])
+        .arg(&bad)
+        .output()
+        .expect("run");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v[0]["rule"], "global-ttl");
     assert_eq!(v[0]["line"], 1);
     assert_eq!(v[0]["column"], 12);
     assert_eq!(v[0]["severity"], "error");
-    let out = std::process::Command::new(bin).arg("validate").arg(dir.path().join("missing.yaml")).output().expect("run");
+    let out = std::process::Command::new(bin)
+        .arg("validate")
+        .arg(dir.path().join("missing.yaml"))
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }

@@ -319,7 +319,7 @@ impl Validator {
         semantic::check(&expanded, &mut report);
         let listed_models = semantic::listed_models(&expanded);
         let mut findings = report.findings;
-        findings.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        findings.sort_by_key(|f| (f.line, f.column));
         findings.dedup();
         Outcome {
             findings,
