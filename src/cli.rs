@@ -26,6 +26,20 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show a unified diff between two local files.
     DiffFiles(DiffFilesArgs),
+    /// Validate, diff, back up, write, restart and health-check a host.
+    Apply(ApplyArgs),
+    /// Show what `apply` would change, touching nothing (= apply --dry-run).
+    Plan(ApplyArgs),
+    /// Check that llama-swap answers on /v1/models.
+    Health(HealthArgs),
+    /// List the config's backups on the host.
+    Backups(BackupsArgs),
+    /// Restore the newest (or a named) backup through the apply pipeline.
+    Rollback(RollbackArgs),
+    /// Edit the remote config in $VISUAL/$EDITOR, validate, then apply.
+    Edit(EditArgs),
+    /// Run the real pipeline against an embedded sandbox host.
+    Demo,
 }
 
 /// How swapcfg touches the remote config file.
@@ -69,6 +83,122 @@ pub struct TargetArgs {
     /// Seconds allowed for TCP connect, handshake and authentication.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Inventory file with `defaults:` and `hosts:` (TARGET may name a host).
+    #[arg(long, value_name = "FILE", env = "SWAPCFG_INVENTORY")]
+    pub inventory: Option<PathBuf>,
+}
+
+/// Flags for the llama-swap service on the host: restart and health.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// Command that restarts llama-swap (`none` when it runs with -watch-config).
+    #[arg(long, value_name = "CMD")]
+    pub restart_cmd: Option<String>,
+    /// Seconds the restart command may take.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub restart_timeout: u64,
+    /// llama-swap's base URL, e.g. http://gpu1:8080 (health is skipped without it).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Path polled for health.
+    #[arg(long, default_value = "/v1/models")]
+    pub health_path: String,
+    /// Health attempts before giving up.
+    #[arg(long, default_value_t = 10)]
+    pub health_attempts: u32,
+    /// Seconds between health attempts.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub health_delay: f64,
+    /// Seconds each health attempt may take.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub health_timeout: f64,
+    /// Environment variable holding an API key for llama-swap's apiKeys.
+    #[arg(long, value_name = "NAME")]
+    pub api_key_env: Option<String>,
+    /// Require every listed model of the new config on /v1/models.
+    #[arg(long)]
+    pub verify_models: bool,
+    /// Validate against this JSON Schema instead of the embedded one.
+    #[arg(long, value_name = "SCHEMA.json")]
+    pub schema: Option<PathBuf>,
+}
+
+/// Flags shared by the commands that change a host.
+#[derive(Debug, Clone, Args)]
+pub struct ChangeArgs {
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Keep the new config (and the backup) when restart or health fails.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// After success, delete the oldest backups beyond N.
+    #[arg(long, value_name = "N")]
+    pub keep_backups: Option<usize>,
+    /// Print one JSON object instead of the human report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The new config file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+    /// Stop after the diff; touch nothing (exit 0 no change, 2 changes pending).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply even when the remote bytes are already identical.
+    #[arg(long)]
+    pub force: bool,
+    /// Refuse unless the remote config has this sha256 (hex).
+    #[arg(long, value_name = "HEX")]
+    pub expect_sha256: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Backup path to restore (default: the newest).
+    pub backup: Option<String>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub change: ChangeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -103,5 +233,12 @@ pub fn main() -> ExitCode {
         Command::Get(args) => crate::cmd::get::run(args),
         Command::Validate(args) => crate::cmd::validate::run(args),
         Command::DiffFiles(args) => crate::cmd::diff_files::run(args),
+        Command::Apply(args) => crate::cmd::apply::run(args, false),
+        Command::Plan(args) => crate::cmd::apply::run(args, true),
+        Command::Health(args) => crate::cmd::health::run(args),
+        Command::Backups(args) => crate::cmd::backups::run(args),
+        Command::Rollback(args) => crate::cmd::rollback::run(args),
+        Command::Edit(args) => crate::cmd::edit::run(args),
+        Command::Demo => crate::cmd::demo::run(),
     }
 }

@@ -1,1 +1,216 @@
 //! The inventory file: `defaults:` and named `hosts:` carrying target flags.
+//!
+//! Owns: finding the file (`--inventory`, `$SWAPCFG_INVENTORY`,
+//! `./swapcfg.yaml`, `$XDG_CONFIG_HOME/swapcfg/inventory.yaml`), parsing it
+//! with the positioned YAML reader (errors carry `file:line:column`), and
+//! merging host settings over defaults. Command-line flags override both
+//! (done by the caller).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::validate::yaml::{self, Kind, Node};
+
+/// Largest inventory file accepted.
+const MAX_INVENTORY: u64 = 1024 * 1024;
+
+const KEYS: &[&str] = &[
+    "address", "port", "user", "identity", "known_hosts", "host_key_policy", "mode", "config_path", "restart_cmd",
+    "base_url", "api_key_env", "schema",
+];
+
+/// Settings for one host; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostSettings {
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    pub host_key_policy: Option<String>,
+    pub mode: Option<String>,
+    pub config_path: Option<String>,
+    pub restart_cmd: Option<String>,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub schema: Option<PathBuf>,
+}
+
+impl HostSettings {
+    /// `self` where set, else `base`.
+    fn over(self, base: &HostSettings) -> HostSettings {
+        macro_rules! pick {
+            ($($f:ident),*) => { HostSettings { $($f: self.$f.or_else(|| base.$f.clone()),)* } };
+        }
+        pick!(address, port, user, identity, known_hosts, host_key_policy, mode, config_path, restart_cmd, base_url, api_key_env, schema)
+    }
+}
+
+/// A parsed inventory.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub path: PathBuf,
+    pub defaults: HostSettings,
+    pub hosts: BTreeMap<String, HostSettings>,
+}
+
+fn err(path: &Path, n: &Node, msg: impl std::fmt::Display) -> String {
+    format!("inventory {}:{}:{}: {msg}", path.display(), n.line, n.column)
+}
+
+fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String> {
+    let Kind::Map(entries) = &node.kind else {
+        if node.kind == Kind::Null {
+            return Ok(HostSettings::default());
+        }
+        return Err(err(path, node, format!("{what} must be a mapping of settings")));
+    };
+    let mut s = HostSettings::default();
+    for (k, v) in entries {
+        let key = k.key_text();
+        let text = || match &v.kind {
+            Kind::Str(t) => Ok(t.clone()),
+            Kind::Int(i) => Ok(i.to_string()),
+            _ => Err(err(path, v, format!("{what}.{key} must be a string"))),
+        };
+        match key.as_str() {
+            "address" => s.address = Some(text()?),
+            "port" => match v.kind {
+                Kind::Int(p) if (1..=65535).contains(&p) => s.port = Some(p as u16),
+                _ => return Err(err(path, v, format!("{what}.port must be a number from 1 to 65535"))),
+            },
+            "user" => s.user = Some(text()?),
+            "identity" => s.identity = Some(PathBuf::from(text()?)),
+            "known_hosts" => s.known_hosts = Some(PathBuf::from(text()?)),
+            "host_key_policy" => {
+                let t = text()?;
+                if !matches!(t.as_str(), "strict" | "accept-new") {
+                    return Err(err(path, v, format!("{what}.host_key_policy must be strict or accept-new")));
+                }
+                s.host_key_policy = Some(t);
+            }
+            "mode" => {
+                let t = text()?;
+                if !matches!(t.as_str(), "sftp" | "shell" | "wrapper") {
+                    return Err(err(path, v, format!("{what}.mode must be sftp, shell or wrapper")));
+                }
+                s.mode = Some(t);
+            }
+            "config_path" => s.config_path = Some(text()?),
+            "restart_cmd" => s.restart_cmd = Some(text()?),
+            "base_url" => s.base_url = Some(text()?),
+            "api_key_env" => s.api_key_env = Some(text()?),
+            "schema" => s.schema = Some(PathBuf::from(text()?)),
+            other => {
+                return Err(err(path, k, format!("unknown setting `{other}` in {what} (known: {})", KEYS.join(", "))));
+            }
+        }
+    }
+    Ok(s)
+}
+
+impl Inventory {
+    /// Parse inventory text; `path` names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Inventory, String> {
+        let root = yaml::parse(text).map_err(|e| format!("inventory {}:{}:{}: {}", path.display(), e.line, e.column, e.message))?;
+        let mut inv = Inventory { path: path.to_path_buf(), ..Default::default() };
+        let Kind::Map(entries) = &root.kind else {
+            return Err(err(path, &root, "the inventory must be a mapping with `defaults:` and `hosts:`"));
+        };
+        for (k, v) in entries {
+            match k.key_text().as_str() {
+                "defaults" => inv.defaults = settings(path, v, "defaults")?,
+                "hosts" => match &v.kind {
+                    Kind::Map(hosts) => {
+                        for (name, h) in hosts {
+                            inv.hosts.insert(name.key_text(), settings(path, h, &format!("hosts.{}", name.key_text()))?);
+                        }
+                    }
+                    Kind::Null => {}
+                    _ => return Err(err(path, v, "hosts must be a mapping of name: settings")),
+                },
+                other => return Err(err(path, k, format!("unknown key `{other}` (expected defaults, hosts)"))),
+            }
+        }
+        Ok(inv)
+    }
+
+    /// Read and parse a file (bounded).
+    pub fn load(path: &Path) -> Result<Inventory, String> {
+        let meta = std::fs::metadata(path).map_err(|e| format!("inventory {}: {e}", path.display()))?;
+        if meta.len() > MAX_INVENTORY {
+            return Err(format!("inventory {}: {} bytes, over the {MAX_INVENTORY}-byte limit", path.display(), meta.len()));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("inventory {}: {e}", path.display()))?;
+        Inventory::parse(path, &text)
+    }
+
+    /// Find the inventory: the explicit path (`--inventory` or
+    /// `$SWAPCFG_INVENTORY`) must exist; the default places are optional.
+    pub fn discover(explicit: Option<&Path>) -> Result<Option<Inventory>, String> {
+        if let Some(p) = explicit {
+            return Inventory::load(p).map(Some);
+        }
+        let mut candidates = vec![PathBuf::from("swapcfg.yaml")];
+        let xdg = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+        if let Some(x) = xdg {
+            candidates.push(x.join("swapcfg").join("inventory.yaml"));
+        }
+        for c in candidates {
+            if c.is_file() {
+                return Inventory::load(&c).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Settings for TARGET: a host name merged over defaults, or the
+    /// defaults with `address` = TARGET.
+    pub fn resolve(&self, target: &str) -> HostSettings {
+        match self.hosts.get(target) {
+            Some(h) => {
+                let mut s = h.clone().over(&self.defaults);
+                if s.address.is_none() {
+                    s.address = Some(target.to_string());
+                }
+                s
+            }
+            None => HostSettings { address: Some(target.to_string()), ..self.defaults.clone() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INV: &str = "defaults:\n  user: admin\n  config_path: /etc/llama-swap/config.yaml\n  restart_cmd: systemctl restart llama-swap\nhosts:\n  gpu1:\n    address: 10.0.0.5\n    port: 2222\n    base_url: http://10.0.0.5:8080\n  gpu2:\n    user: root\n";
+
+    #[test]
+    fn hosts_override_defaults() {
+        let inv = Inventory::parse(Path::new("inv.yaml"), INV).unwrap_or_else(|e| panic!("{e}"));
+        let g1 = inv.resolve("gpu1");
+        assert_eq!(g1.address.as_deref(), Some("10.0.0.5"));
+        assert_eq!(g1.port, Some(2222));
+        assert_eq!(g1.user.as_deref(), Some("admin"));
+        assert_eq!(g1.restart_cmd.as_deref(), Some("systemctl restart llama-swap"));
+        let g2 = inv.resolve("gpu2");
+        assert_eq!((g2.address.as_deref(), g2.user.as_deref()), (Some("gpu2"), Some("root")));
+        let other = inv.resolve("bob@box:22");
+        assert_eq!(other.address.as_deref(), Some("bob@box:22"));
+        assert_eq!(other.config_path.as_deref(), Some("/etc/llama-swap/config.yaml"));
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let e = Inventory::parse(Path::new("inv.yaml"), "hosts:\n  a:\n    prot: 22\n").err().unwrap_or_default();
+        assert!(e.starts_with("inventory inv.yaml:3:5: unknown setting `prot`"), "{e}");
+        let e = Inventory::parse(Path::new("inv.yaml"), "hosts:\n  a:\n    port: x\n").err().unwrap_or_default();
+        assert!(e.starts_with("inventory inv.yaml:3:11: hosts.a.port"), "{e}");
+        let e = Inventory::parse(Path::new("inv.yaml"), "hosts:\n  a: {}\n  a: {}\n").err().unwrap_or_default();
+        assert!(e.contains("inv.yaml:3:3") && e.contains("already defined"), "{e}");
+    }
+}

@@ -20,6 +20,7 @@
 //!     restart) with three implementations: SFTP, POSIX shell over exec, and
 //!     the fixed-verb forced-command wrapper.
 //!   - [`health`]: polls `GET <base_url>/v1/models` with hyper.
+//!   - [`standin`]: a stand-in llama-swap `/v1/models` endpoint (tests, demo).
 //!   - [`testserver`]: an in-process russh SSH/SFTP server with a fault plan,
 //!     used by the tests and by `swapcfg demo`.
 //! * Orchestration and presentation:
@@ -36,6 +37,7 @@ pub mod inventory;
 pub mod pipeline;
 pub mod remote;
 pub mod report;
+pub mod standin;
 pub mod target;
 pub mod testserver;
 pub mod transport;

@@ -8,29 +8,21 @@ use crate::remote::{AnyRemote, RemoteOps, RemoteOptions};
 use crate::transport::Session;
 
 pub fn run(args: crate::cli::GetArgs) -> ExitCode {
-    let t = &args.target;
-    let opts = match super::connect_options(t) {
-        Ok(o) => o,
+    let (res, path) = match super::resolve(&args.target, None).and_then(|r| r.config_path().map(|p| (r, p))) {
+        Ok(x) => x,
         Err(e) => return fail(exit::USAGE, e),
-    };
-    let Some(path) = t.config_path.clone() else {
-        return fail(
-            exit::USAGE,
-            "--config-path PATH is required (the config file's path on the host)",
-        );
     };
     let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(exit::USAGE, e),
     };
-    let mode = t.mode.unwrap_or_default();
     rt.block_on(async {
-        let session = match Session::connect(&opts).await {
+        let session = match Session::connect(&res.connect).await {
             Ok(s) => s,
             Err(e) => return fail(exit::CONNECT, e),
         };
         let host = session.label();
-        let remote = match AnyRemote::open(&session, mode, &path, RemoteOptions::default()).await {
+        let remote = match AnyRemote::open(&session, res.mode, &path, RemoteOptions::default()).await {
             Ok(r) => r,
             Err(e) => return fail(exit::READ, format!("{host}: {e}")),
         };

@@ -54,12 +54,16 @@ pub enum RemoteError {
     Timeout { op: &'static str, after: Duration },
     #[error("{op} is not supported in this mode: {why}")]
     Unsupported { op: &'static str, why: String },
-    #[error("restart command exited with status {status:?}: {stderr}")]
+    #[error("restart command exited with status {}: {stderr}", status_text(.status))]
     RestartFailed { status: Option<u32>, stderr: String },
     #[error("{op} failed: {message}")]
     Failed { op: &'static str, message: String },
     #[error("connection lost during {op}: {message}")]
     Disconnected { op: &'static str, message: String },
+}
+
+fn status_text(status: &Option<u32>) -> String {
+    status.map(|s| s.to_string()).unwrap_or_else(|| "none (killed by a signal?)".into())
 }
 
 /// The seam between the pipeline and the host. One implementation per mode.

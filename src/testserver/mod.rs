@@ -340,6 +340,7 @@ async fn accept_loop(
         let Ok((stream, _peer)) = listener.accept().await else {
             continue;
         };
+        let _ = stream.set_nodelay(true);
         let Some((stream, dup)) = duplicate(stream) else {
             continue;
         };
