@@ -71,9 +71,17 @@ pub enum HealthError {
     #[error("{url} answered {status}: an API key is required; pass --api-key-env NAME (the variable holding one of llama-swap's apiKeys)")]
     Unauthorized { url: String, status: u16 },
     #[error("{url} not healthy after {attempts} attempt(s): {last}")]
-    Unhealthy { url: String, attempts: u32, last: String },
+    Unhealthy {
+        url: String,
+        attempts: u32,
+        last: String,
+    },
     #[error("{url} is up but does not list {missing:?} (after {attempts} attempt(s)); llama-swap may still be running the old config")]
-    MissingModels { url: String, attempts: u32, missing: Vec<String> },
+    MissingModels {
+        url: String,
+        attempts: u32,
+        missing: Vec<String>,
+    },
 }
 
 enum Attempt {
@@ -84,10 +92,18 @@ enum Attempt {
 
 /// Poll until healthy or out of attempts. `progress(n)` is called before
 /// attempt `n`.
-pub async fn check(hc: &HealthCheck, progress: &mut dyn FnMut(u32)) -> Result<HealthReport, HealthError> {
+pub async fn check(
+    hc: &HealthCheck,
+    progress: &mut dyn FnMut(u32),
+) -> Result<HealthReport, HealthError> {
     let started = Instant::now();
     let url = format!("{}{}", hc.base_url.trim_end_matches('/'), hc.path);
-    let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| HealthError::BadUrl { url: url.clone(), why: e.to_string() })?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| HealthError::BadUrl {
+            url: url.clone(),
+            why: e.to_string(),
+        })?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
@@ -116,10 +132,18 @@ pub async fn check(hc: &HealthCheck, progress: &mut dyn FnMut(u32)) -> Result<He
                     .cloned()
                     .collect();
                 if missing.is_empty() {
-                    return Ok(HealthReport { attempts_used: n, listed_models: listed, elapsed: started.elapsed() });
+                    return Ok(HealthReport {
+                        attempts_used: n,
+                        listed_models: listed,
+                        elapsed: started.elapsed(),
+                    });
                 }
                 if n == attempts {
-                    return Err(HealthError::MissingModels { url, attempts, missing });
+                    return Err(HealthError::MissingModels {
+                        url,
+                        attempts,
+                        missing,
+                    });
                 }
                 last = format!("missing models {missing:?}");
             }
@@ -128,17 +152,27 @@ pub async fn check(hc: &HealthCheck, progress: &mut dyn FnMut(u32)) -> Result<He
             tokio::time::sleep(hc.delay).await;
         }
     }
-    Err(HealthError::Unhealthy { url, attempts, last })
+    Err(HealthError::Unhealthy {
+        url,
+        attempts,
+        last,
+    })
 }
 
 async fn attempt(uri: &Uri, hc: &HealthCheck) -> Attempt {
-    let host = uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = uri
+        .host()
+        .unwrap_or("localhost")
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = uri.port_u16().unwrap_or(80);
     let stream = match tokio::net::TcpStream::connect((host.as_str(), port)).await {
         Ok(s) => s,
         Err(e) => return Attempt::Retry(format!("cannot connect: {e}")),
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    {
         Ok(x) => x,
         Err(e) => return Attempt::Retry(format!("HTTP handshake: {e}")),
     };
@@ -151,7 +185,12 @@ async fn attempt(uri: &Uri, hc: &HealthCheck) -> Attempt {
     }
     let req = match req.body(Empty::<bytes::Bytes>::new()) {
         Ok(r) => r,
-        Err(e) => return Attempt::Fatal(HealthError::BadUrl { url: uri.to_string(), why: e.to_string() }),
+        Err(e) => {
+            return Attempt::Fatal(HealthError::BadUrl {
+                url: uri.to_string(),
+                why: e.to_string(),
+            })
+        }
     };
     let resp = match sender.send_request(req).await {
         Ok(r) => r,
@@ -164,7 +203,10 @@ async fn attempt(uri: &Uri, hc: &HealthCheck) -> Attempt {
     let body = Limited::new(resp.into_body(), MAX_BODY).collect().await;
     driver.abort();
     if status == 401 || status == 403 {
-        return Attempt::Fatal(HealthError::Unauthorized { url: uri.to_string(), status });
+        return Attempt::Fatal(HealthError::Unauthorized {
+            url: uri.to_string(),
+            status,
+        });
     }
     if status != 200 {
         return Attempt::Retry(format!("HTTP {status}"));
@@ -177,7 +219,11 @@ async fn attempt(uri: &Uri, hc: &HealthCheck) -> Attempt {
         Ok(v) => Attempt::Ok(
             v.get("data")
                 .and_then(|d| d.as_array())
-                .map(|a| a.iter().filter_map(|m| m.get("id").and_then(|i| i.as_str()).map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| m.get("id").and_then(|i| i.as_str()).map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default(),
         ),
         Err(_) if hc.expect_models.is_none() => Attempt::Ok(Vec::new()),

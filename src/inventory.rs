@@ -15,8 +15,18 @@ use crate::validate::yaml::{self, Kind, Node};
 const MAX_INVENTORY: u64 = 1024 * 1024;
 
 const KEYS: &[&str] = &[
-    "address", "port", "user", "identity", "known_hosts", "host_key_policy", "mode", "config_path", "restart_cmd",
-    "base_url", "api_key_env", "schema",
+    "address",
+    "port",
+    "user",
+    "identity",
+    "known_hosts",
+    "host_key_policy",
+    "mode",
+    "config_path",
+    "restart_cmd",
+    "base_url",
+    "api_key_env",
+    "schema",
 ];
 
 /// Settings for one host; every field optional.
@@ -42,7 +52,20 @@ impl HostSettings {
         macro_rules! pick {
             ($($f:ident),*) => { HostSettings { $($f: self.$f.or_else(|| base.$f.clone()),)* } };
         }
-        pick!(address, port, user, identity, known_hosts, host_key_policy, mode, config_path, restart_cmd, base_url, api_key_env, schema)
+        pick!(
+            address,
+            port,
+            user,
+            identity,
+            known_hosts,
+            host_key_policy,
+            mode,
+            config_path,
+            restart_cmd,
+            base_url,
+            api_key_env,
+            schema
+        )
     }
 }
 
@@ -55,7 +78,12 @@ pub struct Inventory {
 }
 
 fn err(path: &Path, n: &Node, msg: impl std::fmt::Display) -> String {
-    format!("inventory {}:{}:{}: {msg}", path.display(), n.line, n.column)
+    format!(
+        "inventory {}:{}:{}: {msg}",
+        path.display(),
+        n.line,
+        n.column
+    )
 }
 
 fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String> {
@@ -63,7 +91,11 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
         if node.kind == Kind::Null {
             return Ok(HostSettings::default());
         }
-        return Err(err(path, node, format!("{what} must be a mapping of settings")));
+        return Err(err(
+            path,
+            node,
+            format!("{what} must be a mapping of settings"),
+        ));
     };
     let mut s = HostSettings::default();
     for (k, v) in entries {
@@ -77,7 +109,13 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
             "address" => s.address = Some(text()?),
             "port" => match v.kind {
                 Kind::Int(p) if (1..=65535).contains(&p) => s.port = Some(p as u16),
-                _ => return Err(err(path, v, format!("{what}.port must be a number from 1 to 65535"))),
+                _ => {
+                    return Err(err(
+                        path,
+                        v,
+                        format!("{what}.port must be a number from 1 to 65535"),
+                    ))
+                }
             },
             "user" => s.user = Some(text()?),
             "identity" => s.identity = Some(PathBuf::from(text()?)),
@@ -85,14 +123,22 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
             "host_key_policy" => {
                 let t = text()?;
                 if !matches!(t.as_str(), "strict" | "accept-new") {
-                    return Err(err(path, v, format!("{what}.host_key_policy must be strict or accept-new")));
+                    return Err(err(
+                        path,
+                        v,
+                        format!("{what}.host_key_policy must be strict or accept-new"),
+                    ));
                 }
                 s.host_key_policy = Some(t);
             }
             "mode" => {
                 let t = text()?;
                 if !matches!(t.as_str(), "sftp" | "shell" | "wrapper") {
-                    return Err(err(path, v, format!("{what}.mode must be sftp, shell or wrapper")));
+                    return Err(err(
+                        path,
+                        v,
+                        format!("{what}.mode must be sftp, shell or wrapper"),
+                    ));
                 }
                 s.mode = Some(t);
             }
@@ -102,7 +148,14 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
             "api_key_env" => s.api_key_env = Some(text()?),
             "schema" => s.schema = Some(PathBuf::from(text()?)),
             other => {
-                return Err(err(path, k, format!("unknown setting `{other}` in {what} (known: {})", KEYS.join(", "))));
+                return Err(err(
+                    path,
+                    k,
+                    format!(
+                        "unknown setting `{other}` in {what} (known: {})",
+                        KEYS.join(", ")
+                    ),
+                ));
             }
         }
     }
@@ -112,10 +165,25 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
 impl Inventory {
     /// Parse inventory text; `path` names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Inventory, String> {
-        let root = yaml::parse(text).map_err(|e| format!("inventory {}:{}:{}: {}", path.display(), e.line, e.column, e.message))?;
-        let mut inv = Inventory { path: path.to_path_buf(), ..Default::default() };
+        let root = yaml::parse(text).map_err(|e| {
+            format!(
+                "inventory {}:{}:{}: {}",
+                path.display(),
+                e.line,
+                e.column,
+                e.message
+            )
+        })?;
+        let mut inv = Inventory {
+            path: path.to_path_buf(),
+            ..Default::default()
+        };
         let Kind::Map(entries) = &root.kind else {
-            return Err(err(path, &root, "the inventory must be a mapping with `defaults:` and `hosts:`"));
+            return Err(err(
+                path,
+                &root,
+                "the inventory must be a mapping with `defaults:` and `hosts:`",
+            ));
         };
         for (k, v) in entries {
             match k.key_text().as_str() {
@@ -123,13 +191,22 @@ impl Inventory {
                 "hosts" => match &v.kind {
                     Kind::Map(hosts) => {
                         for (name, h) in hosts {
-                            inv.hosts.insert(name.key_text(), settings(path, h, &format!("hosts.{}", name.key_text()))?);
+                            inv.hosts.insert(
+                                name.key_text(),
+                                settings(path, h, &format!("hosts.{}", name.key_text()))?,
+                            );
                         }
                     }
                     Kind::Null => {}
                     _ => return Err(err(path, v, "hosts must be a mapping of name: settings")),
                 },
-                other => return Err(err(path, k, format!("unknown key `{other}` (expected defaults, hosts)"))),
+                other => {
+                    return Err(err(
+                        path,
+                        k,
+                        format!("unknown key `{other}` (expected defaults, hosts)"),
+                    ))
+                }
             }
         }
         Ok(inv)
@@ -137,11 +214,17 @@ impl Inventory {
 
     /// Read and parse a file (bounded).
     pub fn load(path: &Path) -> Result<Inventory, String> {
-        let meta = std::fs::metadata(path).map_err(|e| format!("inventory {}: {e}", path.display()))?;
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("inventory {}: {e}", path.display()))?;
         if meta.len() > MAX_INVENTORY {
-            return Err(format!("inventory {}: {} bytes, over the {MAX_INVENTORY}-byte limit", path.display(), meta.len()));
+            return Err(format!(
+                "inventory {}: {} bytes, over the {MAX_INVENTORY}-byte limit",
+                path.display(),
+                meta.len()
+            ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("inventory {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("inventory {}: {e}", path.display()))?;
         Inventory::parse(path, &text)
     }
 
@@ -178,7 +261,10 @@ impl Inventory {
                 }
                 s
             }
-            None => HostSettings { address: Some(target.to_string()), ..self.defaults.clone() },
+            None => HostSettings {
+                address: Some(target.to_string()),
+                ..self.defaults.clone()
+            },
         }
     }
 }
@@ -196,21 +282,45 @@ mod tests {
         assert_eq!(g1.address.as_deref(), Some("10.0.0.5"));
         assert_eq!(g1.port, Some(2222));
         assert_eq!(g1.user.as_deref(), Some("admin"));
-        assert_eq!(g1.restart_cmd.as_deref(), Some("systemctl restart llama-swap"));
+        assert_eq!(
+            g1.restart_cmd.as_deref(),
+            Some("systemctl restart llama-swap")
+        );
         let g2 = inv.resolve("gpu2");
-        assert_eq!((g2.address.as_deref(), g2.user.as_deref()), (Some("gpu2"), Some("root")));
+        assert_eq!(
+            (g2.address.as_deref(), g2.user.as_deref()),
+            (Some("gpu2"), Some("root"))
+        );
         let other = inv.resolve("bob@box:22");
         assert_eq!(other.address.as_deref(), Some("bob@box:22"));
-        assert_eq!(other.config_path.as_deref(), Some("/etc/llama-swap/config.yaml"));
+        assert_eq!(
+            other.config_path.as_deref(),
+            Some("/etc/llama-swap/config.yaml")
+        );
     }
 
     #[test]
     fn errors_carry_line_and_column() {
-        let e = Inventory::parse(Path::new("inv.yaml"), "hosts:\n  a:\n    prot: 22\n").err().unwrap_or_default();
-        assert!(e.starts_with("inventory inv.yaml:3:5: unknown setting `prot`"), "{e}");
-        let e = Inventory::parse(Path::new("inv.yaml"), "hosts:\n  a:\n    port: x\n").err().unwrap_or_default();
-        assert!(e.starts_with("inventory inv.yaml:3:11: hosts.a.port"), "{e}");
-        let e = Inventory::parse(Path::new("inv.yaml"), "hosts:\n  a: {}\n  a: {}\n").err().unwrap_or_default();
-        assert!(e.contains("inv.yaml:3:3") && e.contains("already defined"), "{e}");
+        let e = Inventory::parse(Path::new("inv.yaml"), "hosts:\n  a:\n    prot: 22\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("inventory inv.yaml:3:5: unknown setting `prot`"),
+            "{e}"
+        );
+        let e = Inventory::parse(Path::new("inv.yaml"), "hosts:\n  a:\n    port: x\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("inventory inv.yaml:3:11: hosts.a.port"),
+            "{e}"
+        );
+        let e = Inventory::parse(Path::new("inv.yaml"), "hosts:\n  a: {}\n  a: {}\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("inv.yaml:3:3") && e.contains("already defined"),
+            "{e}"
+        );
     }
 }

@@ -83,7 +83,13 @@ pub struct ApplyReport {
 
 impl ApplyReport {
     /// A report for a failure before any remote work (validate, connect).
-    pub fn early(step: Step, host: &str, config_path: &str, new: &[u8], error: String) -> ApplyReport {
+    pub fn early(
+        step: Step,
+        host: &str,
+        config_path: &str,
+        new: &[u8],
+        error: String,
+    ) -> ApplyReport {
         ApplyReport {
             ok: false,
             step,
@@ -147,8 +153,19 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Apply `new` to the config behind `remote`.
-pub async fn apply<R: RemoteOps, H: Hooks>(remote: &R, new: &[u8], opts: &ApplyOptions, hooks: &mut H) -> ApplyReport {
-    let mut rep = ApplyReport::early(Step::Read, &opts.host, &opts.config_path, new, String::new());
+pub async fn apply<R: RemoteOps, H: Hooks>(
+    remote: &R,
+    new: &[u8],
+    opts: &ApplyOptions,
+    hooks: &mut H,
+) -> ApplyReport {
+    let mut rep = ApplyReport::early(
+        Step::Read,
+        &opts.host,
+        &opts.config_path,
+        new,
+        String::new(),
+    );
     rep.error = None;
     macro_rules! timed {
         ($name:expr, $step:expr, $e:expr) => {{
@@ -173,7 +190,12 @@ pub async fn apply<R: RemoteOps, H: Hooks>(remote: &R, new: &[u8], opts: &ApplyO
     };
     let old_sha = sha256_hex(&current.bytes);
     rep.old_sha256 = Some(old_sha.clone());
-    rep.diff = crate::diff::unified_diff(&current.bytes, new, &format!("{}:{}", opts.host, opts.config_path), &opts.new_label);
+    rep.diff = crate::diff::unified_diff(
+        &current.bytes,
+        new,
+        &format!("{}:{}", opts.host, opts.config_path),
+        &opts.new_label,
+    );
     if let Some(expected) = &opts.expect_sha256 {
         if !expected.eq_ignore_ascii_case(&old_sha) {
             fail!(Step::Conflict, format!("remote config has sha256 {old_sha}, not the expected {expected}; re-plan against the current file"));
@@ -188,7 +210,11 @@ pub async fn apply<R: RemoteOps, H: Hooks>(remote: &R, new: &[u8], opts: &ApplyO
     }
     if opts.dry_run {
         rep.ok = true;
-        rep.step = if changed { Step::Planned } else { Step::Unchanged };
+        rep.step = if changed {
+            Step::Planned
+        } else {
+            Step::Unchanged
+        };
         return rep;
     }
     if !hooks.confirm(&rep.diff) {
@@ -210,14 +236,21 @@ pub async fn apply<R: RemoteOps, H: Hooks>(remote: &R, new: &[u8], opts: &ApplyO
         Err(e) => fail!(Step::Conflict, e),
     }
 
-    let backup = match timed!("backup", Step::Backup, remote.backup(&current, SystemTime::now()).await) {
+    let backup = match timed!(
+        "backup",
+        Step::Backup,
+        remote.backup(&current, SystemTime::now()).await
+    ) {
         Ok(b) => b,
         Err(e) => fail!(Step::Backup, format!("{e}; nothing was written")),
     };
     rep.backup_path = Some(backup.clone());
 
     if let Err(e) = timed!("write", Step::Write, remote.write(new, current.mode).await) {
-        fail!(Step::Write, format!("{e}; the old config is intact (backup at {backup})"));
+        fail!(
+            Step::Write,
+            format!("{e}; the old config is intact (backup at {backup})")
+        );
     }
 
     let failure: Option<(Step, String)> = match restart(remote, opts, hooks, &mut rep).await {
@@ -230,7 +263,9 @@ pub async fn apply<R: RemoteOps, H: Hooks>(remote: &R, new: &[u8], opts: &ApplyO
     if let Some((step, err)) = failure {
         rep.step = step;
         if opts.no_rollback {
-            rep.error = Some(format!("{err}; the new config was kept (--no-rollback), the previous one is at {backup}"));
+            rep.error = Some(format!(
+                "{err}; the new config was kept (--no-rollback), the previous one is at {backup}"
+            ));
             return rep;
         }
         rep.error = Some(err);
@@ -246,8 +281,15 @@ pub async fn apply<R: RemoteOps, H: Hooks>(remote: &R, new: &[u8], opts: &ApplyO
     rep
 }
 
-async fn restart<R: RemoteOps, H: Hooks>(remote: &R, opts: &ApplyOptions, hooks: &mut H, rep: &mut ApplyReport) -> Result<(), String> {
-    let Some(cmd) = &opts.restart_cmd else { return Ok(()) };
+async fn restart<R: RemoteOps, H: Hooks>(
+    remote: &R,
+    opts: &ApplyOptions,
+    hooks: &mut H,
+    rep: &mut ApplyReport,
+) -> Result<(), String> {
+    let Some(cmd) = &opts.restart_cmd else {
+        return Ok(());
+    };
     hooks.step(Step::Restart);
     let t = Instant::now();
     let r = remote.restart(cmd, opts.restart_timeout).await;
@@ -256,18 +298,30 @@ async fn restart<R: RemoteOps, H: Hooks>(remote: &R, opts: &ApplyOptions, hooks:
 }
 
 /// Put the old bytes back, restart and re-check health.
-async fn rollback<R: RemoteOps, H: Hooks>(remote: &R, old: &RemoteFile, opts: &ApplyOptions, hooks: &mut H, rep: &mut ApplyReport) {
+async fn rollback<R: RemoteOps, H: Hooks>(
+    remote: &R,
+    old: &RemoteFile,
+    opts: &ApplyOptions,
+    hooks: &mut H,
+    rep: &mut ApplyReport,
+) {
     hooks.step(Step::Rollback);
     let t = Instant::now();
     let result: Result<(), String> = async {
-        remote.write(&old.bytes, old.mode).await.map_err(|e| format!("restoring the old config failed: {e}"))?;
+        remote
+            .write(&old.bytes, old.mode)
+            .await
+            .map_err(|e| format!("restoring the old config failed: {e}"))?;
         if let Some(cmd) = &opts.restart_cmd {
             remote
                 .restart(cmd, opts.restart_timeout)
                 .await
                 .map_err(|e| format!("old config restored, but the restart failed: {e}"))?;
         }
-        hooks.health(true).await.map_err(|e| format!("old config restored and restarted, but health still fails: {e}"))
+        hooks
+            .health(true)
+            .await
+            .map_err(|e| format!("old config restored and restarted, but health still fails: {e}"))
     }
     .await;
     rep.timings_ms.insert("rollback", ms(t.elapsed()));
@@ -289,11 +343,17 @@ async fn prune<R: RemoteOps>(remote: &R, keep: usize, rep: &mut ApplyReport) {
             for b in list.into_iter().take(excess) {
                 match remote.remove_backup(&b.path).await {
                     Ok(()) => rep.pruned_backups.push(b.path),
-                    Err(e) => rep.warnings.push(format!("could not prune {}: {e}", b.path)),
+                    Err(e) => rep
+                        .warnings
+                        .push(format!("could not prune {}: {e}", b.path)),
                 }
             }
         }
-        Err(RemoteError::Unsupported { why, .. }) => rep.warnings.push(format!("--keep-backups ignored: {why}")),
-        Err(e) => rep.warnings.push(format!("could not list backups to prune: {e}")),
+        Err(RemoteError::Unsupported { why, .. }) => {
+            rep.warnings.push(format!("--keep-backups ignored: {why}"))
+        }
+        Err(e) => rep
+            .warnings
+            .push(format!("could not list backups to prune: {e}")),
     }
 }

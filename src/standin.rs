@@ -33,18 +33,27 @@ impl Standin {
     pub async fn start(models: Vec<String>, api_key: Option<String>) -> std::io::Result<Standin> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(Mutex::new(State { models, status: 200, api_key, requests: 0 }));
+        let state = Arc::new(Mutex::new(State {
+            models,
+            status: 200,
+            api_key,
+            requests: 0,
+        }));
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let st = st.clone();
                         async move { Ok::<_, std::convert::Infallible>(answer(&st, &req)) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -84,11 +93,15 @@ fn answer(st: &Mutex<State>, req: &Request<hyper::body::Incoming>) -> Response<F
     s.requests += 1;
     let reply = |code: u16, body: String| {
         let mut r = Response::new(Full::new(bytes::Bytes::from(body)));
-        *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        *r.status_mut() =
+            hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
         r
     };
     if let Some(key) = &s.api_key {
-        let sent = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let sent = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if sent != Some(format!("Bearer {key}").as_str()) {
             return reply(401, r#"{"error":"unauthorized"}"#.into());
         }
@@ -99,6 +112,13 @@ fn answer(st: &Mutex<State>, req: &Request<hyper::body::Incoming>) -> Response<F
     if s.status != 200 {
         return reply(s.status, r#"{"error":"loading"}"#.into());
     }
-    let data: Vec<serde_json::Value> = s.models.iter().map(|m| serde_json::json!({"id": m, "object": "model"})).collect();
-    reply(200, serde_json::json!({"object": "list", "data": data}).to_string())
+    let data: Vec<serde_json::Value> = s
+        .models
+        .iter()
+        .map(|m| serde_json::json!({"id": m, "object": "model"}))
+        .collect();
+    reply(
+        200,
+        serde_json::json!({"object": "list", "data": data}).to_string(),
+    )
 }

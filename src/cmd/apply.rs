@@ -65,7 +65,9 @@ pub async fn run_job_code(job: &Job<'_>) -> u8 {
         Ok(p) => p,
         Err(e) => return usage(e),
     };
-    let restart_cmd = if job.dry_run { None } else {
+    let restart_cmd = if job.dry_run {
+        None
+    } else {
         match super::restart_command(res) {
             Ok(c) => c,
             Err(e) => return usage(e),
@@ -84,12 +86,28 @@ pub async fn run_job_code(job: &Job<'_>) -> u8 {
                 Severity::Error => err_style.err("error"),
                 Severity::Warning => err_style.warn("warning"),
             };
-            eprintln!("{}:{}:{}: {sev}: {}: {} [{}]", job.new_label, f.line, f.column, f.path, f.message, f.rule);
+            eprintln!(
+                "{}:{}:{}: {sev}: {}: {} [{}]",
+                job.new_label, f.line, f.column, f.path, f.message, f.rule
+            );
         }
     }
     if !outcome.is_valid() {
-        let n = outcome.findings.iter().filter(|f| f.severity == Severity::Error).count();
-        let rep = ApplyReport::early(Step::Validate, &host, &config_path, job.new, format!("{} is invalid ({n} error(s)); nothing was sent to the host", job.new_label));
+        let n = outcome
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count();
+        let rep = ApplyReport::early(
+            Step::Validate,
+            &host,
+            &config_path,
+            job.new,
+            format!(
+                "{} is invalid ({n} error(s)); nothing was sent to the host",
+                job.new_label
+            ),
+        );
         return finish(&rep, job.change.json);
     }
     let health = match super::health_check(res, job.service, Some(outcome.listed_models.clone())) {
@@ -100,13 +118,24 @@ pub async fn run_job_code(job: &Job<'_>) -> u8 {
     let t = Instant::now();
     let session = match Session::connect(&res.connect).await {
         Ok(s) => s,
-        Err(e) => return finish(&ApplyReport::early(Step::Connect, &host, &config_path, job.new, e.to_string()), job.change.json),
+        Err(e) => {
+            return finish(
+                &ApplyReport::early(Step::Connect, &host, &config_path, job.new, e.to_string()),
+                job.change.json,
+            )
+        }
     };
     let connect_ms = t.elapsed().as_millis() as u64;
-    let remote = match AnyRemote::open(&session, res.mode, &config_path, RemoteOptions::default()).await {
-        Ok(r) => r,
-        Err(e) => return finish(&ApplyReport::early(Step::Connect, &host, &config_path, job.new, e.to_string()), job.change.json),
-    };
+    let remote =
+        match AnyRemote::open(&session, res.mode, &config_path, RemoteOptions::default()).await {
+            Ok(r) => r,
+            Err(e) => {
+                return finish(
+                    &ApplyReport::early(Step::Connect, &host, &config_path, job.new, e.to_string()),
+                    job.change.json,
+                )
+            }
+        };
     let opts = ApplyOptions {
         host: host.clone(),
         config_path: config_path.clone(),
@@ -119,11 +148,18 @@ pub async fn run_job_code(job: &Job<'_>) -> u8 {
         no_rollback: job.change.no_rollback,
         keep_backups: job.change.keep_backups,
     };
-    let mut hooks = CliHooks { yes: job.change.yes, json: job.change.json, health, style: out_style, progress: err_style.color };
+    let mut hooks = CliHooks {
+        yes: job.change.yes,
+        json: job.change.json,
+        health,
+        style: out_style,
+        progress: err_style.color,
+    };
     let mut rep = pipeline::apply(&remote, job.new, &opts, &mut hooks).await;
     rep.timings_ms.insert("connect", connect_ms);
     if health_skipped(&hooks, &rep) {
-        rep.warnings.push("no --base-url: health was not checked".into());
+        rep.warnings
+            .push("no --base-url: health was not checked".into());
     }
     if job.dry_run && !job.change.json {
         print_diff(&rep.diff, out_style);
@@ -165,20 +201,52 @@ pub fn finish(rep: &ApplyReport, json: bool) -> u8 {
 
 fn human(rep: &ApplyReport) {
     let s = Style::for_stderr();
-    let timings: Vec<String> = rep.timings_ms.iter().map(|(k, v)| format!("{k} {v}ms")).collect();
+    let timings: Vec<String> = rep
+        .timings_ms
+        .iter()
+        .map(|(k, v)| format!("{k} {v}ms"))
+        .collect();
     let where_ = format!("{}:{}", rep.host, rep.config_path);
     match rep.step {
-        Step::Done => eprintln!("{} {where_} updated{} ({})", s.ok("✓ done:"), rep.backup_path.as_ref().map(|b| format!(", backup {b}")).unwrap_or_default(), timings.join(", ")),
-        Step::Unchanged => eprintln!("{} {where_} already has these bytes; nothing to do (use --force to apply anyway)", s.ok("✓ unchanged:")),
-        Step::Planned => eprintln!("{} the diff above would be applied to {where_} (nothing was changed)", s.warn("• plan:")),
+        Step::Done => eprintln!(
+            "{} {where_} updated{} ({})",
+            s.ok("✓ done:"),
+            rep.backup_path
+                .as_ref()
+                .map(|b| format!(", backup {b}"))
+                .unwrap_or_default(),
+            timings.join(", ")
+        ),
+        Step::Unchanged => eprintln!(
+            "{} {where_} already has these bytes; nothing to do (use --force to apply anyway)",
+            s.ok("✓ unchanged:")
+        ),
+        Step::Planned => eprintln!(
+            "{} the diff above would be applied to {where_} (nothing was changed)",
+            s.warn("• plan:")
+        ),
         step => {
-            let name = serde_json::to_value(step).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-            eprintln!("{} {where_}: {}", s.err(&format!("✗ failed at step {name}:")), rep.error.as_deref().unwrap_or("unknown error"));
+            let name = serde_json::to_value(step)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            eprintln!(
+                "{} {where_}: {}",
+                s.err(&format!("✗ failed at step {name}:")),
+                rep.error.as_deref().unwrap_or("unknown error")
+            );
             if rep.rolled_back {
-                eprintln!("{} the previous config was restored, restarted and is healthy again", s.ok("↺ rolled back:"));
+                eprintln!(
+                    "{} the previous config was restored, restarted and is healthy again",
+                    s.ok("↺ rolled back:")
+                );
             }
             if let Some(e) = &rep.rollback_error {
-                eprintln!("{} {e}\n  THE HOST MAY BE BROKEN: check it now; the previous config is at {}", s.err("✗ rollback failed:"), rep.backup_path.as_deref().unwrap_or("?"));
+                eprintln!(
+                    "{} {e}\n  THE HOST MAY BE BROKEN: check it now; the previous config is at {}",
+                    s.err("✗ rollback failed:"),
+                    rep.backup_path.as_deref().unwrap_or("?")
+                );
             }
         }
     }
@@ -220,13 +288,18 @@ impl Hooks for CliHooks {
 
     fn step(&mut self, step: Step) {
         if self.progress && !self.json {
-            let name = serde_json::to_value(step).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let name = serde_json::to_value(step)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
             eprintln!("  … {name}");
         }
     }
 
     async fn health(&mut self, rollback: bool) -> Result<(), String> {
-        let Some(hc) = &self.health else { return Ok(()) };
+        let Some(hc) = &self.health else {
+            return Ok(());
+        };
         let mut hc = hc.clone();
         if rollback {
             // The old config is back: its models, not the new ones, are listed.
@@ -237,7 +310,10 @@ impl Hooks for CliHooks {
         let total = hc.attempts;
         let mut progress = |n: u32| {
             if spin {
-                eprint!("\r  {} health: attempt {n}/{total} ", frames[(n as usize) % frames.len()]);
+                eprint!(
+                    "\r  {} health: attempt {n}/{total} ",
+                    frames[(n as usize) % frames.len()]
+                );
                 let _ = std::io::stderr().flush();
             }
         };

@@ -7,10 +7,11 @@ use crate::remote::{AnyRemote, RemoteOps, RemoteOptions};
 use crate::transport::Session;
 
 pub fn run(args: crate::cli::BackupsArgs) -> ExitCode {
-    let (res, path) = match super::resolve(&args.target, None).and_then(|r| r.config_path().map(|p| (r, p))) {
-        Ok(x) => x,
-        Err(e) => return super::fail(exit::USAGE, e),
-    };
+    let (res, path) =
+        match super::resolve(&args.target, None).and_then(|r| r.config_path().map(|p| (r, p))) {
+            Ok(x) => x,
+            Err(e) => return super::fail(exit::USAGE, e),
+        };
     let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => return super::fail(exit::USAGE, e),
@@ -20,16 +21,20 @@ pub fn run(args: crate::cli::BackupsArgs) -> ExitCode {
             Ok(s) => s,
             Err(e) => return super::fail(exit::CONNECT, e),
         };
-        let remote = match AnyRemote::open(&session, res.mode, &path, RemoteOptions::default()).await {
-            Ok(r) => r,
-            Err(e) => return super::fail(exit::READ, format!("{}: {e}", res.host())),
-        };
+        let remote =
+            match AnyRemote::open(&session, res.mode, &path, RemoteOptions::default()).await {
+                Ok(r) => r,
+                Err(e) => return super::fail(exit::READ, format!("{}: {e}", res.host())),
+            };
         let list = match remote.list_backups().await {
             Ok(l) => l,
             Err(e) => return super::fail(exit::READ, format!("{}: {e}", res.host())),
         };
         if args.json {
-            let items: Vec<_> = list.iter().map(|b| serde_json::json!({"path": b.path, "size": b.size, "mtime": b.mtime})).collect();
+            let items: Vec<_> = list
+                .iter()
+                .map(|b| serde_json::json!({"path": b.path, "size": b.size, "mtime": b.mtime}))
+                .collect();
             println!("{}", serde_json::Value::Array(items));
         } else if list.is_empty() {
             println!("no backups of {path} on {}", res.host());

@@ -40,13 +40,19 @@ async fn demo() -> Result<ExitCode, String> {
     let d = dir.path();
     let config = d.join("config.yaml");
     std::fs::write(&config, V1).map_err(|e| e.to_string())?;
-    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| e.to_string())?;
+    let key =
+        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| e.to_string())?;
     let key_path = d.join("id_demo");
     let pem = key.to_openssh(LineEnding::LF).map_err(|e| e.to_string())?;
     {
-        use std::os::unix::fs::OpenOptionsExt;
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_path).map_err(|e| e.to_string())?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+            .map_err(|e| e.to_string())?;
         f.write_all(pem.as_bytes()).map_err(|e| e.to_string())?;
     }
     let server = crate::testserver::TestServerBuilder::new()
@@ -55,8 +61,11 @@ async fn demo() -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("starting the sandbox SSH server: {e}"))?;
     let known_hosts = d.join("known_hosts");
-    std::fs::write(&known_hosts, format!("{}\n", server.known_hosts_line())).map_err(|e| e.to_string())?;
-    let standin = crate::standin::Standin::start(vec!["qwen-7b".into()], None).await.map_err(|e| e.to_string())?;
+    std::fs::write(&known_hosts, format!("{}\n", server.known_hosts_line()))
+        .map_err(|e| e.to_string())?;
+    let standin = crate::standin::Standin::start(vec!["qwen-7b".into()], None)
+        .await
+        .map_err(|e| e.to_string())?;
     // The sandbox "restart": fails like llama-swap would when a model's
     // binary is missing (runs on the sandbox host, not by the client).
     let restart = format!(
@@ -66,7 +75,11 @@ async fn demo() -> Result<ExitCode, String> {
     let config_path = config.to_str().ok_or("temp path is not UTF-8")?.to_string();
     let res = Resolved {
         connect: ConnectOptions {
-            target: Target { user: "demo".into(), host: "127.0.0.1".into(), port: server.port() },
+            target: Target {
+                user: "demo".into(),
+                host: "127.0.0.1".into(),
+                port: server.port(),
+            },
             identity: Some(key_path),
             known_hosts,
             host_key_policy: HostKeyPolicy::Strict,
@@ -92,8 +105,17 @@ async fn demo() -> Result<ExitCode, String> {
         verify_models: true,
         schema: None,
     };
-    let change = ChangeArgs { yes: true, no_rollback: false, keep_backups: None, json: false };
-    println!("sandbox host: {} (in-process SSH/SFTP server), llama-swap stand-in at {}", res.host(), standin.base_url());
+    let change = ChangeArgs {
+        yes: true,
+        no_rollback: false,
+        keep_backups: None,
+        json: false,
+    };
+    println!(
+        "sandbox host: {} (in-process SSH/SFTP server), llama-swap stand-in at {}",
+        res.host(),
+        standin.base_url()
+    );
     println!("remote config: {config_path}");
 
     let run = |new: &'static str, label: &str| super::apply::Job {
@@ -119,7 +141,14 @@ async fn demo() -> Result<ExitCode, String> {
 
     section("Result on the host");
     let now = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
-    println!("config is {} (the change from step 1)", if now == V2 { "intact" } else { "NOT as expected" });
+    println!(
+        "config is {} (the change from step 1)",
+        if now == V2 {
+            "intact"
+        } else {
+            "NOT as expected"
+        }
+    );
     let mut backups: Vec<String> = std::fs::read_dir(d)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok())
@@ -128,8 +157,14 @@ async fn demo() -> Result<ExitCode, String> {
         .collect();
     backups.sort();
     println!("backups: {}", backups.join(", "));
-    println!("exit statuses: {c1} {c2} {c3} (0 = done, 1 = invalid, 8 = restart failed and rolled back)");
+    println!(
+        "exit statuses: {c1} {c2} {c3} (0 = done, 1 = invalid, 8 = restart failed and rolled back)"
+    );
     drop(standin);
     server.shutdown().await;
-    Ok(if now == V2 { ExitCode::SUCCESS } else { ExitCode::from(exit::ROLLBACK_FAILED) })
+    Ok(if now == V2 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::ROLLBACK_FAILED)
+    })
 }

@@ -8,10 +8,11 @@ use crate::remote::{AnyRemote, RemoteOps, RemoteOptions};
 use crate::transport::Session;
 
 pub fn run(args: crate::cli::GetArgs) -> ExitCode {
-    let (res, path) = match super::resolve(&args.target, None).and_then(|r| r.config_path().map(|p| (r, p))) {
-        Ok(x) => x,
-        Err(e) => return fail(exit::USAGE, e),
-    };
+    let (res, path) =
+        match super::resolve(&args.target, None).and_then(|r| r.config_path().map(|p| (r, p))) {
+            Ok(x) => x,
+            Err(e) => return fail(exit::USAGE, e),
+        };
     let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(exit::USAGE, e),
@@ -22,10 +23,11 @@ pub fn run(args: crate::cli::GetArgs) -> ExitCode {
             Err(e) => return fail(exit::CONNECT, e),
         };
         let host = session.label();
-        let remote = match AnyRemote::open(&session, res.mode, &path, RemoteOptions::default()).await {
-            Ok(r) => r,
-            Err(e) => return fail(exit::READ, format!("{host}: {e}")),
-        };
+        let remote =
+            match AnyRemote::open(&session, res.mode, &path, RemoteOptions::default()).await {
+                Ok(r) => r,
+                Err(e) => return fail(exit::READ, format!("{host}: {e}")),
+            };
         let file = match remote.read().await {
             Ok(f) => f,
             Err(e) => return fail(exit::READ, format!("{host}: {e}")),

@@ -70,7 +70,10 @@ impl Resolved {
 /// Merge the shared target flags, the service flags and the inventory.
 pub fn resolve(args: &TargetArgs, service: Option<&ServiceArgs>) -> Result<Resolved, String> {
     let inv = Inventory::discover(args.inventory.as_deref())?;
-    let host = inv.as_ref().map(|i| i.resolve(&args.target)).unwrap_or_default();
+    let host = inv
+        .as_ref()
+        .map(|i| i.resolve(&args.target))
+        .unwrap_or_default();
     let address = host.address.clone().unwrap_or_else(|| args.target.clone());
     let mut target = Target::parse(&address)?;
     if let (Some(u), false) = (&host.user, address.contains('@')) {
@@ -94,26 +97,43 @@ pub fn resolve(args: &TargetArgs, service: Option<&ServiceArgs>) -> Result<Resol
         connect: ConnectOptions {
             target,
             identity: args.identity.clone().or(host.identity),
-            known_hosts: args.known_hosts.clone().or(host.known_hosts).unwrap_or_else(default_known_hosts),
+            known_hosts: args
+                .known_hosts
+                .clone()
+                .or(host.known_hosts)
+                .unwrap_or_else(default_known_hosts),
             host_key_policy: policy,
             connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
             op_timeout: Duration::from_secs(30),
         },
         mode,
         config_path: args.config_path.clone().or(host.config_path),
-        restart_cmd: service.and_then(|s| s.restart_cmd.clone()).or(host.restart_cmd),
+        restart_cmd: service
+            .and_then(|s| s.restart_cmd.clone())
+            .or(host.restart_cmd),
         base_url: service.and_then(|s| s.base_url.clone()).or(host.base_url),
-        api_key_env: service.and_then(|s| s.api_key_env.clone()).or(host.api_key_env),
+        api_key_env: service
+            .and_then(|s| s.api_key_env.clone())
+            .or(host.api_key_env),
         schema: service.and_then(|s| s.schema.clone()).or(host.schema),
     })
 }
 
 /// The health check for `res`, if a base URL is known. The API key is read
 /// from the named environment variable (never from a flag).
-pub fn health_check(res: &Resolved, service: &ServiceArgs, expect: Option<Vec<String>>) -> Result<Option<HealthCheck>, String> {
-    let Some(base) = &res.base_url else { return Ok(None) };
+pub fn health_check(
+    res: &Resolved,
+    service: &ServiceArgs,
+    expect: Option<Vec<String>>,
+) -> Result<Option<HealthCheck>, String> {
+    let Some(base) = &res.base_url else {
+        return Ok(None);
+    };
     let api_key = match &res.api_key_env {
-        Some(name) => Some(std::env::var(name).map_err(|_| format!("--api-key-env {name}: the variable is not set"))?),
+        Some(name) => Some(
+            std::env::var(name)
+                .map_err(|_| format!("--api-key-env {name}: the variable is not set"))?,
+        ),
         None => None,
     };
     let secs = |s: f64| Duration::from_secs_f64(s.clamp(0.0, 3600.0));

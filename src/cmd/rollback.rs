@@ -9,7 +9,9 @@ use crate::remote::{AnyRemote, RemoteOps, RemoteOptions};
 use crate::transport::Session;
 
 pub fn run(args: crate::cli::RollbackArgs) -> ExitCode {
-    let (res, path) = match super::resolve(&args.target, Some(&args.service)).and_then(|r| r.config_path().map(|p| (r, p))) {
+    let (res, path) = match super::resolve(&args.target, Some(&args.service))
+        .and_then(|r| r.config_path().map(|p| (r, p)))
+    {
         Ok(x) => x,
         Err(e) => return super::fail(exit::USAGE, e),
     };
@@ -25,7 +27,9 @@ pub fn run(args: crate::cli::RollbackArgs) -> ExitCode {
             Err(e) => return super::fail(exit::CONNECT, e),
         };
         let fetched = async {
-            let remote = AnyRemote::open(&session, res.mode, &path, RemoteOptions::default()).await.map_err(|e| e.to_string())?;
+            let remote = AnyRemote::open(&session, res.mode, &path, RemoteOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
             let chosen = match &args.backup {
                 Some(b) => b.clone(),
                 None => remote
@@ -36,7 +40,10 @@ pub fn run(args: crate::cli::RollbackArgs) -> ExitCode {
                     .map(|b| b.path)
                     .ok_or_else(|| format!("no backups of {path} on {}", res.host()))?,
             };
-            let file = remote.read_backup(&chosen).await.map_err(|e| e.to_string())?;
+            let file = remote
+                .read_backup(&chosen)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>((chosen, file.bytes))
         }
         .await;

@@ -63,7 +63,9 @@ pub enum RemoteError {
 }
 
 fn status_text(status: &Option<u32>) -> String {
-    status.map(|s| s.to_string()).unwrap_or_else(|| "none (killed by a signal?)".into())
+    status
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "none (killed by a signal?)".into())
 }
 
 /// The seam between the pipeline and the host. One implementation per mode.
