@@ -259,3 +259,286 @@ fn wrapper_mode_with_a_forced_command_key() {
     let out = get(&s, &key, &cfg, &[], &[]);
     assert_ne!(out.status.code(), Some(0));
 }
+
+// ---- The apply pipeline against real OpenSSH and a real HTTP endpoint ----
+
+struct Http {
+    rt: tokio::runtime::Runtime,
+    standin: swapcfg::standin::Standin,
+}
+
+fn http(models: &[&str]) -> Http {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let standin = rt
+        .block_on(swapcfg::standin::Standin::start(
+            models.iter().map(|m| m.to_string()).collect(),
+            None,
+        ))
+        .expect("http endpoint");
+    Http { rt, standin }
+}
+
+const NEW: &[u8] = b"models:\n  qwen:\n    cmd: llama-server --port ${PORT} -m /models/qwen.gguf\n  llama:\n    cmd: llama-server --port ${PORT} -m /models/llama.gguf\n";
+
+fn apply(
+    s: &Sshd,
+    key: &Path,
+    cfg: &str,
+    new: &Path,
+    extra: &[&str],
+) -> (Output, serde_json::Value) {
+    let target = s.target();
+    let kh = s.known_hosts.to_str().expect("utf8").to_string();
+    let key = key.to_str().expect("utf8").to_string();
+    let new = new.to_str().expect("utf8").to_string();
+    let mut args = vec![
+        "apply",
+        target.as_str(),
+        new.as_str(),
+        "--config-path",
+        cfg,
+        "--identity",
+        &key,
+        "--known-hosts",
+        &kh,
+        "--yes",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = swapcfg(s.dir.path(), &args, &[]);
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| serde_json::json!({"stderr": String::from_utf8_lossy(&out.stderr)}));
+    (out, v)
+}
+
+fn mode(p: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("meta").permissions().mode() & 0o7777
+}
+
+#[test]
+fn apply_rollback_and_named_rollback_against_openssh() {
+    if !available() {
+        return;
+    }
+    let s = Sshd::start(Options { sftp: true });
+    let h = http(&["qwen", "llama"]);
+    let base = h.standin.base_url();
+    let cfg = config_file(&s, "config.yaml", 0o600);
+    let key = s.client_key("k", "ed25519", "", "");
+    let new = s.dir.path().join("new.yaml");
+    std::fs::write(&new, NEW).expect("new");
+
+    // A successful apply: backup and rewrite keep 0600.
+    let (out, v) = apply(
+        &s,
+        &key,
+        &cfg,
+        &new,
+        &[
+            "--restart-cmd",
+            "true",
+            "--base-url",
+            &base,
+            "--verify-models",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), NEW);
+    assert_eq!(mode(&cfg), 0o600);
+    let backup = v["backup_path"].as_str().expect("backup").to_string();
+    assert_eq!(std::fs::read(&backup).expect("backup"), CONFIG);
+    assert_eq!(mode(&backup), 0o600);
+
+    // A failing restart is rolled back to the exact old bytes.
+    std::fs::write(&new, b"models:\n  other:\n    cmd: srv --port ${PORT}\n").expect("new");
+    let restart =
+        format!("grep -q other '{cfg}' && {{ echo 'llama-swap failed' >&2; exit 1; }}; true");
+    let (out, v) = apply(
+        &s,
+        &key,
+        &cfg,
+        &new,
+        &["--restart-cmd", &restart, "--base-url", &base],
+    );
+    assert_eq!(
+        (out.status.code(), v["rolled_back"].as_bool()),
+        (Some(8), Some(true)),
+        "{v}"
+    );
+    assert_eq!(
+        std::fs::read(&cfg).expect("cfg"),
+        NEW,
+        "exact old bytes restored"
+    );
+
+    // rollback to the first backup, by name.
+    let target = s.target();
+    let kh = s.known_hosts.to_str().expect("utf8");
+    let out = swapcfg(
+        s.dir.path(),
+        &[
+            "rollback",
+            &target,
+            &backup,
+            "--config-path",
+            &cfg,
+            "--identity",
+            key.to_str().expect("utf8"),
+            "--known-hosts",
+            kh,
+            "--restart-cmd",
+            "true",
+            "--base-url",
+            &base,
+            "--yes",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), CONFIG);
+    drop(h.rt);
+}
+
+#[test]
+fn apply_through_a_symlinked_config_and_in_shell_mode() {
+    if !available() {
+        return;
+    }
+    let s = Sshd::start(Options { sftp: false });
+    let real = config_file(&s, "real.yaml", 0o640);
+    let link = s.dir.path().join("config.yaml");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let key = s.client_key("k", "ed25519", "", "");
+    let new = s.dir.path().join("new.yaml");
+    std::fs::write(&new, NEW).expect("new");
+    let (out, v) = apply(
+        &s,
+        &key,
+        link.to_str().expect("utf8"),
+        &new,
+        &["--restart-cmd", "none", "--mode", "shell"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("lstat")
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&real).expect("real"), NEW);
+    assert_eq!(mode(&real), 0o640);
+}
+
+#[test]
+fn symlinked_config_over_sftp_stays_a_link() {
+    if !available() {
+        return;
+    }
+    let s = Sshd::start(Options { sftp: true });
+    let real = config_file(&s, "real.yaml", 0o644);
+    let link = s.dir.path().join("config.yaml");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let key = s.client_key("k", "ed25519", "", "");
+    let new = s.dir.path().join("new.yaml");
+    std::fs::write(&new, NEW).expect("new");
+    let (out, v) = apply(
+        &s,
+        &key,
+        link.to_str().expect("utf8"),
+        &new,
+        &["--restart-cmd", "none"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("lstat")
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&real).expect("real"), NEW);
+}
+
+#[test]
+fn dropped_connection_during_write_leaves_the_old_file() {
+    if !available() {
+        return;
+    }
+    let s = Sshd::start(Options { sftp: true });
+    let cfg = config_file(&s, "config.yaml", 0o644);
+    let marker = s.dir.path().join("writing");
+    let script = s.dir.path().join("wrapper.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  read) exec cat '{cfg}' ;;\n  backup) b='{cfg}.bak-e2e'; cp -p '{cfg}' \"$b\" && echo \"$b\" ;;\n  write) t='{cfg}.tmp'; cat > \"$t\"; touch '{m}'; sleep 30; mv \"$t\" '{cfg}' ;;\n  restart) exit 0 ;;\nesac\n",
+            m = marker.display()
+        ),
+    )
+    .expect("script");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let key = s.client_key(
+        "k",
+        "ed25519",
+        "",
+        &format!("command=\"{}\",restrict", script.display()),
+    );
+    let new = s.dir.path().join("new.yaml");
+    std::fs::write(&new, NEW).expect("new");
+    let handle = std::thread::spawn({
+        let marker = marker.clone();
+        move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !marker.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    });
+    let child = {
+        let target = s.target();
+        let kh = s.known_hosts.to_str().expect("utf8").to_string();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_swapcfg"));
+        c.env_clear()
+            .env("HOME", s.dir.path())
+            .args([
+                "apply",
+                &target,
+                new.to_str().expect("utf8"),
+                "--config-path",
+                &cfg,
+                "--mode",
+                "wrapper",
+                "--identity",
+                key.to_str().expect("utf8"),
+                "--known-hosts",
+                &kh,
+                "--yes",
+                "--json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().expect("spawn swapcfg")
+    };
+    handle.join().expect("join");
+    assert!(marker.exists(), "the wrapper write started: {}", s.log());
+    // Kill the sshd processes serving this connection: the link drops mid-write.
+    for pid in s.session_pids() {
+        // SAFETY: plain kill(2) on a pid we just read from /proc.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "write step failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), CONFIG, "old file intact");
+}

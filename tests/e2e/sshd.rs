@@ -132,6 +132,31 @@ impl Sshd {
         format!("{}@127.0.0.1:{}", whoami(), self.port)
     }
 
+    /// pids of sshd processes serving connections (children of the listener).
+    pub fn session_pids(&self) -> Vec<i32> {
+        let me = self.child.id() as i32;
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(me) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
