@@ -1,7 +1,364 @@
-//! `cargo xtask`: developer tasks that are not part of the shipped binary
-//! (dist, e2e, bench).
+//! `cargo xtask`: developer tasks that are not part of the shipped binary.
+//!
+//! * `dist [--check]`: the static, stripped x86_64 Linux binary at
+//!   `target/dist/swapcfg`, its size and sha256; `--check` proves it is
+//!   static, runs with an empty environment, and applies a config against a
+//!   loopback OpenSSH sshd inside a mount namespace where `ssh`, `scp` and
+//!   `sftp` do not exist.
+//! * `bench [--rounds N]`: swapcfg against OpenSSH and paramiko on one
+//!   loopback sshd: medians of wall time, CPU time and peak memory.
+//!
+//! Unlike swapcfg itself, xtask spawns processes freely (cargo, sshd,
+//! ssh-keygen, ssh, python).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+type R<T> = Result<T, String>;
+
 fn main() {
-    let task = std::env::args().nth(1).unwrap_or_default();
-    eprintln!("xtask: unknown task {task:?}; known: dist, bench");
-    std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("dist") => dist(args.iter().any(|a| a == "--check")),
+        Some("bench") => {
+            let rounds = args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(20);
+            bench(rounds)
+        }
+        _ => Err("usage: cargo xtask dist [--check] | cargo xtask bench [--rounds N]".into()),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn run(cmd: &mut Command) -> R<String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Build the static binary; returns its path.
+fn build_dist() -> R<PathBuf> {
+    let root = root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "swapcfg", "--bin", "swapcfg", "--target", TARGET])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("cargo build failed".into());
+    }
+    let built = root.join("target").join(TARGET).join("release").join("swapcfg");
+    let dist = root.join("target").join("dist");
+    std::fs::create_dir_all(&dist).map_err(|e| e.to_string())?;
+    let out = dist.join("swapcfg");
+    std::fs::copy(&built, &out).map_err(|e| format!("{}: {e}", built.display()))?;
+    Ok(out)
+}
+
+fn dist(check: bool) -> R<()> {
+    let bin = build_dist()?;
+    let size = std::fs::metadata(&bin).map_err(|e| e.to_string())?.len();
+    let sha = run(Command::new("sha256sum").arg(&bin))?;
+    println!("{}: {size} bytes ({:.2} MiB), sha256 {}", bin.display(), size as f64 / 1048576.0, sha.split_whitespace().next().unwrap_or(""));
+    if size >= 15 * 1024 * 1024 {
+        return Err(format!("size budget exceeded: {size} bytes >= 15 MiB"));
+    }
+    if !check {
+        return Ok(());
+    }
+    let file = run(Command::new("file").arg(&bin))?;
+    println!("file: {}", file.trim());
+    if !(file.contains("statically linked") || file.contains("static-pie linked")) {
+        return Err("`file` does not say statically linked".into());
+    }
+    let ldd = Command::new("ldd").arg(&bin).output().map_err(|e| e.to_string())?;
+    let ldd_text = format!("{}{}", String::from_utf8_lossy(&ldd.stdout), String::from_utf8_lossy(&ldd.stderr));
+    println!("ldd: {}", ldd_text.trim());
+    if !(ldd_text.contains("not a dynamic executable") || ldd_text.contains("statically linked")) {
+        return Err("ldd lists shared libraries".into());
+    }
+    let v = run(Command::new(&bin).env_clear().arg("--version"))?;
+    println!("env -i swapcfg --version: {}", v.trim());
+
+    // A full apply inside a mount namespace where ssh, scp and sftp are gone.
+    let fx = Sshd::start()?;
+    let http = HttpOk::start(&["qwen"])?;
+    let new = fx.dir.join("new.yaml");
+    std::fs::write(&new, NEW).map_err(|e| e.to_string())?;
+    let mut script = String::from("set -e\n");
+    for tool in ["/usr/bin/ssh", "/usr/bin/scp", "/usr/bin/sftp"] {
+        if Path::new(tool).exists() {
+            script.push_str(&format!("mount --bind /dev/null {tool}\n"));
+        }
+    }
+    script.push_str("for t in ssh scp sftp; do if [ -s /usr/bin/$t ]; then echo \"$t still present\"; exit 3; fi; done\n");
+    script.push_str(&format!(
+        "exec env -i HOME={home} {bin} apply root@127.0.0.1:{port} {new} --config-path {cfg} --identity {key} --known-hosts {kh} --restart-cmd true --base-url {url} --yes\n",
+        home = fx.dir.display(),
+        bin = bin.display(),
+        port = fx.port,
+        new = new.display(),
+        cfg = fx.config.display(),
+        key = fx.key.display(),
+        kh = fx.known_hosts.display(),
+        url = http.url(),
+    ));
+    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().map_err(|e| e.to_string())?;
+    print!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        return Err(format!("apply in the no-ssh namespace failed ({})", out.status));
+    }
+    let now = std::fs::read(&fx.config).map_err(|e| e.to_string())?;
+    if now != NEW.as_bytes() {
+        return Err("the remote config was not updated".into());
+    }
+    println!("no-ssh namespace: apply succeeded (ssh, scp, sftp hidden); remote config updated");
+    Ok(())
+}
+
+const OLD: &str = "models:\n  qwen:\n    cmd: llama-server --port ${PORT} -m /models/qwen.gguf\n";
+const NEW: &str = "models:\n  qwen:\n    cmd: llama-server --port ${PORT} -m /models/qwen.gguf\n    ttl: 300\n";
+
+/// A loopback OpenSSH sshd with a temp host key and one client key.
+struct Sshd {
+    dir: PathBuf,
+    port: u16,
+    key: PathBuf,
+    known_hosts: PathBuf,
+    config: PathBuf,
+    child: std::process::Child,
+}
+
+impl Sshd {
+    fn start() -> R<Sshd> {
+        if !Path::new("/usr/sbin/sshd").exists() {
+            return Err("/usr/sbin/sshd not found (apt-get install openssh-server)".into());
+        }
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let dir = std::env::temp_dir().join(format!("swapcfg-xtask-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for (name, kind) in [("host", "ed25519"), ("client", "ed25519")] {
+            run(Command::new("ssh-keygen").args(["-q", "-t", kind, "-N", "", "-f"]).arg(dir.join(name)))?;
+        }
+        let pubkey = std::fs::read_to_string(dir.join("client.pub")).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("authorized_keys"), pubkey).map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let cfg = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nPermitRootLogin yes\nSubsystem sftp internal-sftp\nPidFile {d}/sshd.pid\nMaxStartups 100\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), cfg).map_err(|e| e.to_string())?;
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stderr(std::fs::File::create(dir.join("sshd.log")).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("sshd did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let host_pub = std::fs::read_to_string(dir.join("host.pub")).map_err(|e| e.to_string())?;
+        let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {}\n", host_pub.join(" "))).map_err(|e| e.to_string())?;
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, OLD).map_err(|e| e.to_string())?;
+        Ok(Sshd { key: dir.join("client"), dir, port, known_hosts, config, child })
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A minimal always-healthy `/v1/models` endpoint on loopback.
+struct HttpOk {
+    addr: std::net::SocketAddr,
+}
+
+impl HttpOk {
+    fn start(models: &[&str]) -> R<HttpOk> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let data: Vec<String> = models.iter().map(|m| format!("{{\"id\":\"{m}\",\"object\":\"model\"}}")).collect();
+        let body = format!("{{\"object\":\"list\",\"data\":[{}]}}", data.join(","));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut s = stream;
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            }
+        });
+        Ok(HttpOk { addr })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Wall time, CPU time (user+sys) and peak RSS of one process run.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    wall: f64,
+    cpu: f64,
+    rss_kib: i64,
+}
+
+fn measure(cmd: &mut Command, stdin: Option<&[u8]>) -> R<Sample> {
+    let t = Instant::now();
+    let mut child = cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if let (Some(data), Some(mut si)) = (stdin, child.stdin.take()) {
+        si.write_all(data).map_err(|e| e.to_string())?;
+    }
+    let mut err = String::new();
+    if let Some(mut se) = child.stderr.take() {
+        let _ = se.read_to_string(&mut err);
+    }
+    let mut status = 0;
+    // SAFETY: wait4 on our own child's pid with valid out-pointers.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let wall = t.elapsed().as_secs_f64();
+    if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("{cmd:?} failed: {err}"));
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Sample { wall, cpu: tv(ru.ru_utime) + tv(ru.ru_stime), rss_kib: ru.ru_maxrss })
+}
+
+fn add(a: Sample, b: Sample) -> Sample {
+    Sample { wall: a.wall + b.wall, cpu: a.cpu + b.cpu, rss_kib: a.rss_kib.max(b.rss_kib) }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn bench(rounds: usize) -> R<()> {
+    let bin = build_dist()?;
+    let fx = Sshd::start()?;
+    let http = HttpOk::start(&["qwen"])?;
+    let new = fx.dir.join("new.yaml");
+    std::fs::write(&new, NEW).map_err(|e| e.to_string())?;
+    let cfg = fx.config.display().to_string();
+    let port = fx.port.to_string();
+    let ssh_opts = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o"].iter().map(|s| s.to_string()).collect();
+        v.push(format!("UserKnownHostsFile={}", fx.known_hosts.display()));
+        v.extend(["-o", "GlobalKnownHostsFile=/dev/null", "-i"].iter().map(|s| s.to_string()));
+        v.push(fx.key.display().to_string());
+        v.extend(["-p".to_string(), port.clone()]);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.push("root@127.0.0.1".into());
+        v
+    };
+    let ssh = |extra: &[&str], remote: &str, stdin: Option<&[u8]>| -> R<Sample> {
+        measure(Command::new("ssh").args(ssh_opts(extra)).arg(remote), stdin)
+    };
+    let flow = |extra: &[&str]| -> R<Sample> {
+        let mut s = ssh(extra, &format!("cat {cfg}"), None)?;
+        s = add(s, ssh(extra, &format!("cp -p {cfg} {cfg}.bak-ref"), None)?);
+        s = add(s, ssh(extra, &format!("cat > {cfg}"), Some(NEW.as_bytes()))?);
+        Ok(add(s, ssh(extra, "true", None)?))
+    };
+    // paramiko in a throwaway venv under target/.
+    let venv = root().join("target").join("bench-venv");
+    let py = venv.join("bin").join("python");
+    if !py.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(&py).args(["-m", "pip", "install", "-q", "paramiko"]))?;
+    }
+    let pm_script = root().join("xtask").join("bench").join("paramiko_flow.py");
+    let sock = fx.dir.join("cm.sock");
+    let cm = format!("ControlPath={}", sock.display());
+    run(Command::new("ssh").args(ssh_opts(&["-o", "ControlMaster=yes", "-o", &cm, "-o", "ControlPersist=600", "-f", "-N"])))?;
+
+    let mut results: Vec<(&str, Vec<Sample>)> = vec![("a: ssh host true", vec![]), ("b: 4 x ssh (reference)", vec![]), ("c: 4 x ssh + ControlMaster", vec![]), ("d: swapcfg apply --force", vec![]), ("e: paramiko, one connection", vec![])];
+    for _ in 0..rounds {
+        results[0].1.push(ssh(&[], "true", None)?);
+        results[1].1.push(flow(&[])?);
+        results[2].1.push(flow(&["-o", &cm])?);
+        results[3].1.push(measure(
+            Command::new(&bin).env_clear().env("HOME", &fx.dir).args(["apply", &format!("root@127.0.0.1:{port}")]).arg(&new).args([
+                "--config-path",
+                &cfg,
+                "--identity",
+                &fx.key.display().to_string(),
+                "--known-hosts",
+                &fx.known_hosts.display().to_string(),
+                "--restart-cmd",
+                "true",
+                "--base-url",
+                &http.url(),
+                "--force",
+                "--yes",
+            ]),
+            None,
+        )?);
+        results[4].1.push(measure(
+            Command::new(&py).arg(&pm_script).args(["127.0.0.1", &port, "root"]).arg(&fx.key).arg(&fx.known_hosts).arg(&cfg).arg(&new),
+            None,
+        )?);
+        // Keep the backup directory from growing without bound.
+        if let Ok(rd) = std::fs::read_dir(&fx.dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().contains(".bak-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+    let _ = Command::new("ssh").args(ssh_opts(&["-o", &cm, "-O", "exit"])).output();
+
+    let med: Vec<(String, f64, f64, f64)> = results
+        .iter()
+        .map(|(n, s)| {
+            (
+                n.to_string(),
+                median(s.iter().map(|x| x.wall * 1000.0).collect()),
+                median(s.iter().map(|x| x.cpu * 1000.0).collect()),
+                median(s.iter().map(|x| x.rss_kib as f64 / 1024.0).collect()),
+            )
+        })
+        .collect();
+    let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpus.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
+    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    println!("\nloopback sshd, {rounds} rounds, medians; machine: {nproc} x {model}\n");
+    println!("| flow | wall ms | CPU ms | peak RSS MiB |\n|---|---:|---:|---:|");
+    for (n, w, c, m) in &med {
+        println!("| {n} | {w:.1} | {c:.1} | {m:.1} |");
+    }
+    let d = &med[3];
+    let ratio = |i: usize| d.1 / med[i].1;
+    println!("\nratios (wall): d/a = {:.2} (target <= 1.2), d/b = {:.2} (<= 0.33), d/c = {:.2}, d/e = {:.2} (<= 0.9)", ratio(0), ratio(1), ratio(2), ratio(4));
+    println!("ratio (CPU): d/e = {:.2} (target <= 0.25); swapcfg peak RSS {:.1} MiB (target < 15)", d.2 / med[4].2, d.3);
+    Ok(())
 }
