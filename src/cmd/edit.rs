@@ -31,15 +31,9 @@ fn editor() -> String {
 }
 
 pub fn run(args: crate::cli::EditArgs) -> ExitCode {
-    let (res, path) = match super::resolve(&args.target, Some(&args.service))
-        .and_then(|r| r.config_path().map(|p| (r, p)))
-    {
+    let (res, path, rt) = match super::setup(&args.target, Some(&args.service)) {
         Ok(x) => x,
-        Err(e) => return super::fail(exit::USAGE, e),
-    };
-    let rt = match super::runtime() {
-        Ok(rt) => rt,
-        Err(e) => return super::fail(exit::USAGE, e),
+        Err(code) => return code,
     };
     let original = match rt.block_on(async {
         let session = Session::connect(&res.connect)

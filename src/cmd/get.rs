@@ -8,14 +8,9 @@ use crate::remote::{AnyRemote, RemoteOps, RemoteOptions};
 use crate::transport::Session;
 
 pub fn run(args: crate::cli::GetArgs) -> ExitCode {
-    let (res, path) =
-        match super::resolve(&args.target, None).and_then(|r| r.config_path().map(|p| (r, p))) {
-            Ok(x) => x,
-            Err(e) => return fail(exit::USAGE, e),
-        };
-    let rt = match super::runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(exit::USAGE, e),
+    let (res, path, rt) = match super::setup(&args.target, None) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     rt.block_on(async {
         let session = match Session::connect(&res.connect).await {

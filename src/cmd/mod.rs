@@ -173,6 +173,19 @@ pub fn connect_options(args: &TargetArgs) -> Result<ConnectOptions, String> {
     resolve(args, None).map(|r| r.connect)
 }
 
+/// The common start of a host command: resolve flags and inventory,
+/// require the config path, start a runtime. `Err` is the exit status
+/// (the message is already printed).
+pub fn setup(
+    args: &TargetArgs,
+    service: Option<&ServiceArgs>,
+) -> Result<(Resolved, String, tokio::runtime::Runtime), std::process::ExitCode> {
+    let res = resolve(args, service).map_err(|e| fail(exit::USAGE, e))?;
+    let path = res.config_path().map_err(|e| fail(exit::USAGE, e))?;
+    let rt = runtime().map_err(|e| fail(exit::USAGE, e))?;
+    Ok((res, path, rt))
+}
+
 /// A current-thread tokio runtime for one command.
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()

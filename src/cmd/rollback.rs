@@ -9,15 +9,9 @@ use crate::remote::{AnyRemote, RemoteOps, RemoteOptions};
 use crate::transport::Session;
 
 pub fn run(args: crate::cli::RollbackArgs) -> ExitCode {
-    let (res, path) = match super::resolve(&args.target, Some(&args.service))
-        .and_then(|r| r.config_path().map(|p| (r, p)))
-    {
+    let (res, path, rt) = match super::setup(&args.target, Some(&args.service)) {
         Ok(x) => x,
-        Err(e) => return super::fail(exit::USAGE, e),
-    };
-    let rt = match super::runtime() {
-        Ok(rt) => rt,
-        Err(e) => return super::fail(exit::USAGE, e),
+        Err(code) => return code,
     };
     rt.block_on(async {
         // Fetch the backup's bytes first (one short session), then run the

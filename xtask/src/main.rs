@@ -23,7 +23,12 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("dist") => dist(args.iter().any(|a| a == "--check")),
         Some("bench") => {
-            let rounds = args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(20);
+            let rounds = args
+                .iter()
+                .position(|a| a == "--rounds")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(20);
             bench(rounds)
         }
         _ => Err("usage: cargo xtask dist [--check] | cargo xtask bench [--rounds N]".into()),
@@ -35,13 +40,20 @@ fn main() {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn run(cmd: &mut Command) -> R<String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -54,14 +66,27 @@ fn build_dist() -> R<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--release", "--package", "swapcfg", "--bin", "swapcfg", "--target", TARGET])
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "swapcfg",
+            "--bin",
+            "swapcfg",
+            "--target",
+            TARGET,
+        ])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .status()
         .map_err(|e| e.to_string())?;
     if !status.success() {
         return Err("cargo build failed".into());
     }
-    let built = root.join("target").join(TARGET).join("release").join("swapcfg");
+    let built = root
+        .join("target")
+        .join(TARGET)
+        .join("release")
+        .join("swapcfg");
     let dist = root.join("target").join("dist");
     std::fs::create_dir_all(&dist).map_err(|e| e.to_string())?;
     let out = dist.join("swapcfg");
@@ -73,7 +98,12 @@ fn dist(check: bool) -> R<()> {
     let bin = build_dist()?;
     let size = std::fs::metadata(&bin).map_err(|e| e.to_string())?.len();
     let sha = run(Command::new("sha256sum").arg(&bin))?;
-    println!("{}: {size} bytes ({:.2} MiB), sha256 {}", bin.display(), size as f64 / 1048576.0, sha.split_whitespace().next().unwrap_or(""));
+    println!(
+        "{}: {size} bytes ({:.2} MiB), sha256 {}",
+        bin.display(),
+        size as f64 / 1048576.0,
+        sha.split_whitespace().next().unwrap_or("")
+    );
     if size >= 15 * 1024 * 1024 {
         return Err(format!("size budget exceeded: {size} bytes >= 15 MiB"));
     }
@@ -85,8 +115,15 @@ fn dist(check: bool) -> R<()> {
     if !(file.contains("statically linked") || file.contains("static-pie linked")) {
         return Err("`file` does not say statically linked".into());
     }
-    let ldd = Command::new("ldd").arg(&bin).output().map_err(|e| e.to_string())?;
-    let ldd_text = format!("{}{}", String::from_utf8_lossy(&ldd.stdout), String::from_utf8_lossy(&ldd.stderr));
+    let ldd = Command::new("ldd")
+        .arg(&bin)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let ldd_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&ldd.stdout),
+        String::from_utf8_lossy(&ldd.stderr)
+    );
     println!("ldd: {}", ldd_text.trim());
     if !(ldd_text.contains("not a dynamic executable") || ldd_text.contains("statically linked")) {
         return Err("ldd lists shared libraries".into());
@@ -117,10 +154,16 @@ fn dist(check: bool) -> R<()> {
         kh = fx.known_hosts.display(),
         url = http.url(),
     ));
-    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().map_err(|e| e.to_string())?;
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .map_err(|e| e.to_string())?;
     print!("{}", String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
-        return Err(format!("apply in the no-ssh namespace failed ({})", out.status));
+        return Err(format!(
+            "apply in the no-ssh namespace failed ({})",
+            out.status
+        ));
     }
     let now = std::fs::read(&fx.config).map_err(|e| e.to_string())?;
     if now != NEW.as_bytes() {
@@ -131,7 +174,8 @@ fn dist(check: bool) -> R<()> {
 }
 
 const OLD: &str = "models:\n  qwen:\n    cmd: llama-server --port ${PORT} -m /models/qwen.gguf\n";
-const NEW: &str = "models:\n  qwen:\n    cmd: llama-server --port ${PORT} -m /models/qwen.gguf\n    ttl: 300\n";
+const NEW: &str =
+    "models:\n  qwen:\n    cmd: llama-server --port ${PORT} -m /models/qwen.gguf\n    ttl: 300\n";
 
 /// A loopback OpenSSH sshd with a temp host key and one client key.
 struct Sshd {
@@ -153,11 +197,16 @@ impl Sshd {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         for (name, kind) in [("host", "ed25519"), ("client", "ed25519")] {
-            run(Command::new("ssh-keygen").args(["-q", "-t", kind, "-N", "", "-f"]).arg(dir.join(name)))?;
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", kind, "-N", "", "-f"])
+                .arg(dir.join(name)))?;
         }
         let pubkey = std::fs::read_to_string(dir.join("client.pub")).map_err(|e| e.to_string())?;
         std::fs::write(dir.join("authorized_keys"), pubkey).map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
         let cfg = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nPermitRootLogin yes\nSubsystem sftp internal-sftp\nPidFile {d}/sshd.pid\nMaxStartups 100\n",
             d = dir.display()
@@ -179,10 +228,21 @@ impl Sshd {
         let host_pub = std::fs::read_to_string(dir.join("host.pub")).map_err(|e| e.to_string())?;
         let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
         let known_hosts = dir.join("known_hosts");
-        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {}\n", host_pub.join(" "))).map_err(|e| e.to_string())?;
+        std::fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{port} {}\n", host_pub.join(" ")),
+        )
+        .map_err(|e| e.to_string())?;
         let config = dir.join("config.yaml");
         std::fs::write(&config, OLD).map_err(|e| e.to_string())?;
-        Ok(Sshd { key: dir.join("client"), dir, port, known_hosts, config, child })
+        Ok(Sshd {
+            key: dir.join("client"),
+            dir,
+            port,
+            known_hosts,
+            config,
+            child,
+        })
     }
 }
 
@@ -203,7 +263,10 @@ impl HttpOk {
     fn start(models: &[&str]) -> R<HttpOk> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let data: Vec<String> = models.iter().map(|m| format!("{{\"id\":\"{m}\",\"object\":\"model\"}}")).collect();
+        let data: Vec<String> = models
+            .iter()
+            .map(|m| format!("{{\"id\":\"{m}\",\"object\":\"model\"}}"))
+            .collect();
         let body = format!("{{\"object\":\"list\",\"data\":[{}]}}", data.join(","));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -231,7 +294,16 @@ struct Sample {
 
 fn measure(cmd: &mut Command, stdin: Option<&[u8]>) -> R<Sample> {
     let t = Instant::now();
-    let mut child = cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
     if let (Some(data), Some(mut si)) = (stdin, child.stdin.take()) {
         si.write_all(data).map_err(|e| e.to_string())?;
     }
@@ -249,11 +321,19 @@ fn measure(cmd: &mut Command, stdin: Option<&[u8]>) -> R<Sample> {
         return Err(format!("{cmd:?} failed: {err}"));
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok(Sample { wall, cpu: tv(ru.ru_utime) + tv(ru.ru_stime), rss_kib: ru.ru_maxrss })
+    Ok(Sample {
+        wall,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        rss_kib: ru.ru_maxrss,
+    })
 }
 
 fn add(a: Sample, b: Sample) -> Sample {
-    Sample { wall: a.wall + b.wall, cpu: a.cpu + b.cpu, rss_kib: a.rss_kib.max(b.rss_kib) }
+    Sample {
+        wall: a.wall + b.wall,
+        cpu: a.cpu + b.cpu,
+        rss_kib: a.rss_kib.max(b.rss_kib),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -270,9 +350,22 @@ fn bench(rounds: usize) -> R<()> {
     let cfg = fx.config.display().to_string();
     let port = fx.port.to_string();
     let ssh_opts = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o"].iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         v.push(format!("UserKnownHostsFile={}", fx.known_hosts.display()));
-        v.extend(["-o", "GlobalKnownHostsFile=/dev/null", "-i"].iter().map(|s| s.to_string()));
+        v.extend(
+            ["-o", "GlobalKnownHostsFile=/dev/null", "-i"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
         v.push(fx.key.display().to_string());
         v.extend(["-p".to_string(), port.clone()]);
         v.extend(extra.iter().map(|s| s.to_string()));
@@ -285,7 +378,10 @@ fn bench(rounds: usize) -> R<()> {
     let flow = |extra: &[&str]| -> R<Sample> {
         let mut s = ssh(extra, &format!("cat {cfg}"), None)?;
         s = add(s, ssh(extra, &format!("cp -p {cfg} {cfg}.bak-ref"), None)?);
-        s = add(s, ssh(extra, &format!("cat > {cfg}"), Some(NEW.as_bytes()))?);
+        s = add(
+            s,
+            ssh(extra, &format!("cat > {cfg}"), Some(NEW.as_bytes()))?,
+        );
         Ok(add(s, ssh(extra, "true", None)?))
     };
     // paramiko in a throwaway venv under target/.
@@ -298,32 +394,58 @@ fn bench(rounds: usize) -> R<()> {
     let pm_script = root().join("xtask").join("bench").join("paramiko_flow.py");
     let sock = fx.dir.join("cm.sock");
     let cm = format!("ControlPath={}", sock.display());
-    run(Command::new("ssh").args(ssh_opts(&["-o", "ControlMaster=yes", "-o", &cm, "-o", "ControlPersist=600", "-f", "-N"])))?;
+    run(Command::new("ssh").args(ssh_opts(&[
+        "-o",
+        "ControlMaster=yes",
+        "-o",
+        &cm,
+        "-o",
+        "ControlPersist=600",
+        "-f",
+        "-N",
+    ])))?;
 
-    let mut results: Vec<(&str, Vec<Sample>)> = vec![("a: ssh host true", vec![]), ("b: 4 x ssh (reference)", vec![]), ("c: 4 x ssh + ControlMaster", vec![]), ("d: swapcfg apply --force", vec![]), ("e: paramiko, one connection", vec![])];
+    let mut results: Vec<(&str, Vec<Sample>)> = vec![
+        ("a: ssh host true", vec![]),
+        ("b: 4 x ssh (reference)", vec![]),
+        ("c: 4 x ssh + ControlMaster", vec![]),
+        ("d: swapcfg apply --force", vec![]),
+        ("e: paramiko, one connection", vec![]),
+    ];
     for _ in 0..rounds {
         results[0].1.push(ssh(&[], "true", None)?);
         results[1].1.push(flow(&[])?);
         results[2].1.push(flow(&["-o", &cm])?);
         results[3].1.push(measure(
-            Command::new(&bin).env_clear().env("HOME", &fx.dir).args(["apply", &format!("root@127.0.0.1:{port}")]).arg(&new).args([
-                "--config-path",
-                &cfg,
-                "--identity",
-                &fx.key.display().to_string(),
-                "--known-hosts",
-                &fx.known_hosts.display().to_string(),
-                "--restart-cmd",
-                "true",
-                "--base-url",
-                &http.url(),
-                "--force",
-                "--yes",
-            ]),
+            Command::new(&bin)
+                .env_clear()
+                .env("HOME", &fx.dir)
+                .args(["apply", &format!("root@127.0.0.1:{port}")])
+                .arg(&new)
+                .args([
+                    "--config-path",
+                    &cfg,
+                    "--identity",
+                    &fx.key.display().to_string(),
+                    "--known-hosts",
+                    &fx.known_hosts.display().to_string(),
+                    "--restart-cmd",
+                    "true",
+                    "--base-url",
+                    &http.url(),
+                    "--force",
+                    "--yes",
+                ]),
             None,
         )?);
         results[4].1.push(measure(
-            Command::new(&py).arg(&pm_script).args(["127.0.0.1", &port, "root"]).arg(&fx.key).arg(&fx.known_hosts).arg(&cfg).arg(&new),
+            Command::new(&py)
+                .arg(&pm_script)
+                .args(["127.0.0.1", &port, "root"])
+                .arg(&fx.key)
+                .arg(&fx.known_hosts)
+                .arg(&cfg)
+                .arg(&new),
             None,
         )?);
         // Keep the backup directory from growing without bound.
@@ -335,7 +457,9 @@ fn bench(rounds: usize) -> R<()> {
             }
         }
     }
-    let _ = Command::new("ssh").args(ssh_opts(&["-o", &cm, "-O", "exit"])).output();
+    let _ = Command::new("ssh")
+        .args(ssh_opts(&["-o", &cm, "-O", "exit"]))
+        .output();
 
     let med: Vec<(String, f64, f64, f64)> = results
         .iter()
@@ -349,8 +473,16 @@ fn bench(rounds: usize) -> R<()> {
         })
         .collect();
     let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpus.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = cpus
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!("\nloopback sshd, {rounds} rounds, medians; machine: {nproc} x {model}\n");
     println!("| flow | wall ms | CPU ms | peak RSS MiB |\n|---|---:|---:|---:|");
     for (n, w, c, m) in &med {
@@ -359,6 +491,10 @@ fn bench(rounds: usize) -> R<()> {
     let d = &med[3];
     let ratio = |i: usize| d.1 / med[i].1;
     println!("\nratios (wall): d/a = {:.2} (target <= 1.2), d/b = {:.2} (<= 0.33), d/c = {:.2}, d/e = {:.2} (<= 0.9)", ratio(0), ratio(1), ratio(2), ratio(4));
-    println!("ratio (CPU): d/e = {:.2} (target <= 0.25); swapcfg peak RSS {:.1} MiB (target < 15)", d.2 / med[4].2, d.3);
+    println!(
+        "ratio (CPU): d/e = {:.2} (target <= 0.25); swapcfg peak RSS {:.1} MiB (target < 15)",
+        d.2 / med[4].2,
+        d.3
+    );
     Ok(())
 }
