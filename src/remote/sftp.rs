@@ -112,18 +112,34 @@ impl<'s> SftpRemote<'s> {
                 limit,
             });
         }
+        // All chunks, plus one read past the stat size (the file may have
+        // grown), in flight at once: one round trip for the whole file.
         let offsets: Vec<u64> = (0..size).step_by(CHUNK).collect();
-        let chunks = join_all(offsets.iter().map(|&off| {
-            let len = (size - off).min(CHUNK as u64) as usize;
-            self.read_range(path, handle, off, len)
-        }))
-        .await;
+        let (chunks, tail) = tokio::join!(
+            join_all(offsets.iter().map(|&off| {
+                let len = (size - off).min(CHUNK as u64) as usize;
+                self.read_range(path, handle, off, len)
+            })),
+            self.read_range(path, handle, size, CHUNK)
+        );
         let mut bytes = Vec::with_capacity(size as usize);
         for c in chunks {
             bytes.extend_from_slice(&c?);
         }
-        // The file may have grown since the stat: read on until EOF, bounded.
+        let tail = tail?;
+        if tail.is_empty() || bytes.len() as u64 != size {
+            return Ok(bytes);
+        }
+        bytes.extend_from_slice(&tail);
+        // It did grow: read on until EOF, bounded.
         loop {
+            if bytes.len() as u64 > limit {
+                return Err(RemoteError::TooLarge {
+                    path: path.to_string(),
+                    size: bytes.len() as u64,
+                    limit,
+                });
+            }
             let more = self
                 .read_range(path, handle, bytes.len() as u64, CHUNK)
                 .await?;
@@ -171,6 +187,7 @@ impl<'s> SftpRemote<'s> {
         path: &str,
         content: &[u8],
         mode: Option<u32>,
+        owner: Option<(Option<u32>, Option<u32>)>,
     ) -> Result<(), RemoteError> {
         let mut attrs = FileAttributes::empty();
         attrs.permissions = Some(0o600);
@@ -184,7 +201,7 @@ impl<'s> SftpRemote<'s> {
             .await
             .map_err(|e| self.err(op, path, e))?
             .handle;
-        let result = self.fill(op, path, &handle, content, mode).await;
+        let result = self.fill(op, path, &handle, content, mode, owner).await;
         let closed = self.sftp.close(handle).await;
         let result = result.and(closed.map(|_| ()).map_err(|e| self.err(op, path, e)));
         if result.is_err() {
@@ -200,6 +217,7 @@ impl<'s> SftpRemote<'s> {
         handle: &str,
         content: &[u8],
         mode: Option<u32>,
+        owner: Option<(Option<u32>, Option<u32>)>,
     ) -> Result<(), RemoteError> {
         let writes = join_all(
             content
@@ -224,7 +242,17 @@ impl<'s> SftpRemote<'s> {
                 None => None,
             }
         };
-        let (writes, fsync, chmod) = tokio::join!(writes, fsync, chmod);
+        // Keep the owner where the server lets us; refusal is expected for
+        // non-root users and harmless (the file is then theirs already).
+        let chown = async {
+            if let Some((uid, gid)) = owner {
+                let mut a = FileAttributes::empty();
+                a.uid = uid;
+                a.gid = gid;
+                let _ = self.sftp.fsetstat(handle, a).await;
+            }
+        };
+        let (writes, fsync, chmod, ()) = tokio::join!(writes, fsync, chmod, chown);
         for w in writes {
             w.map_err(|e| self.err(op, path, e))?;
         }
@@ -336,7 +364,7 @@ impl super::RemoteOps for SftpRemote<'_> {
                 format!("{base}.{n}")
             };
             match self
-                .create_exclusive("backup", &candidate, &current.bytes, current.mode)
+                .create_exclusive("backup", &candidate, &current.bytes, current.mode, None)
                 .await
             {
                 Ok(()) => return Ok(candidate),
@@ -373,15 +401,9 @@ impl super::RemoteOps for SftpRemote<'_> {
                 rand::random::<u64>()
             ),
         );
-        self.create_exclusive("write", &tmp, content, mode).await?;
-        if attrs.uid.is_some() || attrs.gid.is_some() {
-            // Keep the owner where the server lets us; refusal is expected
-            // for non-root users and harmless (the file is ours then).
-            let mut owner = FileAttributes::empty();
-            owner.uid = attrs.uid;
-            owner.gid = attrs.gid;
-            let _ = self.sftp.setstat(&tmp, owner).await;
-        }
+        let owner = (attrs.uid.is_some() || attrs.gid.is_some()).then_some((attrs.uid, attrs.gid));
+        self.create_exclusive("write", &tmp, content, mode, owner)
+            .await?;
         let mut data = Vec::new();
         for s in [&tmp, &real] {
             data.extend_from_slice(&(s.len() as u32).to_be_bytes());
