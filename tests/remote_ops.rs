@@ -377,3 +377,34 @@ async fn wrapper_verb_failure_is_reported_with_stderr() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn test_server_sftp_has_openssh_rename_semantics() {
+    use russh_sftp::client::RawSftpSession;
+    let fx = fixture(|b| b).await;
+    let a = fx.config("a.yaml", b"A", 0o644);
+    let b = fx.config("b.yaml", b"B", 0o644);
+    let s = fx.session().await;
+    let raw = RawSftpSession::new(s.open_sftp_channel().await.expect("sftp").into_stream());
+    let v = raw.init().await.expect("init");
+    assert!(
+        v.extensions.contains_key("posix-rename@openssh.com")
+            && v.extensions.contains_key("fsync@openssh.com")
+    );
+    assert!(
+        raw.rename(path_str(&a), path_str(&b)).await.is_err(),
+        "plain rename refuses an existing target"
+    );
+    assert_eq!(std::fs::read(&b).expect("b"), b"B");
+    let mut data = Vec::new();
+    for p in [path_str(&a), path_str(&b)] {
+        data.extend_from_slice(&(p.len() as u32).to_be_bytes());
+        data.extend_from_slice(p.as_bytes());
+    }
+    raw.extended("posix-rename@openssh.com", data)
+        .await
+        .expect("posix-rename");
+    assert_eq!(std::fs::read(&b).expect("b"), b"A", "posix-rename replaces");
+    assert!(!a.exists());
+    assert_eq!(fx.server.op_count(Op::Rename), 2);
+}
