@@ -604,3 +604,37 @@ async fn edit_validates_and_reopens_with_errors_then_applies() {
         b"models:\n  a:\n    cmd: srv --port ${PORT}\n    ttl: 60\n"
     );
 }
+
+#[tokio::test]
+async fn wrapper_mode_apply_needs_no_config_path() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, OLD).expect("cfg");
+    let fx = fixture(|b| b.wrapper(cfg.clone())).await;
+    let new = write_new(&fx, NEW);
+    let out = run(
+        &fx,
+        s(&[
+            "apply",
+            "t@127.0.0.1",
+            &new,
+            "--mode",
+            "wrapper",
+            "--yes",
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    let v = json(&out);
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(0), Some("done")),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), NEW);
+    assert_eq!(
+        fx.server.exec_log(),
+        vec!["read", "read", "backup", "write", "restart"]
+    );
+}

@@ -61,6 +61,10 @@ impl Resolved {
 
     /// The config path, or a usage error naming the flag.
     pub fn config_path(&self) -> Result<String, String> {
+        if self.config_path.is_none() && self.mode == Mode::Wrapper {
+            // The forced command knows its file; this only labels messages.
+            return Ok("(wrapper config)".into());
+        }
         self.config_path.clone().ok_or_else(|| {
             "--config-path PATH is required (the config file's path on the host), or set config_path in the inventory".into()
         })
