@@ -7,7 +7,8 @@
 //! Invariants: every path reaches the shell single-quoted by [`quote`];
 //! writes go to a temp file in the target's directory and are moved over the
 //! (symlink-resolved) target with `mv -f`; backups use `set -C` so they never
-//! clobber a file; a failed write removes its temp file (shell `trap`).
+//! clobber a file; a failed write removes its temp file (shell `trap`); the
+//! temp file is synced (`sync FILE`, or a global `sync` on busybox) before `mv`.
 
 use std::time::{Duration, SystemTime};
 
@@ -171,6 +172,7 @@ impl super::RemoteOps for ShellRemote<'_> {
              d=$(dirname -- \"$r\"); t=\"$d/.$(basename -- \"$r\").swapcfg-$$.tmp\"; \
              umask 077; trap 'rm -f -- \"$t\"' EXIT; set -C; cat > \"$t\" || exit 1; \
              if [ -n \"$m\" ]; then chmod \"$m\" \"$t\" || exit 1; fi; \
+             sync -- \"$t\" 2>/dev/null || sync; \
              mv -f -- \"$t\" \"$r\" || exit 1; trap - EXIT",
             p = quote(&self.path),
             m = mode.map(|m| format!("{:o}", m & 0o7777)).unwrap_or_default(),
