@@ -4,7 +4,7 @@
 //!
 //! Owns: the HTTP/1 client (plain http; https is refused with advice), the
 //! bounded reading and parsing of the OpenAI-style model list, and the
-//! `--verify-models` comparison. Invariant: the API key is sent only as an
+//! model-list comparison. Invariant: the API key is sent only as an
 //! `Authorization: Bearer` header and never appears in errors or `Debug`.
 
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ pub struct HealthCheck {
     pub attempts: u32,
     pub delay: Duration,
     pub attempt_timeout: Duration,
-    /// `--verify-models`: every id must be listed.
+    /// When set, every id must be listed.
     pub expect_models: Option<Vec<String>>,
 }
 
@@ -40,21 +40,6 @@ impl std::fmt::Debug for HealthCheck {
     }
 }
 
-impl HealthCheck {
-    /// Defaults: `/v1/models`, 10 attempts, 2 s apart, 5 s each.
-    pub fn new(base_url: &str) -> HealthCheck {
-        HealthCheck {
-            base_url: base_url.to_string(),
-            path: "/v1/models".into(),
-            api_key: None,
-            attempts: 10,
-            delay: Duration::from_secs(2),
-            attempt_timeout: Duration::from_secs(5),
-            expect_models: None,
-        }
-    }
-}
-
 /// A successful check.
 #[derive(Debug, Clone)]
 pub struct HealthReport {
@@ -66,10 +51,15 @@ pub struct HealthReport {
 /// Why the endpoint is not healthy.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
-    #[error("bad --base-url {url:?}: {why}")]
+    #[error("bad base URL {url:?}: {why}")]
     BadUrl { url: String, why: String },
-    #[error("{url} answered {status}: an API key is required; pass --api-key-env NAME (the variable holding one of llama-swap's apiKeys)")]
-    Unauthorized { url: String, status: u16 },
+    #[error("{url} answered {status}: {}", if *.key_sent { "the API key sent was rejected" } else { "llama-swap requires an API key" })]
+    Unauthorized {
+        url: String,
+        status: u16,
+        /// Whether a key was sent (rejected) or not (required).
+        key_sent: bool,
+    },
     #[error("{url} not healthy after {attempts} attempt(s): {last}")]
     Unhealthy {
         url: String,
@@ -206,6 +196,7 @@ async fn attempt(uri: &Uri, hc: &HealthCheck) -> Attempt {
         return Attempt::Fatal(HealthError::Unauthorized {
             url: uri.to_string(),
             status,
+            key_sent: hc.api_key.is_some(),
         });
     }
     if status != 200 {

@@ -3,16 +3,23 @@
 //! Owns: finding the file (`--inventory`, `$SWAPCFG_INVENTORY`,
 //! `./swapcfg.yaml`, `$XDG_CONFIG_HOME/swapcfg/inventory.yaml`), parsing it
 //! with the positioned YAML reader (errors carry `file:line:column`), and
-//! merging host settings over defaults. Command-line flags override both
-//! (done by the caller).
+//! merging host settings over defaults. Every value is parsed here, once,
+//! into its type (mode, host-key policy, port, seconds); command-line flags
+//! override both (done by the caller).
+//!
+//! Architecture invariant: the inventory knows setting names as they are
+//! written in the file, never command-line flags.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::remote::Mode;
+use crate::transport::HostKeyPolicy;
 
 use crate::validate::yaml::{self, Kind, Node};
 
-/// Largest inventory file accepted.
-const MAX_INVENTORY: u64 = 1024 * 1024;
+use crate::limits::MAX_INVENTORY;
 
 const KEYS: &[&str] = &[
     "address",
@@ -27,23 +34,37 @@ const KEYS: &[&str] = &[
     "base_url",
     "api_key_env",
     "schema",
+    "connect_timeout",
+    "restart_timeout",
+    "health_path",
+    "health_attempts",
+    "health_delay",
+    "health_timeout",
+    "verify_models",
 ];
 
 /// Settings for one host; every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostSettings {
     pub address: Option<String>,
     pub port: Option<u16>,
     pub user: Option<String>,
     pub identity: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
-    pub host_key_policy: Option<String>,
-    pub mode: Option<String>,
+    pub host_key_policy: Option<HostKeyPolicy>,
+    pub mode: Option<Mode>,
     pub config_path: Option<String>,
     pub restart_cmd: Option<String>,
     pub base_url: Option<String>,
     pub api_key_env: Option<String>,
     pub schema: Option<PathBuf>,
+    pub connect_timeout: Option<Duration>,
+    pub restart_timeout: Option<Duration>,
+    pub health_path: Option<String>,
+    pub health_attempts: Option<u32>,
+    pub health_delay: Option<Duration>,
+    pub health_timeout: Option<Duration>,
+    pub verify_models: Option<bool>,
 }
 
 impl HostSettings {
@@ -64,7 +85,14 @@ impl HostSettings {
             restart_cmd,
             base_url,
             api_key_env,
-            schema
+            schema,
+            connect_timeout,
+            restart_timeout,
+            health_path,
+            health_attempts,
+            health_delay,
+            health_timeout,
+            verify_models
         )
     }
 }
@@ -121,27 +149,48 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
             "identity" => s.identity = Some(PathBuf::from(text()?)),
             "known_hosts" => s.known_hosts = Some(PathBuf::from(text()?)),
             "host_key_policy" => {
-                let t = text()?;
-                if !matches!(t.as_str(), "strict" | "accept-new") {
-                    return Err(err(
+                s.host_key_policy = Some(text()?.parse().map_err(|_| {
+                    err(
                         path,
                         v,
                         format!("{what}.host_key_policy must be strict or accept-new"),
-                    ));
-                }
-                s.host_key_policy = Some(t);
+                    )
+                })?)
             }
             "mode" => {
-                let t = text()?;
-                if !matches!(t.as_str(), "sftp" | "shell" | "wrapper") {
-                    return Err(err(
+                s.mode = Some(text()?.parse().map_err(|_| {
+                    err(
                         path,
                         v,
                         format!("{what}.mode must be sftp, shell or wrapper"),
-                    ));
-                }
-                s.mode = Some(t);
+                    )
+                })?)
             }
+            "connect_timeout" => s.connect_timeout = Some(seconds(path, v, what, &key)?),
+            "restart_timeout" => s.restart_timeout = Some(seconds(path, v, what, &key)?),
+            "health_delay" => s.health_delay = Some(seconds(path, v, what, &key)?),
+            "health_timeout" => s.health_timeout = Some(seconds(path, v, what, &key)?),
+            "health_path" => s.health_path = Some(text()?),
+            "health_attempts" => match v.kind {
+                Kind::Int(n) if (1..=1000).contains(&n) => s.health_attempts = Some(n as u32),
+                _ => {
+                    return Err(err(
+                        path,
+                        v,
+                        format!("{what}.health_attempts must be a number from 1 to 1000"),
+                    ))
+                }
+            },
+            "verify_models" => match v.kind {
+                Kind::Bool(b) => s.verify_models = Some(b),
+                _ => {
+                    return Err(err(
+                        path,
+                        v,
+                        format!("{what}.verify_models must be true or false"),
+                    ))
+                }
+            },
             "config_path" => s.config_path = Some(text()?),
             "restart_cmd" => s.restart_cmd = Some(text()?),
             "base_url" => s.base_url = Some(text()?),
@@ -160,6 +209,24 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
         }
     }
     Ok(s)
+}
+
+/// Seconds (an integer or a decimal, 0 to 86400) as a duration.
+fn seconds(path: &Path, v: &Node, what: &str, key: &str) -> Result<Duration, String> {
+    let secs = match v.kind {
+        Kind::Int(i) => i as f64,
+        Kind::Float(f) => f,
+        _ => f64::NAN,
+    };
+    if (0.0..=86_400.0).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(err(
+            path,
+            v,
+            format!("{what}.{key} must be a number of seconds from 0 to 86400"),
+        ))
+    }
 }
 
 impl Inventory {
@@ -214,17 +281,10 @@ impl Inventory {
 
     /// Read and parse a file (bounded).
     pub fn load(path: &Path) -> Result<Inventory, String> {
-        let meta =
-            std::fs::metadata(path).map_err(|e| format!("inventory {}: {e}", path.display()))?;
-        if meta.len() > MAX_INVENTORY {
-            return Err(format!(
-                "inventory {}: {} bytes, over the {MAX_INVENTORY}-byte limit",
-                path.display(),
-                meta.len()
-            ));
-        }
-        let text = std::fs::read_to_string(path)
+        let bytes = crate::local::read_bounded(path, MAX_INVENTORY)
             .map_err(|e| format!("inventory {}: {e}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("inventory {}: not UTF-8 text", path.display()))?;
         Inventory::parse(path, &text)
     }
 

@@ -4,25 +4,30 @@
 //!
 //! Owns: the order of the steps, the conflict guard (sha256 of the remote
 //! bytes when read, compared again right before the write, and against
-//! `--expect-sha256`), the unchanged no-op, rollback (write the backup's
+//! an expected hash), the unchanged no-op, rollback (write the backup's
 //! bytes back atomically, restart again, re-check health), backup pruning,
 //! and the [`ApplyReport`].
 //!
 //! Invariants: nothing is written before the confirmation and the conflict
 //! check; a failure before `write` leaves the host untouched; a failure after
-//! it is rolled back unless `no_rollback`; the report names the failing step.
-//! Validation happens before connecting (in the command layer).
+//! it is rolled back unless `no_rollback`; the report names the failing step
+//! and carries the typed error. Validation happens before connecting (in the
+//! caller).
+//!
+//! Architecture invariant: the pipeline knows no exit codes, flags or
+//! terminals. What a step's failure means for the process is decided by the
+//! binary's exit table; how it is worded for a person, by its renderer.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+use crate::health::HealthError;
 use crate::remote::{RemoteError, RemoteFile, RemoteOps};
+use crate::transport::TransportError;
 
 /// The step an apply stopped at (or `done` / `unchanged` / `planned`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Validate,
     Connect,
@@ -40,29 +45,63 @@ pub enum Step {
 }
 
 impl Step {
-    /// The exit status for a report ending at this step.
-    pub fn exit_code(self, ok: bool) -> u8 {
-        use crate::cmd::exit;
+    /// The step's lowercase name (`read`, `health`, …).
+    pub fn name(self) -> &'static str {
         match self {
-            Step::Done | Step::Unchanged => exit::OK,
-            Step::Planned => exit::USAGE, // dry run: changes pending
-            Step::Validate => exit::INVALID,
-            Step::Connect => exit::CONNECT,
-            Step::Read => exit::READ,
-            Step::Conflict => exit::CONFLICT,
-            Step::Aborted => exit::ABORTED,
-            Step::Backup => exit::BACKUP,
-            Step::Write => exit::WRITE,
-            Step::Restart => exit::RESTART,
-            Step::Health => exit::HEALTH,
-            Step::Rollback if ok => exit::OK,
-            Step::Rollback => exit::ROLLBACK_FAILED,
+            Step::Validate => "validate",
+            Step::Connect => "connect",
+            Step::Read => "read",
+            Step::Conflict => "conflict",
+            Step::Aborted => "aborted",
+            Step::Backup => "backup",
+            Step::Write => "write",
+            Step::Restart => "restart",
+            Step::Health => "health",
+            Step::Rollback => "rollback",
+            Step::Planned => "planned",
+            Step::Unchanged => "unchanged",
+            Step::Done => "done",
         }
     }
 }
 
-/// What happened, for humans and `--json`.
-#[derive(Debug, Clone, serde::Serialize)]
+/// Why a step failed. Data first; the binary words it for people.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{label} is invalid ({errors} error(s)); nothing was sent to the host")]
+    Invalid { label: String, errors: usize },
+    #[error(transparent)]
+    Connect(#[from] TransportError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Health(#[from] HealthError),
+    #[error("remote config has sha256 {actual}, not the expected {expected}; re-plan against the current file")]
+    NotExpected { actual: String, expected: String },
+    #[error("{path} changed on the host while this apply ran (sha256 {} → {}); nothing was written, run again to see the new diff", &.before[..12], &.after[..12])]
+    ChangedMeanwhile {
+        path: String,
+        before: String,
+        after: String,
+    },
+    #[error("not confirmed; nothing was changed")]
+    NotConfirmed,
+}
+
+/// Why the rollback itself failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("restoring the old config failed: {0}")]
+    Restore(RemoteError),
+    #[error("old config restored, but the restart failed: {0}")]
+    Restart(RemoteError),
+    #[error("old config restored and restarted, but health still fails: {0}")]
+    Health(HealthError),
+}
+
+/// What happened. The binary renders it (human text, `--json`); this type
+/// is not itself an output format.
+#[derive(Debug)]
 pub struct ApplyReport {
     pub ok: bool,
     pub step: Step,
@@ -71,14 +110,30 @@ pub struct ApplyReport {
     pub changed: bool,
     pub backup_path: Option<String>,
     pub diff: String,
-    pub error: Option<String>,
+    pub error: Option<ApplyError>,
+    /// The failure after the write was kept on purpose (`no_rollback`).
+    pub kept_new: bool,
     pub rolled_back: bool,
-    pub rollback_error: Option<String>,
+    pub rollback_error: Option<RollbackError>,
     pub old_sha256: Option<String>,
     pub new_sha256: String,
     pub pruned_backups: Vec<String>,
-    pub warnings: Vec<String>,
-    pub timings_ms: BTreeMap<&'static str, u64>,
+    pub warnings: Vec<Warning>,
+    /// Milliseconds per step, in the order the steps ran.
+    pub timings_ms: Vec<(Step, u64)>,
+}
+
+/// Something worth telling that did not stop the apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// Pruning was asked for but this mode cannot list or delete backups.
+    PruneUnsupported { why: String },
+    /// Listing backups for pruning failed.
+    PruneList { error: String },
+    /// One backup could not be deleted.
+    PruneRemove { path: String, error: String },
+    /// No health check was configured, so health was not checked.
+    HealthNotChecked,
 }
 
 impl ApplyReport {
@@ -88,7 +143,7 @@ impl ApplyReport {
         host: &str,
         config_path: &str,
         new: &[u8],
-        error: String,
+        error: ApplyError,
     ) -> ApplyReport {
         ApplyReport {
             ok: false,
@@ -99,18 +154,23 @@ impl ApplyReport {
             backup_path: None,
             diff: String::new(),
             error: Some(error),
+            kept_new: false,
             rolled_back: false,
             rollback_error: None,
             old_sha256: None,
             new_sha256: sha256_hex(new),
             pruned_backups: Vec::new(),
             warnings: Vec::new(),
-            timings_ms: BTreeMap::new(),
+            timings_ms: Vec::new(),
         }
     }
 
-    pub fn exit_code(&self) -> u8 {
-        self.step.exit_code(self.ok)
+    /// Milliseconds spent in `step`, if it ran.
+    pub fn timing(&self, step: Step) -> Option<u64> {
+        self.timings_ms
+            .iter()
+            .find(|(s, _)| *s == step)
+            .map(|(_, ms)| *ms)
     }
 }
 
@@ -140,7 +200,7 @@ pub trait Hooks {
     fn step(&mut self, _step: Step) {}
     /// Check that llama-swap answers; after a change (`rollback == false`)
     /// it may also require the new config's models. `Err` is the reason.
-    async fn health(&mut self, rollback: bool) -> Result<(), String>;
+    async fn health(&mut self, rollback: bool) -> Result<(), HealthError>;
 }
 
 /// Hex sha256 of `bytes`.
@@ -164,27 +224,27 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
         &opts.host,
         &opts.config_path,
         new,
-        String::new(),
+        ApplyError::NotConfirmed,
     );
     rep.error = None;
     macro_rules! timed {
-        ($name:expr, $step:expr, $e:expr) => {{
+        ($step:expr, $e:expr) => {{
             hooks.step($step);
             let t = Instant::now();
             let r = $e;
-            rep.timings_ms.insert($name, ms(t.elapsed()));
+            rep.timings_ms.push(($step, ms(t.elapsed())));
             r
         }};
     }
     macro_rules! fail {
         ($step:expr, $err:expr) => {{
             rep.step = $step;
-            rep.error = Some($err.to_string());
+            rep.error = Some(ApplyError::from($err));
             return rep;
         }};
     }
 
-    let current = match timed!("read", Step::Read, remote.read().await) {
+    let current = match timed!(Step::Read, remote.read().await) {
         Ok(c) => c,
         Err(e) => fail!(Step::Read, e),
     };
@@ -198,7 +258,13 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
     );
     if let Some(expected) = &opts.expect_sha256 {
         if !expected.eq_ignore_ascii_case(&old_sha) {
-            fail!(Step::Conflict, format!("remote config has sha256 {old_sha}, not the expected {expected}; re-plan against the current file"));
+            fail!(
+                Step::Conflict,
+                ApplyError::NotExpected {
+                    actual: old_sha,
+                    expected: expected.clone(),
+                }
+            );
         }
     }
     let changed = current.bytes != new;
@@ -218,57 +284,50 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
         return rep;
     }
     if !hooks.confirm(&rep.diff) {
-        fail!(Step::Aborted, "not confirmed; nothing was changed");
+        fail!(Step::Aborted, ApplyError::NotConfirmed);
     }
 
     // Conflict guard: the file must still be what we planned against.
-    match timed!("conflict", Step::Conflict, remote.read().await) {
+    match timed!(Step::Conflict, remote.read().await) {
         Ok(again) if sha256_hex(&again.bytes) == old_sha => {}
         Ok(again) => fail!(
             Step::Conflict,
-            format!(
-                "{} changed on the host while this apply ran (sha256 {} → {}); nothing was written, run again to see the new diff",
-                opts.config_path,
-                &old_sha[..12],
-                &sha256_hex(&again.bytes)[..12]
-            )
+            ApplyError::ChangedMeanwhile {
+                path: opts.config_path.clone(),
+                before: old_sha,
+                after: sha256_hex(&again.bytes),
+            }
         ),
         Err(e) => fail!(Step::Conflict, e),
     }
 
     let backup = match timed!(
-        "backup",
         Step::Backup,
         remote.backup(&current, SystemTime::now()).await
     ) {
         Ok(b) => b,
-        Err(e) => fail!(Step::Backup, format!("{e}; nothing was written")),
+        Err(e) => fail!(Step::Backup, e),
     };
     rep.backup_path = Some(backup.clone());
 
-    if let Err(e) = timed!("write", Step::Write, remote.write(new, current.mode).await) {
-        fail!(
-            Step::Write,
-            format!("{e}; the old config is intact (backup at {backup})")
-        );
+    if let Err(e) = timed!(Step::Write, remote.write(new, current.mode).await) {
+        fail!(Step::Write, e);
     }
 
-    let failure: Option<(Step, String)> = match restart(remote, opts, hooks, &mut rep).await {
-        Err(e) => Some((Step::Restart, e)),
-        Ok(()) => match timed!("health", Step::Health, hooks.health(false).await) {
-            Err(e) => Some((Step::Health, e)),
+    let failure: Option<(Step, ApplyError)> = match restart(remote, opts, hooks, &mut rep).await {
+        Err(e) => Some((Step::Restart, e.into())),
+        Ok(()) => match timed!(Step::Health, hooks.health(false).await) {
+            Err(e) => Some((Step::Health, e.into())),
             Ok(()) => None,
         },
     };
     if let Some((step, err)) = failure {
         rep.step = step;
+        rep.error = Some(err);
         if opts.no_rollback {
-            rep.error = Some(format!(
-                "{err}; the new config was kept (--no-rollback), the previous one is at {backup}"
-            ));
+            rep.kept_new = true;
             return rep;
         }
-        rep.error = Some(err);
         rollback(remote, &current, opts, hooks, &mut rep).await;
         return rep;
     }
@@ -286,15 +345,15 @@ async fn restart<R: RemoteOps, H: Hooks>(
     opts: &ApplyOptions,
     hooks: &mut H,
     rep: &mut ApplyReport,
-) -> Result<(), String> {
+) -> Result<(), RemoteError> {
     let Some(cmd) = &opts.restart_cmd else {
         return Ok(());
     };
     hooks.step(Step::Restart);
     let t = Instant::now();
     let r = remote.restart(cmd, opts.restart_timeout).await;
-    rep.timings_ms.insert("restart", ms(t.elapsed()));
-    r.map(|_| ()).map_err(|e| e.to_string())
+    rep.timings_ms.push((Step::Restart, ms(t.elapsed())));
+    r.map(|_| ())
 }
 
 /// Put the old bytes back, restart and re-check health.
@@ -307,24 +366,21 @@ async fn rollback<R: RemoteOps, H: Hooks>(
 ) {
     hooks.step(Step::Rollback);
     let t = Instant::now();
-    let result: Result<(), String> = async {
+    let result: Result<(), RollbackError> = async {
         remote
             .write(&old.bytes, old.mode)
             .await
-            .map_err(|e| format!("restoring the old config failed: {e}"))?;
+            .map_err(RollbackError::Restore)?;
         if let Some(cmd) = &opts.restart_cmd {
             remote
                 .restart(cmd, opts.restart_timeout)
                 .await
-                .map_err(|e| format!("old config restored, but the restart failed: {e}"))?;
+                .map_err(RollbackError::Restart)?;
         }
-        hooks
-            .health(true)
-            .await
-            .map_err(|e| format!("old config restored and restarted, but health still fails: {e}"))
+        hooks.health(true).await.map_err(RollbackError::Health)
     }
     .await;
-    rep.timings_ms.insert("rollback", ms(t.elapsed()));
+    rep.timings_ms.push((Step::Rollback, ms(t.elapsed())));
     match result {
         Ok(()) => rep.rolled_back = true,
         Err(e) => {
@@ -343,17 +399,18 @@ async fn prune<R: RemoteOps>(remote: &R, keep: usize, rep: &mut ApplyReport) {
             for b in list.into_iter().take(excess) {
                 match remote.remove_backup(&b.path).await {
                     Ok(()) => rep.pruned_backups.push(b.path),
-                    Err(e) => rep
-                        .warnings
-                        .push(format!("could not prune {}: {e}", b.path)),
+                    Err(e) => rep.warnings.push(Warning::PruneRemove {
+                        path: b.path,
+                        error: e.to_string(),
+                    }),
                 }
             }
         }
         Err(RemoteError::Unsupported { why, .. }) => {
-            rep.warnings.push(format!("--keep-backups ignored: {why}"))
+            rep.warnings.push(Warning::PruneUnsupported { why })
         }
-        Err(e) => rep
-            .warnings
-            .push(format!("could not list backups to prune: {e}")),
+        Err(e) => rep.warnings.push(Warning::PruneList {
+            error: e.to_string(),
+        }),
     }
 }

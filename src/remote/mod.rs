@@ -53,13 +53,63 @@ pub enum RemoteError {
     #[error("{op} timed out after {after:?}; the host stopped answering")]
     Timeout { op: &'static str, after: Duration },
     #[error("{op} is not supported in this mode: {why}")]
-    Unsupported { op: &'static str, why: String },
+    Unsupported {
+        op: &'static str,
+        why: String,
+        /// A mode that can do it, when there is one.
+        instead: Option<Mode>,
+    },
     #[error("restart command exited with status {}: {stderr}", status_text(.status))]
     RestartFailed { status: Option<u32>, stderr: String },
     #[error("{op} failed: {message}")]
     Failed { op: &'static str, message: String },
     #[error("connection lost during {op}: {message}")]
     Disconnected { op: &'static str, message: String },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// How swapcfg touches the remote config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The SFTP subsystem (default).
+    #[default]
+    Sftp,
+    /// POSIX shell commands over exec channels (hosts without SFTP).
+    Shell,
+    /// Fixed verbs `read`, `backup`, `write`, `restart` to a forced command.
+    Wrapper,
+}
+
+impl Mode {
+    /// Every mode, in the order help texts list them.
+    pub const ALL: [Mode; 3] = [Mode::Sftp, Mode::Shell, Mode::Wrapper];
+
+    /// The mode's name as written in settings (`sftp`, `shell`, `wrapper`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Sftp => "sftp",
+            Mode::Shell => "shell",
+            Mode::Wrapper => "wrapper",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown mode {s:?} (expected sftp, shell or wrapper)"))
+    }
 }
 
 fn status_text(status: &Option<u32>) -> String {
@@ -164,13 +214,13 @@ pub struct RemoteOptions {
 impl Default for RemoteOptions {
     fn default() -> Self {
         RemoteOptions {
-            max_size: 16 * 1024 * 1024,
+            max_size: crate::limits::MAX_CONFIG as u64,
         }
     }
 }
 
 /// Bytes of restart output kept (each of stdout and stderr).
-const RESTART_OUTPUT_CAP: usize = 64 * 1024;
+const RESTART_OUTPUT_CAP: usize = crate::limits::MAX_COMMAND_OUTPUT;
 
 /// Run a restart command over an exec channel (sftp and shell modes).
 pub(crate) async fn run_restart(
@@ -249,20 +299,16 @@ impl<'s> AnyRemote<'s> {
     /// Build the implementation for `mode` on an open session.
     pub async fn open(
         session: &'s Session,
-        mode: crate::cli::Mode,
+        mode: Mode,
         config_path: &str,
         opts: RemoteOptions,
     ) -> Result<AnyRemote<'s>, RemoteError> {
         Ok(match mode {
-            crate::cli::Mode::Sftp => {
+            Mode::Sftp => {
                 AnyRemote::Sftp(sftp::SftpRemote::open(session, config_path, opts).await?)
             }
-            crate::cli::Mode::Shell => {
-                AnyRemote::Shell(shell::ShellRemote::new(session, config_path, opts))
-            }
-            crate::cli::Mode::Wrapper => {
-                AnyRemote::Wrapper(wrapper::WrapperRemote::new(session, opts))
-            }
+            Mode::Shell => AnyRemote::Shell(shell::ShellRemote::new(session, config_path, opts)),
+            Mode::Wrapper => AnyRemote::Wrapper(wrapper::WrapperRemote::new(session, opts)),
         })
     }
 }

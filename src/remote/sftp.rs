@@ -43,13 +43,7 @@ impl<'s> SftpRemote<'s> {
         config_path: &str,
         opts: RemoteOptions,
     ) -> Result<SftpRemote<'s>, RemoteError> {
-        let channel = session
-            .open_sftp_channel()
-            .await
-            .map_err(|e| RemoteError::Failed {
-                op: "open sftp",
-                message: e.to_string(),
-            })?;
+        let channel = session.open_sftp_channel().await?;
         let sftp = RawSftpSession::new(channel.into_stream());
         sftp.set_timeout(session.op_timeout().as_secs().max(1));
         let version = sftp
@@ -386,9 +380,10 @@ impl super::RemoteOps for SftpRemote<'_> {
             return Err(RemoteError::Unsupported {
                 op: "write",
                 why: format!(
-                    "the SFTP server does not offer {POSIX_RENAME}, so {} cannot be replaced atomically; nothing was written (use --mode shell)",
+                    "the SFTP server does not offer {POSIX_RENAME}, so {} cannot be replaced atomically; nothing was written",
                     self.path
                 ),
+                instead: Some(super::Mode::Shell),
             });
         }
         let (real, attrs) = self.resolve().await?;

@@ -205,7 +205,9 @@ impl super::RemoteOps for ShellRemote<'_> {
             d = quote(dir),
             pre = quote(&format!("{name}.bak-")),
         );
-        let (status, stdout, stderr) = self.run("list backups", &script, None, 1024 * 1024).await?;
+        let (status, stdout, stderr) = self
+            .run("list backups", &script, None, crate::limits::MAX_LISTING)
+            .await?;
         if status != 0 {
             return Err(RemoteError::Failed {
                 op: "list backups",

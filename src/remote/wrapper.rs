@@ -69,7 +69,8 @@ impl<'s> WrapperRemote<'s> {
     fn unsupported(op: &'static str) -> RemoteError {
         RemoteError::Unsupported {
             op,
-            why: "the forced-command wrapper only offers read, backup, write and restart; use --mode sftp or shell with an unrestricted key".into(),
+            why: "the forced-command wrapper only offers read, backup, write and restart".into(),
+            instead: Some(super::Mode::Sftp),
         }
     }
 }
@@ -115,9 +116,14 @@ impl super::RemoteOps for WrapperRemote<'_> {
     }
 
     async fn write(&self, content: &[u8], _mode: Option<u32>) -> Result<(), RemoteError> {
-        self.verb("write", Some(content), self.session.op_timeout(), 64 * 1024)
-            .await
-            .map(|_| ())
+        self.verb(
+            "write",
+            Some(content),
+            self.session.op_timeout(),
+            crate::limits::MAX_COMMAND_OUTPUT,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn restart(
@@ -125,7 +131,10 @@ impl super::RemoteOps for WrapperRemote<'_> {
         _command: &str,
         timeout: Duration,
     ) -> Result<RestartOutcome, RemoteError> {
-        let out = self.session.exec("restart", None, timeout, 64 * 1024).await;
+        let out = self
+            .session
+            .exec("restart", None, timeout, crate::limits::MAX_COMMAND_OUTPUT)
+            .await;
         super::restart_outcome(out, timeout)
     }
 

@@ -7,13 +7,19 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use russh::keys::PrivateKey;
+use std::sync::Arc;
+
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg};
+
+use super::handler::ClientHandler;
+use super::{ConnectOptions, TransportError};
 
 /// Environment variable holding the passphrase of an encrypted key.
 pub const PASSPHRASE_ENV: &str = "SWAPCFG_KEY_PASSPHRASE";
 
 /// Private key files larger than this are refused.
-const MAX_KEY_FILE: u64 = 1024 * 1024;
+const MAX_KEY_FILE: u64 = crate::limits::MAX_INVENTORY;
 
 /// Why a key could not be used (never contains the passphrase).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +103,105 @@ pub fn default_key_files() -> Vec<PathBuf> {
         .map(|n| ssh.join(n))
         .filter(|p| p.is_file())
         .collect()
+}
+
+/// Offer keys: the identity file alone when given; else the agent's keys, then
+/// the default key files.
+pub(super) async fn authenticate(
+    handle: &mut Handle<ClientHandler>,
+    opts: &ConnectOptions,
+    label: &str,
+) -> Result<(), TransportError> {
+    let user = opts.target.user.clone();
+    let mut tried: Vec<String> = Vec::new();
+    let mut methods = String::from("unknown");
+    let rsa_hash = match handle.best_supported_rsa_hash().await {
+        Ok(Some(h)) => h,           // server-sig-algs told us (None = only ssh-rsa)
+        _ => Some(HashAlg::Sha256), // no ext-info: modern default
+    };
+    let note = |r: &client::AuthResult, methods: &mut String| {
+        if let client::AuthResult::Failure {
+            remaining_methods, ..
+        } = r
+        {
+            let names: Vec<&str> = remaining_methods.iter().map(<&str>::from).collect();
+            *methods = if names.is_empty() {
+                "nothing".into()
+            } else {
+                names.join(",")
+            };
+        }
+    };
+
+    let mut keys: Vec<(String, PrivateKey)> = Vec::new();
+    if let Some(path) = &opts.identity {
+        let key =
+            load_key(path, PassphraseSource::EnvOrPrompt).map_err(|error| TransportError::Key {
+                path: path.display().to_string(),
+                error,
+            })?;
+        keys.push((path.display().to_string(), key));
+    } else {
+        if let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await {
+            if let Ok(ids) = agent.request_identities().await {
+                for id in ids {
+                    let russh::keys::agent::AgentIdentity::PublicKey { key, comment } = id else {
+                        continue;
+                    };
+                    let hash = if key.algorithm().is_rsa() {
+                        rsa_hash
+                    } else {
+                        None
+                    };
+                    tried.push(format!("agent key {comment}"));
+                    match handle
+                        .authenticate_publickey_with(&user, key, hash, &mut agent)
+                        .await
+                    {
+                        Ok(r) if r.success() => return Ok(()),
+                        Ok(r) => note(&r, &mut methods),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        for path in default_key_files() {
+            match load_key(&path, PassphraseSource::EnvOrPrompt) {
+                Ok(k) => keys.push((path.display().to_string(), k)),
+                Err(_) => tried.push(format!("{} (unusable)", path.display())),
+            }
+        }
+    }
+    if keys.is_empty() && tried.is_empty() {
+        return Err(TransportError::NoKeys {
+            target: label.to_string(),
+        });
+    }
+    for (name, key) in keys {
+        let hash = if key.algorithm().is_rsa() {
+            rsa_hash
+        } else {
+            None
+        };
+        tried.push(name);
+        let r = handle
+            .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .await
+            .map_err(|e| TransportError::Handshake {
+                target: label.to_string(),
+                message: e.to_string(),
+            })?;
+        if r.success() {
+            return Ok(());
+        }
+        note(&r, &mut methods);
+    }
+    Err(TransportError::AuthRejected {
+        target: label.to_string(),
+        user,
+        tried: tried.join(", "),
+        methods,
+    })
 }
 
 #[cfg(test)]

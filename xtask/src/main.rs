@@ -8,13 +8,20 @@
 //! * `bench [--rounds N]`: swapcfg against OpenSSH and paramiko on one
 //!   loopback sshd: medians of wall time, CPU time and peak memory.
 //!
+//! * `man [DIR]`: `swapcfg.1` (default `target/man/`) from the binary's own
+//!   clap definitions (clap_mangen).
+//!
 //! Unlike swapcfg itself, xtask spawns processes freely (cargo, sshd,
 //! ssh-keygen, ssh, python).
+
+#[allow(dead_code)]
+#[path = "../../src/cli/args.rs"]
+mod args;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 type R<T> = Result<T, String>;
 
@@ -22,6 +29,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("dist") => dist(args.iter().any(|a| a == "--check")),
+        Some("man") => man(args.get(1).map(PathBuf::from)),
         Some("bench") => {
             let rounds = args
                 .iter()
@@ -31,7 +39,10 @@ fn main() {
                 .unwrap_or(20);
             bench(rounds)
         }
-        _ => Err("usage: cargo xtask dist [--check] | cargo xtask bench [--rounds N]".into()),
+        _ => Err(
+            "usage: cargo xtask dist [--check] | cargo xtask bench [--rounds N] | cargo xtask man [DIR]"
+                .into(),
+        ),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e}");
@@ -60,6 +71,50 @@ fn run(cmd: &mut Command) -> R<String> {
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 
+/// Features of the shipped binary: the CLI without the demo sandbox (so no
+/// SSH server and no test kit inside).
+const DIST_FEATURES: [&str; 3] = ["--no-default-features", "--features", "cli"];
+
+/// `swapcfg.1` from the clap definitions.
+fn man(dir: Option<PathBuf>) -> R<()> {
+    use clap::CommandFactory;
+    let dir = dir.unwrap_or_else(|| root().join("target").join("man"));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // One page for swapcfg and one per subcommand (swapcfg-apply.1, …).
+    clap_mangen::generate_to(args::Cli::command(), &dir).map_err(|e| e.to_string())?;
+    let page = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    if !page("swapcfg.1").contains("apply") || !page("swapcfg-apply.1").contains("config\\-path") {
+        return Err(format!(
+            "the man pages in {} look incomplete",
+            dir.display()
+        ));
+    }
+    let n = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    println!(
+        "{}: {n} man pages (swapcfg.1 and one per subcommand)",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `cargo tree` of the dist build: proves the test kit is not in it.
+fn dist_tree() -> R<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.current_dir(root())
+        .args([
+            "tree",
+            "--package",
+            "swapcfg",
+            "--edges",
+            "normal",
+            "--target",
+            TARGET,
+        ])
+        .args(DIST_FEATURES);
+    run(&mut c)
+}
+
 /// Build the static binary; returns its path.
 fn build_dist() -> R<PathBuf> {
     let root = root();
@@ -76,6 +131,7 @@ fn build_dist() -> R<PathBuf> {
             "--target",
             TARGET,
         ])
+        .args(DIST_FEATURES)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .status()
         .map_err(|e| e.to_string())?;
@@ -95,6 +151,12 @@ fn build_dist() -> R<PathBuf> {
 }
 
 fn dist(check: bool) -> R<()> {
+    let tree = dist_tree()?;
+    let crates = tree.lines().count();
+    if tree.contains("swapcfg-testkit") || tree.contains("clap_mangen") {
+        return Err("the dist build depends on the test kit".into());
+    }
+    println!("dist dependency tree: {crates} lines, no swapcfg-testkit, no hyper server");
     let bin = build_dist()?;
     let size = std::fs::metadata(&bin).map_err(|e| e.to_string())?.len();
     let sha = run(Command::new("sha256sum").arg(&bin))?;
@@ -177,80 +239,31 @@ const OLD: &str = "models:\n  qwen:\n    cmd: llama-server --port ${PORT} -m /mo
 const NEW: &str =
     "models:\n  qwen:\n    cmd: llama-server --port ${PORT} -m /models/qwen.gguf\n    ttl: 300\n";
 
-/// A loopback OpenSSH sshd with a temp host key and one client key.
+/// The test kit's loopback sshd with one client key and a config file.
 struct Sshd {
+    _sshd: swapcfg_testkit::sshd::Sshd,
     dir: PathBuf,
     port: u16,
     key: PathBuf,
     known_hosts: PathBuf,
     config: PathBuf,
-    child: std::process::Child,
 }
 
 impl Sshd {
     fn start() -> R<Sshd> {
-        if !Path::new("/usr/sbin/sshd").exists() {
-            return Err("/usr/sbin/sshd not found (apt-get install openssh-server)".into());
-        }
-        let _ = std::fs::create_dir_all("/run/sshd");
-        let dir = std::env::temp_dir().join(format!("swapcfg-xtask-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        for (name, kind) in [("host", "ed25519"), ("client", "ed25519")] {
-            run(Command::new("ssh-keygen")
-                .args(["-q", "-t", kind, "-N", "", "-f"])
-                .arg(dir.join(name)))?;
-        }
-        let pubkey = std::fs::read_to_string(dir.join("client.pub")).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("authorized_keys"), pubkey).map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let cfg = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nPermitRootLogin yes\nSubsystem sftp internal-sftp\nPidFile {d}/sshd.pid\nMaxStartups 100\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("sshd_config"), cfg).map_err(|e| e.to_string())?;
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stderr(std::fs::File::create(dir.join("sshd.log")).map_err(|e| e.to_string())?)
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return Err("sshd did not start".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let host_pub = std::fs::read_to_string(dir.join("host.pub")).map_err(|e| e.to_string())?;
-        let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
-        let known_hosts = dir.join("known_hosts");
-        std::fs::write(
-            &known_hosts,
-            format!("[127.0.0.1]:{port} {}\n", host_pub.join(" ")),
-        )
-        .map_err(|e| e.to_string())?;
+        let sshd = swapcfg_testkit::sshd::Sshd::start(Default::default())?;
+        let key = sshd.client_key("client", "ed25519", "", "")?;
+        let dir = sshd.dir.path().to_path_buf();
         let config = dir.join("config.yaml");
         std::fs::write(&config, OLD).map_err(|e| e.to_string())?;
         Ok(Sshd {
-            key: dir.join("client"),
+            port: sshd.port,
+            known_hosts: sshd.known_hosts.clone(),
+            _sshd: sshd,
             dir,
-            port,
-            known_hosts,
+            key,
             config,
-            child,
         })
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -1,0 +1,262 @@
+//! The flag surface (clap): what the user typed, before any resolution.
+//!
+//! Owns: the clap definitions and nothing else. Target flags live in one
+//! shared struct, [`TargetArgs`], flattened into every subcommand that talks
+//! to a host. Flags whose default may also come from the inventory are
+//! `Option`s here; the defaults are applied once, in `settings`.
+//!
+//! This file depends only on clap and std, so `cargo xtask man` can include
+//! it to generate the man page from the same definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `swapcfg --version`: the package version and the git commit it was built
+/// from (set by build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SWAPCFG_GIT_COMMIT"),
+    ")"
+);
+
+/// Safely change llama-swap configuration on remote hosts.
+#[derive(Debug, Parser)]
+#[command(name = "swapcfg", version = VERSION, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the remote config byte-exact to stdout.
+    Get(GetArgs),
+    /// Validate config files locally (YAML, JSON Schema, llama-swap rules).
+    Validate(ValidateArgs),
+    /// Show a unified diff between two local files.
+    DiffFiles(DiffFilesArgs),
+    /// Validate, diff, back up, write, restart and health-check a host.
+    Apply(ApplyArgs),
+    /// Show what `apply` would change, touching nothing (= apply --dry-run).
+    Plan(ApplyArgs),
+    /// Check that llama-swap answers on /v1/models.
+    Health(HealthArgs),
+    /// List the config's backups on the host.
+    Backups(BackupsArgs),
+    /// Restore the newest (or a named) backup through the apply pipeline.
+    Rollback(RollbackArgs),
+    /// Edit the remote config in $VISUAL/$EDITOR, validate, then apply.
+    Edit(EditArgs),
+    /// Run the real pipeline against an embedded sandbox host.
+    Demo,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: ShellArg,
+}
+
+/// Shells `completions` can generate for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
+}
+
+/// What to do with a host key that is not in known_hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    /// Unknown hosts are refused (default).
+    Strict,
+    /// Unknown host keys are recorded and used; changed keys are refused.
+    AcceptNew,
+}
+
+/// How swapcfg touches the remote config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// SFTP subsystem (default).
+    Sftp,
+    /// POSIX shell commands over exec channels (hosts without SFTP).
+    Shell,
+    /// Fixed verbs `read`, `backup`, `write`, `restart` to a forced command.
+    Wrapper,
+}
+
+/// Flags shared by every subcommand that connects to a host.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Host to connect to: `[user@]host[:port]` (IPv6 in brackets).
+    pub target: String,
+    /// Path of the llama-swap config file on the host.
+    #[arg(long, value_name = "PATH")]
+    pub config_path: Option<String>,
+    /// How to reach the file.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Private key to offer (only this key is offered when given).
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// known_hosts file (default ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// What to do with an unknown host key.
+    #[arg(long, value_enum)]
+    pub host_key_policy: Option<PolicyArg>,
+    /// SSH port (overrides a port in TARGET).
+    #[arg(long, short = 'p')]
+    pub port: Option<u16>,
+    /// Seconds allowed for TCP connect, handshake and authentication [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+    /// Inventory file with `defaults:` and `hosts:` (TARGET may name a host).
+    #[arg(long, value_name = "FILE", env = "SWAPCFG_INVENTORY")]
+    pub inventory: Option<PathBuf>,
+}
+
+/// Flags for the llama-swap service on the host: restart and health.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// Command that restarts llama-swap (`none` when it runs with -watch-config).
+    #[arg(long, value_name = "CMD")]
+    pub restart_cmd: Option<String>,
+    /// Seconds the restart command may take [default: 120].
+    #[arg(long, value_name = "SECS")]
+    pub restart_timeout: Option<u64>,
+    /// llama-swap's base URL, e.g. http://gpu1:8080 (health is skipped without it).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Path polled for health [default: /v1/models].
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// Health attempts before giving up [default: 10].
+    #[arg(long, value_name = "N")]
+    pub health_attempts: Option<u32>,
+    /// Seconds between health attempts [default: 2].
+    #[arg(long, value_name = "SECS")]
+    pub health_delay: Option<f64>,
+    /// Seconds each health attempt may take [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub health_timeout: Option<f64>,
+    /// Environment variable holding an API key for llama-swap's apiKeys.
+    #[arg(long, value_name = "NAME")]
+    pub api_key_env: Option<String>,
+    /// Require every listed model of the new config on /v1/models.
+    #[arg(long)]
+    pub verify_models: bool,
+    /// Validate against this JSON Schema instead of the embedded one.
+    #[arg(long, value_name = "SCHEMA.json")]
+    pub schema: Option<PathBuf>,
+}
+
+/// Flags shared by the commands that change a host.
+#[derive(Debug, Clone, Args)]
+pub struct ChangeArgs {
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Keep the new config (and the backup) when restart or health fails.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// After success, delete the oldest backups beyond N.
+    #[arg(long, value_name = "N")]
+    pub keep_backups: Option<usize>,
+    /// Print one JSON object instead of the human report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The new config file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+    /// Stop after the diff; touch nothing (exit 0 no change, 2 changes pending).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply even when the remote bytes are already identical.
+    #[arg(long)]
+    pub force: bool,
+    /// Refuse unless the remote config has this sha256 (hex).
+    #[arg(long, value_name = "HEX")]
+    pub expect_sha256: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Backup path to restore (default: the newest).
+    pub backup: Option<String>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Config files to validate.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Use this JSON Schema (draft-07) instead of the embedded one.
+    #[arg(long, value_name = "SCHEMA.json")]
+    pub schema: Option<PathBuf>,
+    /// Print findings as a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffFilesArgs {
+    pub old: PathBuf,
+    pub new: PathBuf,
+}

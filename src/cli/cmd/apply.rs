@@ -1,0 +1,206 @@
+//! `swapcfg apply` / `swapcfg plan`, and the job runner that `rollback`,
+//! `edit` and `demo` share: validate locally, connect once, run the
+//! pipeline, render the report.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use swapcfg::health::{HealthCheck, HealthError};
+use swapcfg::pipeline::{self, ApplyError, ApplyOptions, ApplyReport, Hooks, Step, Warning};
+use swapcfg::validate::Severity;
+
+use crate::cli::args::ApplyArgs;
+use crate::cli::exit::Outcome;
+use crate::cli::host::Host;
+use crate::cli::render::{self, Failure, HintContext};
+use crate::cli::settings::{Change, Settings};
+use crate::cli::style::Style;
+use crate::cli::CmdResult;
+
+/// What to apply and how.
+pub struct Job<'a> {
+    pub settings: &'a Settings,
+    pub change: Change,
+    pub new: &'a [u8],
+    pub new_label: String,
+    pub dry_run: bool,
+    pub force: bool,
+    pub expect_sha256: Option<String>,
+}
+
+pub fn run(args: ApplyArgs, plan: bool, ctx: &mut HintContext) -> CmdResult {
+    let settings = Settings::resolve(&args.target, Some(&args.service)).map_err(Failure::usage)?;
+    let new = super::read_local(&args.file)?;
+    let job = Job {
+        settings: &settings,
+        change: Change::from(&args.change),
+        new: &new,
+        new_label: args.file.display().to_string(),
+        dry_run: plan || args.dry_run,
+        force: args.force,
+        expect_sha256: args.expect_sha256.clone(),
+    };
+    crate::cli::runtime()?.block_on(run_job(&job, ctx))
+}
+
+/// Validate → connect → pipeline → report.
+pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
+    let settings = job.settings;
+    ctx.api_key_env = settings.health.api_key.as_ref().map(|k| k.env.clone());
+    let host = settings.host();
+    let config_path = settings.config_path().map_err(Failure::usage)?;
+    let restart_cmd = if job.dry_run {
+        None
+    } else {
+        settings.restart_command().map_err(Failure::usage)?
+    };
+    let validator = settings.validator().map_err(Failure::usage)?;
+    let outcome = validator.validate(job.new);
+    if !job.change.json {
+        let style = Style::for_stderr();
+        for f in &outcome.findings {
+            eprintln!("{}", render::finding(f, &job.new_label, style));
+        }
+    }
+    let early = |step: Step, error: ApplyError| {
+        let rep = ApplyReport::early(step, &host, &config_path, job.new, error);
+        render::apply_report(&rep, job.change.json, ctx);
+        Ok(Outcome::At(rep.step))
+    };
+    if !outcome.is_valid() {
+        let errors = outcome
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count();
+        return early(
+            Step::Validate,
+            ApplyError::Invalid {
+                label: job.new_label.clone(),
+                errors,
+            },
+        );
+    }
+    let health = settings.health_check(Some(outcome.listed_models.clone()));
+
+    let t = Instant::now();
+    let conn = match Host::connect(settings, &config_path).await {
+        Ok(h) => h,
+        Err(f) => return early_failure(f, &early),
+    };
+    let connect_ms = t.elapsed().as_millis() as u64;
+    let remote = match conn.remote(settings).await {
+        Ok(r) => r,
+        Err(f) => return early_failure(f, &early),
+    };
+    let opts = ApplyOptions {
+        host: host.clone(),
+        config_path: config_path.clone(),
+        new_label: job.new_label.clone(),
+        dry_run: job.dry_run,
+        force: job.force,
+        expect_sha256: job.expect_sha256.clone(),
+        restart_cmd,
+        restart_timeout: settings.restart_timeout,
+        no_rollback: job.change.no_rollback,
+        keep_backups: job.change.keep_backups,
+    };
+    let out_style = Style::for_stdout();
+    let mut hooks = CliHooks {
+        yes: job.change.yes,
+        json: job.change.json,
+        health,
+        style: out_style,
+        progress: Style::for_stderr().color,
+    };
+    let mut rep = pipeline::apply(&remote, job.new, &opts, &mut hooks).await;
+    rep.timings_ms.insert(0, (Step::Connect, connect_ms));
+    if hooks.health.is_none() && rep.step == Step::Done {
+        rep.warnings.push(Warning::HealthNotChecked);
+    }
+    if job.dry_run && !job.change.json {
+        render::diff(&rep.diff, out_style);
+    }
+    drop(remote);
+    conn.close().await;
+    render::apply_report(&rep, job.change.json, ctx);
+    Ok(Outcome::At(rep.step))
+}
+
+/// A connect-phase failure becomes an early report (so `--json` still
+/// prints one object).
+fn early_failure(f: Failure, early: &dyn Fn(Step, ApplyError) -> CmdResult) -> CmdResult {
+    use crate::cli::render::CliError;
+    let error = match *f.error {
+        CliError::Transport(t) => ApplyError::Connect(t),
+        CliError::Remote(r) => ApplyError::Remote(r),
+        _ => return Err(f),
+    };
+    early(Step::Connect, error)
+}
+
+/// Confirmation, progress and health for the command line.
+pub struct CliHooks {
+    pub yes: bool,
+    pub json: bool,
+    pub health: Option<HealthCheck>,
+    pub style: Style,
+    /// Progress lines on stderr (only on a TTY).
+    pub progress: bool,
+}
+
+impl Hooks for CliHooks {
+    fn confirm(&mut self, diff: &str) -> bool {
+        if !self.json {
+            render::diff(diff, self.style);
+        }
+        if self.yes {
+            return true;
+        }
+        if !std::io::stdin().is_terminal() {
+            eprintln!("swapcfg: refusing to change the host: stdin is not a terminal, so nobody can confirm; re-run with --yes");
+            return false;
+        }
+        eprint!("Apply these changes? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).is_err() {
+            return false;
+        }
+        matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+    }
+
+    fn step(&mut self, step: Step) {
+        if self.progress && !self.json {
+            eprintln!("  … {}", step.name());
+        }
+    }
+
+    async fn health(&mut self, rollback: bool) -> Result<(), HealthError> {
+        let Some(hc) = &self.health else {
+            return Ok(());
+        };
+        let mut hc = hc.clone();
+        if rollback {
+            // The old config is back: its models, not the new ones, are listed.
+            hc.expect_models = None;
+        }
+        let spin = self.progress && !self.json;
+        let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+        let total = hc.attempts;
+        let mut progress = |n: u32| {
+            if spin {
+                eprint!(
+                    "\r  {} health: attempt {n}/{total} ",
+                    frames[(n as usize) % frames.len()]
+                );
+                let _ = std::io::stderr().flush();
+            }
+        };
+        let r = swapcfg::health::check(&hc, &mut progress).await;
+        if spin {
+            eprintln!();
+        }
+        r.map(|_| ())
+    }
+}

@@ -1,0 +1,33 @@
+//! `swapcfg get`: print the remote config byte-exact to stdout.
+
+use std::io::Write;
+
+use swapcfg::pipeline::Step;
+use swapcfg::remote::RemoteOps;
+
+use crate::cli::args::GetArgs;
+use crate::cli::exit::Outcome;
+use crate::cli::host::Host;
+use crate::cli::render::Failure;
+use crate::cli::settings::Settings;
+use crate::cli::CmdResult;
+
+pub fn run(args: GetArgs) -> CmdResult {
+    let settings = Settings::resolve(&args.target, None).map_err(Failure::usage)?;
+    let path = settings.config_path().map_err(Failure::usage)?;
+    crate::cli::runtime()?.block_on(async {
+        let host = Host::connect(&settings, &path).await?;
+        let remote = host.remote(&settings).await?;
+        let file = remote
+            .read()
+            .await
+            .map_err(|e| Failure::at(Step::Read, e))?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&file.bytes)
+            .and_then(|_| out.flush())
+            .map_err(|e| Failure::usage(format!("writing to stdout: {e}")))?;
+        drop(remote);
+        host.close().await;
+        Ok(Outcome::Success)
+    })
+}

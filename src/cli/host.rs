@@ -1,0 +1,47 @@
+//! The one way a command reaches a host: [`Settings`] → connected
+//! [`Session`] → the [`AnyRemote`] for the configured mode. Every failure on
+//! the way is a connect failure (exit 3), whichever command asked.
+
+use swapcfg::remote::{AnyRemote, RemoteOptions};
+use swapcfg::transport::Session;
+
+use super::render::Failure;
+use super::settings::Settings;
+use swapcfg::pipeline::Step;
+
+/// A connected host.
+pub struct Host {
+    pub session: Session,
+    pub config_path: String,
+}
+
+impl Host {
+    /// Connect (host key, authentication) within the connect timeout.
+    pub async fn connect(settings: &Settings, config_path: &str) -> Result<Host, Failure> {
+        let session = Session::connect(&settings.connect)
+            .await
+            .map_err(|e| Failure::at(Step::Connect, e))?;
+        Ok(Host {
+            session,
+            config_path: config_path.to_string(),
+        })
+    }
+
+    /// Open the remote config in the configured mode (SFTP subsystem, shell
+    /// or wrapper).
+    pub async fn remote(&self, settings: &Settings) -> Result<AnyRemote<'_>, Failure> {
+        AnyRemote::open(
+            &self.session,
+            settings.mode,
+            &self.config_path,
+            RemoteOptions::default(),
+        )
+        .await
+        .map_err(|e| Failure::at(Step::Connect, e))
+    }
+
+    /// Close the connection politely.
+    pub async fn close(self) {
+        self.session.close().await;
+    }
+}

@@ -1,0 +1,340 @@
+//! Presentation: the words and shapes people and machines see.
+//!
+//! Owns: the error type the commands return ([`Failure`]), the hints that
+//! name the flag fixing a library error (the library itself never names
+//! flags), the human apply report, validation findings, diffs, and the
+//! `--json` apply object ([`ApplyJson`]), which is a contract of its own,
+//! not a dump of the library's report.
+
+use swapcfg::health::HealthError;
+use swapcfg::pipeline::{ApplyError, ApplyReport, RollbackError, Step, Warning};
+use swapcfg::remote::RemoteError;
+use swapcfg::transport::TransportError;
+use swapcfg::validate::{Finding, Severity};
+
+use super::exit::Outcome;
+use super::style::Style;
+
+/// Why a command stopped: where (for the exit status) and what (for words).
+#[derive(Debug)]
+pub struct Failure {
+    pub outcome: Outcome,
+    pub error: Box<CliError>,
+}
+
+/// The errors commands meet, typed until rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Health(#[from] HealthError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Failure {
+    /// A usage error (exit 2).
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            outcome: Outcome::Usage,
+            error: Box::new(CliError::Usage(message.into())),
+        }
+    }
+
+    /// A failure at a pipeline step.
+    pub fn at(step: Step, error: impl Into<CliError>) -> Failure {
+        Failure {
+            outcome: Outcome::At(step),
+            error: Box::new(error.into()),
+        }
+    }
+
+    /// A failure with its own outcome and a plain message.
+    pub fn other(outcome: Outcome, message: impl Into<String>) -> Failure {
+        Failure {
+            outcome,
+            error: Box::new(CliError::Other(message.into())),
+        }
+    }
+}
+
+/// Context the hints may name (the API key's variable).
+#[derive(Debug, Clone, Default)]
+pub struct HintContext {
+    pub api_key_env: Option<String>,
+}
+
+fn transport_hint(e: &TransportError) -> Option<String> {
+    Some(match e {
+        TransportError::ConnectTimeout { .. } => {
+            "raise --connect-timeout if the host is slow to answer".into()
+        }
+        TransportError::HostKeyUnknown { .. } => {
+            "if that is the right host, rerun with --host-key-policy accept-new".into()
+        }
+        TransportError::NoKeys { .. } => "pass --identity FILE".into(),
+        TransportError::AuthRejected { .. } => "check --identity".into(),
+        TransportError::NoSftp { .. } => {
+            "use --mode shell (or --mode wrapper for a forced-command key)".into()
+        }
+        _ => return None,
+    })
+}
+
+/// The flag that fixes `e`, if one does.
+pub fn hint(e: &CliError, ctx: &HintContext) -> Option<String> {
+    match e {
+        CliError::Transport(t) | CliError::Remote(RemoteError::Transport(t)) => transport_hint(t),
+        CliError::Remote(r) => remote_hint(r),
+        CliError::Health(h) => health_hint(h, ctx),
+        CliError::Usage(_) | CliError::Other(_) => None,
+    }
+}
+
+fn remote_hint(e: &RemoteError) -> Option<String> {
+    match e {
+        RemoteError::Transport(t) => transport_hint(t),
+        RemoteError::Unsupported {
+            instead: Some(m), ..
+        } => Some(match m {
+            swapcfg::remote::Mode::Sftp => {
+                "use --mode sftp or --mode shell with an unrestricted key".into()
+            }
+            other => format!("use --mode {other}"),
+        }),
+        _ => None,
+    }
+}
+
+fn health_hint(e: &HealthError, ctx: &HintContext) -> Option<String> {
+    match e {
+        HealthError::Unauthorized {
+            key_sent: false, ..
+        } => Some(
+            "pass --api-key-env NAME (the variable holding one of llama-swap's apiKeys)".into(),
+        ),
+        HealthError::Unauthorized { key_sent: true, .. } => Some(match &ctx.api_key_env {
+            Some(name) => {
+                format!("the key in ${name} (--api-key-env) is not one of llama-swap's apiKeys")
+            }
+            None => "check --api-key-env".into(),
+        }),
+        HealthError::BadUrl { .. } => Some("check --base-url".into()),
+        _ => None,
+    }
+}
+
+/// `message` followed by `hint` (on its own line when the message has
+/// several lines).
+pub fn with_hint(message: String, hint: Option<String>) -> String {
+    match hint {
+        None => message,
+        Some(h) if message.contains('\n') => format!("{message}\n  {h}"),
+        Some(h) => format!("{message}; {h}"),
+    }
+}
+
+/// `swapcfg: error: …` on stderr.
+pub fn print_failure(f: &Failure, ctx: &HintContext) {
+    eprintln!(
+        "swapcfg: error: {}",
+        with_hint(f.error.to_string(), hint(&f.error, ctx))
+    );
+}
+
+fn apply_error_hint(e: &ApplyError, ctx: &HintContext) -> Option<String> {
+    match e {
+        ApplyError::Connect(t) => transport_hint(t),
+        ApplyError::Remote(r) => remote_hint(r),
+        ApplyError::Health(h) => health_hint(h, ctx),
+        _ => None,
+    }
+}
+
+/// The one-line (or few-line) reason an apply stopped, with what it means
+/// for the host and the flag that fixes it.
+pub fn apply_error(rep: &ApplyReport, ctx: &HintContext) -> Option<String> {
+    let e = rep.error.as_ref()?;
+    let mut msg = with_hint(e.to_string(), apply_error_hint(e, ctx));
+    let backup = rep.backup_path.as_deref().unwrap_or("?");
+    match rep.step {
+        Step::Backup => msg.push_str("; nothing was written"),
+        Step::Write => msg.push_str(&format!("; the old config is intact (backup at {backup})")),
+        Step::Restart | Step::Health if rep.kept_new => msg.push_str(&format!(
+            "; the new config was kept (--no-rollback), the previous one is at {backup}"
+        )),
+        _ => {}
+    }
+    Some(msg)
+}
+
+fn rollback_error(e: &RollbackError, ctx: &HintContext) -> String {
+    let hint = match e {
+        RollbackError::Health(h) => health_hint(h, ctx),
+        RollbackError::Restore(r) | RollbackError::Restart(r) => remote_hint(r),
+    };
+    with_hint(e.to_string(), hint)
+}
+
+fn warning(w: &Warning) -> String {
+    match w {
+        Warning::PruneUnsupported { why } => format!("--keep-backups ignored: {why}"),
+        Warning::PruneList { error } => format!("could not list backups to prune: {error}"),
+        Warning::PruneRemove { path, error } => format!("could not prune {path}: {error}"),
+        Warning::HealthNotChecked => "no --base-url: health was not checked".into(),
+    }
+}
+
+/// `apply`/`plan`/`rollback`/`edit --json`: one object per host.
+///
+/// Fields (stable; new ones may be added):
+/// * `ok`: the apply reached its goal (done, unchanged, planned).
+/// * `step`: where it ended: `validate`, `connect`, `read`, `conflict`,
+///   `aborted`, `backup`, `write`, `restart`, `health`, `rollback` (the
+///   rollback failed), `planned`, `unchanged`, `done`.
+/// * `host`: `user@host:port`; `config_path`: the remote file.
+/// * `changed`: the new bytes differ from the remote ones.
+/// * `backup_path`: the backup made by this apply, if any.
+/// * `diff`: unified diff of remote → new.
+/// * `error`: why it stopped, with the flag that fixes it; `null` on success.
+/// * `rolled_back`: the old config was restored and is healthy again.
+/// * `rollback_error`: why the rollback failed (the host may be broken).
+/// * `old_sha256`, `new_sha256`: hex sha256 of the remote and new bytes.
+/// * `pruned_backups`: backups deleted by `--keep-backups`.
+/// * `warnings`: things that did not stop the apply.
+/// * `timings_ms`: milliseconds per step, in the order they ran.
+#[derive(Debug, serde::Serialize)]
+pub struct ApplyJson {
+    pub ok: bool,
+    pub step: &'static str,
+    pub host: String,
+    pub config_path: String,
+    pub changed: bool,
+    pub backup_path: Option<String>,
+    pub diff: String,
+    pub error: Option<String>,
+    pub rolled_back: bool,
+    pub rollback_error: Option<String>,
+    pub old_sha256: Option<String>,
+    pub new_sha256: String,
+    pub pruned_backups: Vec<String>,
+    pub warnings: Vec<String>,
+    pub timings_ms: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ApplyJson {
+    pub fn new(rep: &ApplyReport, ctx: &HintContext) -> ApplyJson {
+        ApplyJson {
+            ok: rep.ok,
+            step: rep.step.name(),
+            host: rep.host.clone(),
+            config_path: rep.config_path.clone(),
+            changed: rep.changed,
+            backup_path: rep.backup_path.clone(),
+            diff: rep.diff.clone(),
+            error: apply_error(rep, ctx),
+            rolled_back: rep.rolled_back,
+            rollback_error: rep.rollback_error.as_ref().map(|e| rollback_error(e, ctx)),
+            old_sha256: rep.old_sha256.clone(),
+            new_sha256: rep.new_sha256.clone(),
+            pruned_backups: rep.pruned_backups.clone(),
+            warnings: rep.warnings.iter().map(warning).collect(),
+            timings_ms: rep
+                .timings_ms
+                .iter()
+                .map(|(s, ms)| (s.name().to_string(), serde_json::Value::from(*ms)))
+                .collect(),
+        }
+    }
+}
+
+/// Print the report: JSON on stdout, or the human summary on stderr.
+pub fn apply_report(rep: &ApplyReport, json: bool, ctx: &HintContext) {
+    if json {
+        match serde_json::to_string_pretty(&ApplyJson::new(rep, ctx)) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("swapcfg: error: {e}"),
+        }
+    } else {
+        human(rep, ctx);
+    }
+}
+
+fn human(rep: &ApplyReport, ctx: &HintContext) {
+    let s = Style::for_stderr();
+    let timings: Vec<String> = rep
+        .timings_ms
+        .iter()
+        .map(|(k, v)| format!("{} {v}ms", k.name()))
+        .collect();
+    let where_ = format!("{}:{}", rep.host, rep.config_path);
+    match rep.step {
+        Step::Done => eprintln!(
+            "{} {where_} updated{} ({})",
+            s.ok("✓ done:"),
+            rep.backup_path
+                .as_ref()
+                .map(|b| format!(", backup {b}"))
+                .unwrap_or_default(),
+            timings.join(", ")
+        ),
+        Step::Unchanged => eprintln!(
+            "{} {where_} already has these bytes; nothing to do (use --force to apply anyway)",
+            s.ok("✓ unchanged:")
+        ),
+        Step::Planned => eprintln!(
+            "{} the diff above would be applied to {where_} (nothing was changed)",
+            s.warn("• plan:")
+        ),
+        step => {
+            eprintln!(
+                "{} {where_}: {}",
+                s.err(&format!("✗ failed at step {}:", step.name())),
+                apply_error(rep, ctx).unwrap_or_else(|| "unknown error".into())
+            );
+            if rep.rolled_back {
+                eprintln!(
+                    "{} the previous config was restored, restarted and is healthy again",
+                    s.ok("↺ rolled back:")
+                );
+            }
+            if let Some(e) = &rep.rollback_error {
+                eprintln!(
+                    "{} {}\n  THE HOST MAY BE BROKEN: check it now; the previous config is at {}",
+                    s.err("✗ rollback failed:"),
+                    rollback_error(e, ctx),
+                    rep.backup_path.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
+    for w in &rep.warnings {
+        eprintln!("{} {}", s.warn("warning:"), warning(w));
+    }
+}
+
+/// One finding as `file:line:col: severity: path: message [rule]`.
+pub fn finding(f: &Finding, file: &str, style: Style) -> String {
+    let sev = match f.severity {
+        Severity::Error => style.err("error"),
+        Severity::Warning => style.warn("warning"),
+    };
+    format!(
+        "{file}:{}:{}: {sev}: {}: {} [{}]",
+        f.line, f.column, f.path, f.message, f.rule
+    )
+}
+
+/// A unified diff on stdout, colored when allowed.
+pub fn diff(diff: &str, style: Style) {
+    if style.color {
+        print!("{}", swapcfg::diff::colorize(diff));
+    } else {
+        print!("{diff}");
+    }
+}

@@ -1,0 +1,526 @@
+//! Resolved settings: flags > inventory host > inventory defaults > built-in
+//! defaults, parsed once into typed values.
+//!
+//! Owns: the precedence and the defaults. Nothing after this module looks at
+//! a flag or an inventory entry; the commands receive a [`Settings`] (one
+//! per host) and a [`Change`] (one per invocation).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use swapcfg::health::HealthCheck;
+use swapcfg::inventory::{HostSettings, Inventory};
+use swapcfg::limits;
+use swapcfg::remote::Mode;
+use swapcfg::target::Target;
+use swapcfg::transport::{default_known_hosts, ConnectOptions, HostKeyPolicy};
+use swapcfg::validate::Validator;
+
+use super::args::{ChangeArgs, ModeArg, PolicyArg, ServiceArgs, TargetArgs};
+
+const HEALTH_PATH: &str = "/v1/models";
+const HEALTH_ATTEMPTS: u32 = 10;
+const HEALTH_DELAY: Duration = Duration::from_secs(2);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What to run after the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restart {
+    /// Run this command (in wrapper mode: send the `restart` verb).
+    Command(String),
+    /// `none`: llama-swap reloads by itself (`-watch-config`).
+    Skip,
+    /// Not configured (an error for commands that change the host).
+    Unset,
+}
+
+/// The API key for llama-swap, read once from the named variable.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub env: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKey(${}, <redacted>)", self.env)
+    }
+}
+
+/// How health is checked (when a base URL is known).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub base_url: Option<String>,
+    pub path: String,
+    pub attempts: u32,
+    pub delay: Duration,
+    pub attempt_timeout: Duration,
+    pub verify_models: bool,
+    pub api_key: Option<ApiKey>,
+}
+
+/// Everything one host command needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connect: ConnectOptions,
+    pub mode: Mode,
+    pub config_path: Option<String>,
+    pub restart: Restart,
+    pub restart_timeout: Duration,
+    pub health: Health,
+    pub schema: Option<PathBuf>,
+}
+
+/// Per-invocation choices of the commands that change a host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Change {
+    pub yes: bool,
+    pub no_rollback: bool,
+    pub keep_backups: Option<usize>,
+    pub json: bool,
+}
+
+impl From<&ChangeArgs> for Change {
+    fn from(a: &ChangeArgs) -> Change {
+        Change {
+            yes: a.yes,
+            no_rollback: a.no_rollback,
+            keep_backups: a.keep_backups,
+            json: a.json,
+        }
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(if s.is_finite() {
+        s.clamp(0.0, 86_400.0)
+    } else {
+        0.0
+    })
+}
+
+impl Settings {
+    /// Find the inventory (flag, `$SWAPCFG_INVENTORY`, default places) and
+    /// resolve. `service` is `None` for commands that neither restart nor
+    /// check health (the API key variable is then not read).
+    pub fn resolve(args: &TargetArgs, service: Option<&ServiceArgs>) -> Result<Settings, String> {
+        let inv = Inventory::discover(args.inventory.as_deref())?;
+        Settings::resolve_with(args, service, inv.as_ref(), &|name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// [`Settings::resolve`] with the inventory and the environment given.
+    pub fn resolve_with(
+        args: &TargetArgs,
+        service: Option<&ServiceArgs>,
+        inv: Option<&Inventory>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, String> {
+        let host: HostSettings = inv.map(|i| i.resolve(&args.target)).unwrap_or_default();
+        let address = host.address.clone().unwrap_or_else(|| args.target.clone());
+        let mut target = Target::parse(&address)?;
+        if let (Some(u), false) = (&host.user, address.contains('@')) {
+            target.user = u.clone();
+        }
+        if let Some(p) = args.port.or(host.port) {
+            if p == 0 {
+                return Err("--port must be from 1 to 65535".into());
+            }
+            target.port = p;
+        }
+        let policy = match args.host_key_policy {
+            Some(PolicyArg::Strict) => HostKeyPolicy::Strict,
+            Some(PolicyArg::AcceptNew) => HostKeyPolicy::AcceptNew,
+            None => host.host_key_policy.unwrap_or_default(),
+        };
+        let mode = match args.mode {
+            Some(ModeArg::Sftp) => Mode::Sftp,
+            Some(ModeArg::Shell) => Mode::Shell,
+            Some(ModeArg::Wrapper) => Mode::Wrapper,
+            None => host.mode.unwrap_or_default(),
+        };
+        let connect_timeout = args
+            .connect_timeout
+            .map(Duration::from_secs)
+            .or(host.connect_timeout)
+            .unwrap_or(limits::CONNECT_TIMEOUT)
+            .max(Duration::from_secs(1));
+        let s = service;
+        let restart_cmd = s.and_then(|s| s.restart_cmd.clone()).or(host.restart_cmd);
+        let restart = match (restart_cmd.as_deref(), mode) {
+            (Some("none"), _) => Restart::Skip,
+            (Some(c), _) => Restart::Command(c.to_string()),
+            (None, Mode::Wrapper) => Restart::Command("restart".into()),
+            (None, _) => Restart::Unset,
+        };
+        let api_key_env = s.and_then(|s| s.api_key_env.clone()).or(host.api_key_env);
+        let api_key = match (service, api_key_env) {
+            (Some(_), Some(name)) => Some(ApiKey {
+                value: env(&name)
+                    .ok_or_else(|| format!("--api-key-env {name}: the variable is not set"))?,
+                env: name,
+            }),
+            _ => None,
+        };
+        Ok(Settings {
+            connect: ConnectOptions {
+                target,
+                identity: args.identity.clone().or(host.identity),
+                known_hosts: args
+                    .known_hosts
+                    .clone()
+                    .or(host.known_hosts)
+                    .unwrap_or_else(default_known_hosts),
+                host_key_policy: policy,
+                connect_timeout,
+                op_timeout: limits::OP_TIMEOUT,
+            },
+            mode,
+            config_path: args.config_path.clone().or(host.config_path),
+            restart,
+            restart_timeout: s
+                .and_then(|s| s.restart_timeout)
+                .map(Duration::from_secs)
+                .or(host.restart_timeout)
+                .unwrap_or(limits::RESTART_TIMEOUT)
+                .max(Duration::from_secs(1)),
+            health: Health {
+                base_url: s.and_then(|s| s.base_url.clone()).or(host.base_url),
+                path: s
+                    .and_then(|s| s.health_path.clone())
+                    .or(host.health_path)
+                    .unwrap_or_else(|| HEALTH_PATH.into()),
+                attempts: s
+                    .and_then(|s| s.health_attempts)
+                    .or(host.health_attempts)
+                    .unwrap_or(HEALTH_ATTEMPTS)
+                    .max(1),
+                delay: s
+                    .and_then(|s| s.health_delay)
+                    .map(secs)
+                    .or(host.health_delay)
+                    .unwrap_or(HEALTH_DELAY),
+                attempt_timeout: s
+                    .and_then(|s| s.health_timeout)
+                    .map(secs)
+                    .or(host.health_timeout)
+                    .unwrap_or(HEALTH_TIMEOUT)
+                    .max(Duration::from_millis(100)),
+                verify_models: s.is_some_and(|s| s.verify_models)
+                    || host.verify_models.unwrap_or(false),
+                api_key,
+            },
+            schema: s.and_then(|s| s.schema.clone()).or(host.schema),
+        })
+    }
+
+    /// `user@host:port` for messages.
+    pub fn host(&self) -> String {
+        self.connect.target.to_string()
+    }
+
+    /// The config path, or a usage error naming the flag.
+    pub fn config_path(&self) -> Result<String, String> {
+        if self.config_path.is_none() && self.mode == Mode::Wrapper {
+            // The forced command knows its file; this only labels messages.
+            return Ok("(wrapper config)".into());
+        }
+        self.config_path.clone().ok_or_else(|| {
+            "--config-path PATH is required (the config file's path on the host), or set config_path in the inventory".into()
+        })
+    }
+
+    /// The restart command for the pipeline (`None` = skip), or a usage
+    /// error when none is configured.
+    pub fn restart_command(&self) -> Result<Option<String>, String> {
+        match &self.restart {
+            Restart::Command(c) => Ok(Some(c.clone())),
+            Restart::Skip => Ok(None),
+            Restart::Unset => Err("--restart-cmd CMD is required (e.g. 'systemctl restart llama-swap'), or `none` when llama-swap runs with -watch-config".into()),
+        }
+    }
+
+    /// The health check, if a base URL is known; `expect` are the models
+    /// that must be listed when model verification is on.
+    pub fn health_check(&self, expect: Option<Vec<String>>) -> Option<HealthCheck> {
+        let h = &self.health;
+        Some(HealthCheck {
+            base_url: h.base_url.clone()?,
+            path: h.path.clone(),
+            api_key: h.api_key.as_ref().map(|k| k.value.clone()),
+            attempts: h.attempts,
+            delay: h.delay,
+            attempt_timeout: h.attempt_timeout,
+            expect_models: if h.verify_models { expect } else { None },
+        })
+    }
+
+    /// The validator (embedded schema unless one is configured).
+    pub fn validator(&self) -> Result<Validator, String> {
+        match &self.schema {
+            Some(p) => Validator::from_schema_file(p).map_err(|e| format!("--schema {e}")),
+            None => Ok(Validator::embedded()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn target(t: &str) -> TargetArgs {
+        TargetArgs {
+            target: t.into(),
+            config_path: None,
+            mode: None,
+            identity: None,
+            known_hosts: None,
+            host_key_policy: None,
+            port: None,
+            connect_timeout: None,
+            inventory: None,
+        }
+    }
+
+    fn service() -> ServiceArgs {
+        ServiceArgs {
+            restart_cmd: None,
+            restart_timeout: None,
+            base_url: None,
+            health_path: None,
+            health_attempts: None,
+            health_delay: None,
+            health_timeout: None,
+            api_key_env: None,
+            verify_models: false,
+            schema: None,
+        }
+    }
+
+    /// An inventory whose defaults set every setting to `d`-values and whose
+    /// host `h` sets every setting to `h`-values (`other` sets none).
+    const INV: &str = "\
+defaults:
+  user: duser
+  port: 2201
+  identity: /d/id
+  known_hosts: /d/kh
+  host_key_policy: strict
+  mode: shell
+  config_path: /d/config.yaml
+  restart_cmd: d-restart
+  base_url: http://d:8080
+  api_key_env: D_KEY
+  schema: /d/schema.json
+  connect_timeout: 11
+  restart_timeout: 21
+  health_path: /d/health
+  health_attempts: 3
+  health_delay: 0.5
+  health_timeout: 1.5
+  verify_models: false
+hosts:
+  h:
+    address: 10.0.0.9
+    user: huser
+    port: 2202
+    identity: /h/id
+    known_hosts: /h/kh
+    host_key_policy: accept-new
+    mode: wrapper
+    config_path: /h/config.yaml
+    restart_cmd: h-restart
+    base_url: http://h:8080
+    api_key_env: H_KEY
+    schema: /h/schema.json
+    connect_timeout: 12
+    restart_timeout: 22
+    health_path: /h/health
+    health_attempts: 4
+    health_delay: 0.25
+    health_timeout: 2.5
+    verify_models: true
+  other: {}
+";
+
+    fn env(name: &str) -> Option<String> {
+        Some(format!("value-of-{name}"))
+    }
+
+    fn resolve(t: &TargetArgs, s: &ServiceArgs) -> Settings {
+        let inv = Inventory::parse(Path::new("inv.yaml"), INV).unwrap_or_else(|e| panic!("{e}"));
+        Settings::resolve_with(t, Some(s), Some(&inv), &env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn host_overrides_defaults_for_every_setting() {
+        let h = resolve(&target("h"), &service());
+        let d = resolve(&target("other"), &service());
+        assert_eq!(h.connect.target.host, "10.0.0.9");
+        assert_eq!(d.connect.target.host, "other");
+        assert_eq!(
+            (
+                h.connect.target.user.as_str(),
+                d.connect.target.user.as_str()
+            ),
+            ("huser", "duser")
+        );
+        assert_eq!((h.connect.target.port, d.connect.target.port), (2202, 2201));
+        assert_eq!(h.connect.identity.as_deref(), Some(Path::new("/h/id")));
+        assert_eq!(d.connect.identity.as_deref(), Some(Path::new("/d/id")));
+        assert_eq!(
+            (
+                h.connect.known_hosts.as_path(),
+                d.connect.known_hosts.as_path()
+            ),
+            (Path::new("/h/kh"), Path::new("/d/kh"))
+        );
+        assert_eq!(
+            (h.connect.host_key_policy, d.connect.host_key_policy),
+            (HostKeyPolicy::AcceptNew, HostKeyPolicy::Strict)
+        );
+        assert_eq!((h.mode, d.mode), (Mode::Wrapper, Mode::Shell));
+        assert_eq!(
+            (h.config_path.as_deref(), d.config_path.as_deref()),
+            (Some("/h/config.yaml"), Some("/d/config.yaml"))
+        );
+        assert_eq!(
+            (h.restart.clone(), d.restart.clone()),
+            (
+                Restart::Command("h-restart".into()),
+                Restart::Command("d-restart".into())
+            )
+        );
+        assert_eq!(
+            (h.health.base_url.as_deref(), d.health.base_url.as_deref()),
+            (Some("http://h:8080"), Some("http://d:8080"))
+        );
+        assert_eq!(
+            (
+                h.health.api_key.as_ref().map(|k| k.env.as_str()),
+                d.health.api_key.as_ref().map(|k| k.value.as_str())
+            ),
+            (Some("H_KEY"), Some("value-of-D_KEY"))
+        );
+        assert_eq!(
+            (h.schema.as_deref(), d.schema.as_deref()),
+            (
+                Some(Path::new("/h/schema.json")),
+                Some(Path::new("/d/schema.json"))
+            )
+        );
+        assert_eq!(
+            (h.connect.connect_timeout, d.connect.connect_timeout),
+            (Duration::from_secs(12), Duration::from_secs(11))
+        );
+        assert_eq!(
+            (h.restart_timeout, d.restart_timeout),
+            (Duration::from_secs(22), Duration::from_secs(21))
+        );
+        assert_eq!(
+            (h.health.path.as_str(), d.health.path.as_str()),
+            ("/h/health", "/d/health")
+        );
+        assert_eq!((h.health.attempts, d.health.attempts), (4, 3));
+        assert_eq!(
+            (h.health.delay, d.health.delay),
+            (Duration::from_millis(250), Duration::from_millis(500))
+        );
+        assert_eq!(
+            (h.health.attempt_timeout, d.health.attempt_timeout),
+            (Duration::from_millis(2500), Duration::from_millis(1500))
+        );
+        assert_eq!(
+            (h.health.verify_models, d.health.verify_models),
+            (true, false)
+        );
+    }
+
+    #[test]
+    fn flags_override_host_for_every_setting() {
+        let mut t = target("h");
+        t.config_path = Some("/f/config.yaml".into());
+        t.mode = Some(ModeArg::Sftp);
+        t.identity = Some("/f/id".into());
+        t.known_hosts = Some("/f/kh".into());
+        t.host_key_policy = Some(PolicyArg::Strict);
+        t.port = Some(2203);
+        t.connect_timeout = Some(13);
+        let mut s = service();
+        s.restart_cmd = Some("f-restart".into());
+        s.restart_timeout = Some(23);
+        s.base_url = Some("http://f:8080".into());
+        s.health_path = Some("/f/health".into());
+        s.health_attempts = Some(5);
+        s.health_delay = Some(0.125);
+        s.health_timeout = Some(3.5);
+        s.api_key_env = Some("F_KEY".into());
+        s.schema = Some("/f/schema.json".into());
+        let r = resolve(&t, &s);
+        assert_eq!(r.connect.target.port, 2203);
+        assert_eq!(r.connect.identity.as_deref(), Some(Path::new("/f/id")));
+        assert_eq!(r.connect.known_hosts, Path::new("/f/kh"));
+        assert_eq!(r.connect.host_key_policy, HostKeyPolicy::Strict);
+        assert_eq!(r.mode, Mode::Sftp);
+        assert_eq!(r.config_path.as_deref(), Some("/f/config.yaml"));
+        assert_eq!(r.restart, Restart::Command("f-restart".into()));
+        assert_eq!(r.health.base_url.as_deref(), Some("http://f:8080"));
+        assert_eq!(
+            r.health.api_key.as_ref().map(|k| k.env.as_str()),
+            Some("F_KEY")
+        );
+        assert_eq!(r.schema.as_deref(), Some(Path::new("/f/schema.json")));
+        assert_eq!(r.connect.connect_timeout, Duration::from_secs(13));
+        assert_eq!(r.restart_timeout, Duration::from_secs(23));
+        assert_eq!(r.health.path, "/f/health");
+        assert_eq!(r.health.attempts, 5);
+        assert_eq!(r.health.delay, Duration::from_millis(125));
+        assert_eq!(r.health.attempt_timeout, Duration::from_millis(3500));
+        // A user in TARGET wins over the inventory's user.
+        let r = resolve(&target("bob@other"), &service());
+        assert_eq!(r.connect.target.user, "bob");
+    }
+
+    #[test]
+    fn built_in_defaults_without_inventory() {
+        let r = Settings::resolve_with(&target("gpu"), Some(&service()), None, &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.mode, Mode::Sftp);
+        assert_eq!(r.connect.host_key_policy, HostKeyPolicy::Strict);
+        assert_eq!(r.connect.connect_timeout, limits::CONNECT_TIMEOUT);
+        assert_eq!(r.restart_timeout, limits::RESTART_TIMEOUT);
+        assert_eq!(r.restart, Restart::Unset);
+        assert_eq!(r.health.path, HEALTH_PATH);
+        assert_eq!(
+            (r.health.attempts, r.health.delay, r.health.attempt_timeout),
+            (HEALTH_ATTEMPTS, HEALTH_DELAY, HEALTH_TIMEOUT)
+        );
+        assert!(!r.health.verify_models && r.health.api_key.is_none());
+    }
+
+    #[test]
+    fn restart_none_and_wrapper() {
+        let mut s = service();
+        s.restart_cmd = Some("none".into());
+        let mut t = target("gpu");
+        t.mode = Some(ModeArg::Wrapper);
+        let r = Settings::resolve_with(&t, Some(&s), None, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.restart_command(), Ok(None), "wrapper mode honours `none`");
+        let r = Settings::resolve_with(&t, Some(&service()), None, &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.restart_command(), Ok(Some("restart".into())));
+    }
+
+    #[test]
+    fn unset_key_variable_and_port_zero_are_usage_errors() {
+        let mut s = service();
+        s.api_key_env = Some("NOPE".into());
+        let e = Settings::resolve_with(&target("gpu"), Some(&s), None, &|_| None).err();
+        assert!(e.is_some_and(|e| e.contains("NOPE")));
+        let mut t = target("gpu");
+        t.port = Some(0);
+        assert!(Settings::resolve_with(&t, None, None, &env).is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! [`Session`]: one authenticated SSH connection, with exec and SFTP
+//! channels multiplexed over it. Every await has a timeout.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::ChannelMsg;
+
+use super::handler::{host_key_error, ClientHandler};
+use super::{ConnectOptions, ExecOutput, TransportError};
+
+/// One authenticated SSH connection to a host. Cheap to share by reference;
+/// every channel (SFTP, exec) is multiplexed over it.
+pub struct Session {
+    handle: Handle<ClientHandler>,
+    label: String,
+    op_timeout: Duration,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+fn client_config() -> Arc<client::Config> {
+    Arc::new(client::Config {
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+impl Session {
+    /// Connect, verify the host key, authenticate; all within
+    /// `opts.connect_timeout`.
+    pub async fn connect(opts: &ConnectOptions) -> Result<Session, TransportError> {
+        let label = opts.target.to_string();
+        let phase = Arc::new(Mutex::new("resolving the host name"));
+        let secs = opts.connect_timeout.as_secs().max(1);
+        match tokio::time::timeout(
+            opts.connect_timeout,
+            Self::connect_inner(opts, &label, phase.clone()),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::ConnectTimeout {
+                target: label,
+                phase: phase.lock().map(|p| *p).unwrap_or("connecting"),
+                secs,
+            }),
+        }
+    }
+
+    async fn connect_inner(
+        opts: &ConnectOptions,
+        label: &str,
+        phase: Arc<Mutex<&'static str>>,
+    ) -> Result<Session, TransportError> {
+        let set_phase = |p: &'static str| {
+            if let Ok(mut g) = phase.lock() {
+                *g = p;
+            }
+        };
+        let t = &opts.target;
+        let addrs: Vec<_> = tokio::net::lookup_host((t.host.as_str(), t.port))
+            .await
+            .map_err(|e| TransportError::Resolve {
+                host: t.host.clone(),
+                message: e.to_string(),
+            })?
+            .collect();
+        set_phase("opening the TCP connection");
+        let mut last_err = None;
+        let mut stream = None;
+        for addr in &addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let stream = match (stream, last_err) {
+            (Some(s), _) => s,
+            (None, Some(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(TransportError::Refused {
+                    target: label.to_string(),
+                    port: t.port,
+                })
+            }
+            (None, e) => {
+                return Err(TransportError::Connect {
+                    target: label.to_string(),
+                    message: e
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "no address found".into()),
+                })
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        set_phase("exchanging SSH keys");
+        let verdict = Arc::new(Mutex::new(None));
+        let handler = ClientHandler {
+            host_name: t.known_hosts_name(),
+            known_hosts: opts.known_hosts.clone(),
+            policy: opts.host_key_policy,
+            verdict: verdict.clone(),
+        };
+        let mut handle = match client::connect_stream(client_config(), stream, handler).await {
+            Ok(h) => h,
+            Err(e) => {
+                let v = verdict.lock().ok().and_then(|v| v.clone());
+                return Err(host_key_error(label, opts, v, e));
+            }
+        };
+        set_phase("authenticating");
+        super::auth::authenticate(&mut handle, opts, label).await?;
+        Ok(Session {
+            handle,
+            label: label.to_string(),
+            op_timeout: opts.op_timeout,
+        })
+    }
+
+    /// Run `command` on an exec channel, feeding `stdin` (then EOF) when
+    /// given, collecting at most `max_output` bytes of each stream, within
+    /// `timeout`.
+    pub async fn exec(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<ExecOutput, TransportError> {
+        let run = async {
+            let mut ch = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| self.lost("exec", e))?;
+            ch.exec(true, command)
+                .await
+                .map_err(|e| self.lost("exec", e))?;
+            if let Some(data) = stdin {
+                ch.data(data)
+                    .await
+                    .map_err(|e| self.lost("exec stdin", e))?;
+            }
+            ch.eof().await.map_err(|e| self.lost("exec", e))?;
+            let mut out = ExecOutput::default();
+            while let Some(msg) = ch.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => {
+                        push_bounded(&mut out.stdout, &data, max_output, &mut out.truncated)
+                    }
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        push_bounded(&mut out.stderr, &data, max_output, &mut out.truncated)
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                    ChannelMsg::Failure => {
+                        return Err(TransportError::ExecRefused {
+                            target: self.label.clone(),
+                            message: "exec request denied".into(),
+                        })
+                    }
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            Ok(out)
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout {
+                target: self.label.clone(),
+                op: format!("command {:?}", truncate_for_message(command)),
+                secs: timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// Open a channel with the `sftp` subsystem requested; the caller builds
+    /// its SFTP client on `channel.into_stream()`.
+    pub async fn open_sftp_channel(
+        &self,
+    ) -> Result<russh::Channel<russh::client::Msg>, TransportError> {
+        let open = async {
+            let mut ch = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| self.lost("sftp", e))?;
+            ch.request_subsystem(true, "sftp")
+                .await
+                .map_err(|e| self.lost("sftp", e))?;
+            loop {
+                match ch.wait().await {
+                    Some(ChannelMsg::Success) => return Ok(ch),
+                    Some(ChannelMsg::Failure)
+                    | Some(ChannelMsg::Close)
+                    | Some(ChannelMsg::Eof)
+                    | None => {
+                        return Err(TransportError::NoSftp {
+                            target: self.label.clone(),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+        };
+        match tokio::time::timeout(self.op_timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout {
+                target: self.label.clone(),
+                op: "opening the SFTP subsystem".into(),
+                secs: self.op_timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// Budget for each request on this session.
+    pub fn op_timeout(&self) -> Duration {
+        self.op_timeout
+    }
+
+    /// `user@host:port` for messages.
+    pub fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    /// Close the connection politely.
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.handle
+                .disconnect(russh::Disconnect::ByApplication, "", "en"),
+        )
+        .await;
+    }
+
+    fn lost(&self, op: &str, e: russh::Error) -> TransportError {
+        TransportError::Disconnected {
+            target: self.label.clone(),
+            op: op.to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn push_bounded(buf: &mut Vec<u8>, data: &[u8], cap: usize, truncated: &mut bool) {
+    let room = cap.saturating_sub(buf.len());
+    if data.len() > room {
+        *truncated = true;
+    }
+    buf.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+fn truncate_for_message(s: &str) -> String {
+    let mut out: String = s.chars().take(80).collect();
+    if s.chars().count() > 80 {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,337 @@
+//! Exec channels of the test server: wrapper verbs, scripted commands and
+//! `/bin/sh -c` for shell mode.
+//!
+//! Invariant: every exec ends with an exit status, EOF and close, except
+//! under a `Hang` fault (which waits for the connection to close).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use russh::server::Msg;
+use russh::{Channel, ChannelMsg};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{ConnCtl, FaultAction, ScriptedExec, Shared};
+
+/// Bytes of stdin the server accepts for one exec (wrapper `write`, `sh`).
+const MAX_STDIN: usize = 64 * 1024 * 1024;
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    ctl: Arc<ConnCtl>,
+    channel: Channel<Msg>,
+    command: String,
+    fault: Option<FaultAction>,
+) {
+    match fault {
+        Some(FaultAction::Hang) => {
+            ctl.hang().await;
+            return;
+        }
+        Some(FaultAction::Fail) => {
+            finish(&channel, 1, b"", b"injected failure\n").await;
+            return;
+        }
+        Some(FaultAction::PermissionDenied) => {
+            finish(&channel, 1, b"", b"Permission denied\n").await;
+            return;
+        }
+        Some(FaultAction::Drop) => {
+            ctl.drop_connection();
+            return;
+        }
+        None => {}
+    }
+    if let Some(config) = shared.wrapper.clone() {
+        wrapper_verb(&shared, channel, command.trim(), &config).await;
+    } else if let Some(script) = shared.script(&command) {
+        scripted(&channel, &script).await;
+    } else if shared.shell_exec {
+        shell(channel, &command).await;
+    } else {
+        finish(
+            &channel,
+            127,
+            b"",
+            b"exec: command not allowed on this host\n",
+        )
+        .await;
+    }
+}
+
+/// Send stdout, stderr, the exit status, EOF and close.
+async fn finish(channel: &Channel<Msg>, status: u32, stdout: &[u8], stderr: &[u8]) {
+    if !stdout.is_empty() {
+        let _ = channel.data_bytes(stdout.to_vec()).await;
+    }
+    if !stderr.is_empty() {
+        let _ = channel.extended_data_bytes(1, stderr.to_vec()).await;
+    }
+    let _ = channel.exit_status(status).await;
+    let _ = channel.eof().await;
+    let _ = channel.close().await;
+}
+
+async fn scripted(channel: &Channel<Msg>, script: &ScriptedExec) {
+    if !script.delay.is_zero() {
+        tokio::time::sleep(script.delay).await;
+    }
+    finish(channel, script.exit_status, &script.stdout, &script.stderr).await;
+}
+
+/// Read the client's stdin until EOF (bounded).
+async fn read_stdin(channel: &mut Channel<Msg>) -> Result<Vec<u8>, &'static str> {
+    let mut buf = Vec::new();
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                if buf.len() + data.len() > MAX_STDIN {
+                    return Err("stdin too large");
+                }
+                buf.extend_from_slice(&data);
+            }
+            ChannelMsg::Eof | ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    Ok(buf)
+}
+
+/// The forced-command wrapper: fixed verbs acting on one config path.
+async fn wrapper_verb(shared: &Shared, mut channel: Channel<Msg>, verb: &str, config: &Path) {
+    match verb {
+        "read" => match std::fs::read(config) {
+            Ok(bytes) => finish(&channel, 0, &bytes, b"").await,
+            Err(e) => {
+                finish(
+                    &channel,
+                    1,
+                    b"",
+                    format!("read: {}: {e}\n", config.display()).as_bytes(),
+                )
+                .await
+            }
+        },
+        "backup" => match wrapper_backup(config) {
+            Ok(path) => finish(&channel, 0, format!("{path}\n").as_bytes(), b"").await,
+            Err(e) => finish(&channel, 1, b"", format!("backup: {e}\n").as_bytes()).await,
+        },
+        "write" => {
+            let content = match read_stdin(&mut channel).await {
+                Ok(c) => c,
+                Err(e) => {
+                    return finish(&channel, 1, b"", format!("write: {e}\n").as_bytes()).await
+                }
+            };
+            match wrapper_write(config, &content) {
+                Ok(()) => finish(&channel, 0, b"", b"").await,
+                Err(e) => finish(&channel, 1, b"", format!("write: {e}\n").as_bytes()).await,
+            }
+        }
+        "restart" => {
+            let script = shared.script("restart").unwrap_or_default();
+            scripted(&channel, &script).await;
+        }
+        other => {
+            let msg = format!("unknown verb {other:?}; allowed: read, backup, write, restart\n");
+            finish(&channel, 2, b"", msg.as_bytes()).await;
+        }
+    }
+}
+
+fn wrapper_backup(config: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let bytes = std::fs::read(config)?;
+    let mode = std::fs::metadata(config)?.permissions().mode() & 0o7777;
+    let base = format!(
+        "{}.bak-{}",
+        config.to_string_lossy(),
+        utc_stamp(SystemTime::now())
+    );
+    for n in 0..100 {
+        let candidate = if n == 0 {
+            base.clone()
+        } else {
+            format!("{base}.{n}")
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&candidate)
+        {
+            Ok(mut f) => {
+                use std::io::Write;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+                std::fs::set_permissions(&candidate, std::fs::Permissions::from_mode(mode))?;
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("too many backups in the same second"))
+}
+
+fn wrapper_write(config: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let target = std::fs::canonicalize(config)?;
+    let mode = std::fs::metadata(&target)?.permissions().mode() & 0o7777;
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(".swapcfg-wrapper-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, &target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Run `command` with `/bin/sh -c`, wiring stdin/stdout/stderr to the channel.
+async fn shell(channel: Channel<Msg>, command: &str) {
+    let child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            finish(&channel, 127, b"", format!("sh: {e}\n").as_bytes()).await;
+            return;
+        }
+    };
+    let (mut reader, writer) = channel.split();
+    let mut stdin = child.stdin.take();
+    let feed = async move {
+        while let Some(msg) = reader.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    if let Some(s) = stdin.as_mut() {
+                        if s.write_all(&data).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                ChannelMsg::Eof | ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        drop(stdin);
+    };
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let pump_out = async {
+        if let Some(out) = out.as_mut() {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = out.read(&mut buf).await {
+                if n == 0 || writer.data_bytes(buf[..n].to_vec()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+    let pump_err = async {
+        if let Some(err) = err.as_mut() {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = err.read(&mut buf).await {
+                if n == 0
+                    || writer
+                        .extended_data_bytes(1, buf[..n].to_vec())
+                        .await
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::spawn(feed);
+    tokio::join!(pump_out, pump_err);
+    let status = match child.wait().await {
+        Ok(s) => s.code().map(|c| c as u32).unwrap_or(255),
+        Err(_) => 255,
+    };
+    let _ = writer.exit_status(status).await;
+    let _ = writer.eof().await;
+    let _ = writer.close().await;
+}
+
+/// `YYYYMMDDTHHMMSSZ` for `t`, computed here independently of the client's
+/// own naming code (a test double must not reuse what it checks): walks the
+/// calendar year by year and month by month.
+pub(crate) fn utc_stamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut days = secs / 86_400;
+    let rem = secs % 86_400;
+    let leap = |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
+    let mut year = 1970u64;
+    loop {
+        let len = if leap(year) { 366 } else { 365 };
+        if days < len {
+            break;
+        }
+        days -= len;
+        year += 1;
+    }
+    let lengths = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let mut month = 1u64;
+    for len in lengths {
+        if days < len {
+            break;
+        }
+        days -= len;
+        month += 1;
+    }
+    format!(
+        "{year:04}{month:02}{:02}T{:02}{:02}{:02}Z",
+        days + 1,
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_stamp;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn stamps() {
+        let at = |s| utc_stamp(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "19700101T000000Z");
+        assert_eq!(at(951_825_600), "20000229T120000Z");
+        assert_eq!(at(1_764_034_445), "20251125T013405Z");
+        assert_eq!(at(4_102_444_799), "20991231T235959Z");
+        assert_eq!(at(4_107_542_399), "21000228T235959Z");
+    }
+}

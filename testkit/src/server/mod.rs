@@ -1,0 +1,576 @@
+//! An in-process SSH server (russh + russh-sftp) for tests, benchmarks and
+//! `swapcfg demo` (behind the binary's `demo` feature; never in `xtask dist`).
+//!
+//! Owns: a loopback server with public-key auth, an SFTP subsystem over the
+//! real filesystem (absolute paths, no chroot: tests use their own temp
+//! dirs), exec handling (scripted restart commands, `/bin/sh -c` for shell
+//! mode, the fixed wrapper verbs of a forced command), and a fault plan that
+//! fails, hangs or drops the connection at a chosen operation on its Nth call.
+//!
+//! ```no_run
+//! # async fn demo(client_key: russh::keys::PublicKey) -> std::io::Result<()> {
+//! use swapcfg_testkit::server::*;
+//! let server = TestServerBuilder::new()
+//!     .authorized_key(client_key)
+//!     .restart_script("systemctl restart llama-swap", ScriptedExec::exit(1, "unit failed"))
+//!     .start()
+//!     .await?;
+//! server.set_faults(FaultPlan::one(Op::Rename, 1, FaultAction::Fail));
+//! # Ok(()) }
+//! ```
+//!
+//! Invariants: the server process never runs anything for the client except
+//! `/bin/sh -c` in shell-exec mode; a `Hang` fault never blocks other
+//! connections and ends when its connection closes; dropping the
+//! [`TestServer`] stops the listener and shuts every connection down.
+
+mod exec;
+mod sftp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use russh::keys::{Algorithm, PrivateKey, PublicKey};
+use russh::server::{Auth, Msg, Session};
+use russh::{Channel, ChannelId};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// An operation the fault plan can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Open,
+    Read,
+    Write,
+    Fsync,
+    Rename,
+    Setstat,
+    Stat,
+    Remove,
+    Readdir,
+    Exec,
+    Subsystem,
+}
+
+/// What happens when a fault fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    /// SFTP: status `Failure`; exec: exit status 1 with a message on stderr.
+    Fail,
+    /// SFTP: status `PermissionDenied`; exec: exit status 1, "Permission denied".
+    PermissionDenied,
+    /// Never answer; ends when the connection closes.
+    Hang,
+    /// Shut the TCP connection down at once, mid-operation.
+    Drop,
+}
+
+/// One planned fault: `action` on the `nth` (1-based) call of `op`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    pub op: Op,
+    pub nth: usize,
+    pub action: FaultAction,
+}
+
+/// The faults to inject, checked before every operation.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    pub faults: Vec<Fault>,
+}
+
+impl FaultPlan {
+    /// A plan with a single fault.
+    pub fn one(op: Op, nth: usize, action: FaultAction) -> Self {
+        FaultPlan {
+            faults: vec![Fault { op, nth, action }],
+        }
+    }
+}
+
+/// The scripted outcome of an exec command.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptedExec {
+    pub exit_status: u32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub delay: Duration,
+}
+
+impl ScriptedExec {
+    /// Exit with `status`, printing `stderr` on stderr.
+    pub fn exit(status: u32, stderr: &str) -> Self {
+        ScriptedExec {
+            exit_status: status,
+            stderr: stderr.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// Succeed after `delay`.
+    pub fn ok_after(delay: Duration) -> Self {
+        ScriptedExec {
+            delay,
+            ..Default::default()
+        }
+    }
+}
+
+/// Configuration shared by every connection of one server.
+pub(crate) struct Shared {
+    authorized: Vec<PublicKey>,
+    reject_auth: bool,
+    pub(crate) sftp: bool,
+    pub(crate) shell_exec: bool,
+    pub(crate) wrapper: Option<PathBuf>,
+    pub(crate) posix_rename: bool,
+    pub(crate) fsync: bool,
+    scripts: Mutex<HashMap<String, ScriptedExec>>,
+    faults: Mutex<FaultPlan>,
+    counts: Mutex<HashMap<Op, usize>>,
+    exec_log: Mutex<Vec<String>>,
+}
+
+/// Lock a mutex, recovering the data if a panicking test thread poisoned it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// Count one call of `op` and return the fault planned for it, if any.
+    pub(crate) fn fault(&self, op: Op) -> Option<FaultAction> {
+        let n = {
+            let mut counts = lock(&self.counts);
+            let c = counts.entry(op).or_insert(0);
+            *c += 1;
+            *c
+        };
+        lock(&self.faults)
+            .faults
+            .iter()
+            .find(|f| f.op == op && f.nth == n)
+            .map(|f| f.action)
+    }
+
+    pub(crate) fn script(&self, command: &str) -> Option<ScriptedExec> {
+        lock(&self.scripts).get(command).cloned()
+    }
+}
+
+/// Per-connection control: how a fault drops or hangs this connection.
+pub(crate) struct ConnCtl {
+    /// A duplicate of the connection's socket, used to shut it down.
+    socket: std::net::TcpStream,
+    closed: watch::Receiver<bool>,
+}
+
+impl ConnCtl {
+    /// Shut the TCP connection down in both directions right now.
+    pub(crate) fn drop_connection(&self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Wait until the connection is closed (the `Hang` fault).
+    pub(crate) async fn hang(&self) {
+        let mut rx = self.closed.clone();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Builder for a [`TestServer`].
+pub struct TestServerBuilder {
+    authorized: Vec<PublicKey>,
+    host_key: Option<PrivateKey>,
+    reject_auth: bool,
+    sftp: bool,
+    shell_exec: bool,
+    wrapper: Option<PathBuf>,
+    posix_rename: bool,
+    fsync: bool,
+    scripts: HashMap<String, ScriptedExec>,
+    faults: FaultPlan,
+}
+
+impl Default for TestServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestServerBuilder {
+    /// A server with a random ed25519 host key, SFTP on, shell exec on.
+    pub fn new() -> Self {
+        TestServerBuilder {
+            authorized: Vec::new(),
+            host_key: None,
+            reject_auth: false,
+            sftp: true,
+            shell_exec: true,
+            wrapper: None,
+            posix_rename: true,
+            fsync: true,
+            scripts: HashMap::new(),
+            faults: FaultPlan::default(),
+        }
+    }
+
+    /// Accept this client key (may be called several times).
+    pub fn authorized_key(mut self, key: PublicKey) -> Self {
+        self.authorized.push(key);
+        self
+    }
+
+    /// Present this host key instead of a random one.
+    pub fn host_key(mut self, key: PrivateKey) -> Self {
+        self.host_key = Some(key);
+        self
+    }
+
+    /// Reject every authentication attempt.
+    pub fn reject_all_auth(mut self) -> Self {
+        self.reject_auth = true;
+        self
+    }
+
+    /// Offer the `sftp` subsystem (default on).
+    pub fn sftp(mut self, enabled: bool) -> Self {
+        self.sftp = enabled;
+        self
+    }
+
+    /// Run exec commands that are not scripted with `/bin/sh -c` (default on).
+    pub fn shell_exec(mut self, enabled: bool) -> Self {
+        self.shell_exec = enabled;
+        self
+    }
+
+    /// Forced-command mode: every exec is a wrapper verb acting on `config_path`.
+    pub fn wrapper(mut self, config_path: impl Into<PathBuf>) -> Self {
+        self.wrapper = Some(config_path.into());
+        self
+    }
+
+    /// Advertise and serve `posix-rename@openssh.com` (default on).
+    pub fn posix_rename(mut self, enabled: bool) -> Self {
+        self.posix_rename = enabled;
+        self
+    }
+
+    /// Advertise and serve `fsync@openssh.com` (default on).
+    pub fn fsync(mut self, enabled: bool) -> Self {
+        self.fsync = enabled;
+        self
+    }
+
+    /// Answer the exact exec `command` with `outcome` (in wrapper mode, the
+    /// verb `restart` looks up the script registered as `"restart"`).
+    pub fn restart_script(mut self, command: &str, outcome: ScriptedExec) -> Self {
+        self.scripts.insert(command.to_string(), outcome);
+        self
+    }
+
+    /// Start with this fault plan.
+    pub fn faults(mut self, plan: FaultPlan) -> Self {
+        self.faults = plan;
+        self
+    }
+
+    /// Bind 127.0.0.1:0 and start serving.
+    pub async fn start(self) -> std::io::Result<TestServer> {
+        let host_key = match self.host_key {
+            Some(k) => k,
+            None => PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+                .map_err(|e| std::io::Error::other(format!("host key generation: {e}")))?,
+        };
+        let host_public = host_key.public_key().clone();
+        let config = Arc::new(russh::server::Config {
+            keys: vec![host_key],
+            auth_rejection_time: Duration::from_millis(10),
+            auth_rejection_time_initial: Some(Duration::from_millis(0)),
+            inactivity_timeout: Some(Duration::from_secs(120)),
+            nodelay: true,
+            ..Default::default()
+        });
+        let shared = Arc::new(Shared {
+            authorized: self.authorized,
+            reject_auth: self.reject_auth,
+            sftp: self.sftp,
+            shell_exec: self.shell_exec,
+            wrapper: self.wrapper,
+            posix_rename: self.posix_rename,
+            fsync: self.fsync,
+            scripts: Mutex::new(self.scripts),
+            faults: Mutex::new(self.faults),
+            counts: Mutex::new(HashMap::new()),
+            exec_log: Mutex::new(Vec::new()),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let sockets: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            config,
+            shared.clone(),
+            sockets.clone(),
+        ));
+        Ok(TestServer {
+            addr,
+            host_public,
+            shared,
+            sockets,
+            accept,
+        })
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+    sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
+) {
+    loop {
+        let Ok((stream, _peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let Some((stream, dup)) = duplicate(stream) else {
+            continue;
+        };
+        if let Ok(d) = dup.try_clone() {
+            lock(&sockets).push(d);
+        }
+        let (closed_tx, closed_rx) = watch::channel(false);
+        let ctl = Arc::new(ConnCtl {
+            socket: dup,
+            closed: closed_rx,
+        });
+        let handler = Conn {
+            shared: shared.clone(),
+            ctl,
+            channels: HashMap::new(),
+        };
+        let config = config.clone();
+        tokio::spawn(async move {
+            if let Ok(running) = russh::server::run_stream(config, stream, handler).await {
+                let _ = running.await;
+            }
+            let _ = closed_tx.send(true);
+        });
+    }
+}
+
+/// Split an accepted socket into the tokio stream the session runs on and a
+/// std duplicate of it that faults and shutdown use.
+fn duplicate(
+    stream: tokio::net::TcpStream,
+) -> Option<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std_stream = stream.into_std().ok()?;
+    let dup = std_stream.try_clone().ok()?;
+    std_stream.set_nonblocking(true).ok()?;
+    let stream = tokio::net::TcpStream::from_std(std_stream).ok()?;
+    Some((stream, dup))
+}
+
+/// A running in-process SSH server. Dropping it stops everything.
+pub struct TestServer {
+    addr: SocketAddr,
+    host_public: PublicKey,
+    shared: Arc<Shared>,
+    sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    accept: JoinHandle<()>,
+}
+
+impl TestServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn host_public_key(&self) -> &PublicKey {
+        &self.host_public
+    }
+
+    /// The known_hosts line OpenSSH would write for this server.
+    pub fn known_hosts_line(&self) -> String {
+        let key = self
+            .host_public
+            .to_openssh()
+            .unwrap_or_else(|_| String::from("invalid-key"));
+        format!("[{}]:{} {}", self.addr.ip(), self.addr.port(), key)
+    }
+
+    /// Replace the fault plan (call counts keep running).
+    pub fn set_faults(&self, plan: FaultPlan) {
+        *lock(&self.shared.faults) = plan;
+    }
+
+    /// Reset every operation's call count to zero.
+    pub fn reset_counts(&self) {
+        lock(&self.shared.counts).clear();
+    }
+
+    /// Register or replace a scripted exec command at runtime.
+    pub fn set_script(&self, command: &str, outcome: ScriptedExec) {
+        lock(&self.shared.scripts).insert(command.to_string(), outcome);
+    }
+
+    /// Every exec command received, in order.
+    pub fn exec_log(&self) -> Vec<String> {
+        lock(&self.shared.exec_log).clone()
+    }
+
+    /// How many times `op` was requested.
+    pub fn op_count(&self, op: Op) -> usize {
+        lock(&self.shared.counts).get(&op).copied().unwrap_or(0)
+    }
+
+    /// Stop listening and shut every connection down.
+    pub async fn shutdown(self) {
+        drop(self);
+        tokio::task::yield_now().await;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for s in lock(&self.sockets).drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The russh handler of one connection.
+struct Conn {
+    shared: Arc<Shared>,
+    ctl: Arc<ConnCtl>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+/// Errors end the connection; russh needs `From<russh::Error>`.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Ssh(#[from] russh::Error),
+}
+
+impl russh::server::Handler for Conn {
+    type Error = ConnError;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.auth_decision(offer.public_key))
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.auth_decision(key.public_key))
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match self.shared.fault(Op::Subsystem) {
+            Some(FaultAction::Drop) => {
+                self.ctl.drop_connection();
+                return Ok(());
+            }
+            Some(FaultAction::Hang) => {
+                self.ctl.hang().await;
+                return Ok(());
+            }
+            Some(_) => {
+                session.channel_failure(channel_id)?;
+                return Ok(());
+            }
+            None => {}
+        }
+        let channel = self.channels.remove(&channel_id);
+        match channel {
+            Some(channel)
+                if name == "sftp" && self.shared.sftp && self.shared.wrapper.is_none() =>
+            {
+                session.channel_success(channel_id)?;
+                let handler = sftp::SftpHandler::new(self.shared.clone(), self.ctl.clone());
+                russh_sftp::server::run(channel.into_stream(), handler).await;
+            }
+            _ => session.channel_failure(channel_id)?,
+        }
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel_id: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let command = String::from_utf8_lossy(data).into_owned();
+        lock(&self.shared.exec_log).push(command.clone());
+        let Some(channel) = self.channels.remove(&channel_id) else {
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        session.channel_success(channel_id)?;
+        let fault = self.shared.fault(Op::Exec);
+        if fault == Some(FaultAction::Drop) {
+            self.ctl.drop_connection();
+            return Ok(());
+        }
+        tokio::spawn(exec::run(
+            self.shared.clone(),
+            self.ctl.clone(),
+            channel,
+            command,
+            fault,
+        ));
+        Ok(())
+    }
+}
+
+impl Conn {
+    fn auth_decision(&self, key: &PublicKey) -> Auth {
+        let known = self
+            .shared
+            .authorized
+            .iter()
+            .any(|k| k.key_data() == key.key_data());
+        if known && !self.shared.reject_auth {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The command-line surface: version, completions, hints that name flags,
+//! and the exit codes made consistent across commands.
+
+use crate::common::*;
+
+#[test]
+fn version_names_the_commit() {
+    let out = swapcfg_cmd().arg("--version").output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    // "swapcfg 0.1.0 (abcdef123456)" or "(unknown)" outside git.
+    let inner = text
+        .trim()
+        .strip_prefix(&format!("swapcfg {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("unexpected version line {text:?}"));
+    assert!(
+        inner == "unknown" || (inner.len() >= 7 && inner.chars().all(|c| c.is_ascii_hexdigit())),
+        "{inner:?}"
+    );
+}
+
+#[test]
+fn completions_generate_for_every_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef swapcfg"),
+        ("fish", "complete -c swapcfg"),
+        ("elvish", "edit:completion:arg-completer[swapcfg]"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = swapcfg_cmd()
+            .args(["completions", shell])
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(text.contains(marker), "{shell}: no {marker:?}");
+        assert!(text.contains("config-path"), "{shell}: flags completed");
+    }
+}
+
+#[tokio::test]
+async fn no_sftp_is_a_connect_failure_with_the_mode_hint_in_every_command() {
+    let fx = fixture(|b| b.sftp(false)).await;
+    let config = fx.dir.path().join("config.yaml");
+    std::fs::write(&config, "models: {}\n").expect("write");
+    let cfg = config.to_str().expect("utf8").to_string();
+    for cmd in [
+        vec!["get"],
+        vec!["backups"],
+        vec!["rollback", "--yes", "--restart-cmd", "true"],
+    ] {
+        let mut c = fx.cli(&cmd);
+        c.args(["--config-path", &cfg]);
+        let out = output(c).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{cmd:?}: {err}");
+        assert!(
+            err.contains("no SFTP") && err.contains("--mode shell"),
+            "{cmd:?}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read(&config).expect("read"), b"models: {}\n");
+}
+
+#[test]
+fn unknown_host_key_hint_names_the_flag() {
+    // A listener that is not in known_hosts: the CLI (not the library)
+    // adds which flag accepts it.
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let fx = rt.block_on(fixture(|b| b));
+    std::fs::write(&fx.known_hosts, "").expect("empty known_hosts");
+    let out = fx
+        .cli(&["get", "--config-path", "/x"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("--host-key-policy accept-new"), "{err}");
+    drop(fx);
+}
+
+#[test]
+fn local_devices_are_refused_without_reading() {
+    let out = swapcfg_cmd()
+        .args(["validate", "/dev/zero"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("character device"), "{err}");
+}

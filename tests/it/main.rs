@@ -1,0 +1,23 @@
+//! swapcfg's integration tests, one binary (one link, one process start).
+//!
+//! * `common`: fixtures (client key, in-process server, known_hosts) and the
+//!   CLI-run helper (argv builder, JSON assertions).
+//! * `transport_inprocess`, `remote_ops`: the failure matrix through the
+//!   in-process server, asserting the remote files afterwards.
+//! * `pipeline_mock`: every pipeline step's failure over an in-memory remote.
+//! * `cli_apply`: the binary end to end (JSON fields, exit codes, API key).
+//! * `cli_surface`: version, completions, hints, exit-code consistency.
+//! * `validate_rules`, `validate_corpus`, `validate_proptest`, `diff_patch`.
+//! * `e2e_openssh`: Debian's sshd on loopback (skips where absent).
+
+mod cli_apply;
+mod cli_surface;
+mod common;
+mod diff_patch;
+mod e2e_openssh;
+mod pipeline_mock;
+mod remote_ops;
+mod transport_inprocess;
+mod validate_corpus;
+mod validate_proptest;
+mod validate_rules;

@@ -1,0 +1,364 @@
+//! The pipeline over an in-memory `RemoteOps`: every step's failure, with
+//! the final file bytes, backups and call log asserted.
+
+use std::cell::RefCell;
+use std::time::{Duration, SystemTime};
+
+use swapcfg::health::HealthError;
+use swapcfg::pipeline::{apply, ApplyError, ApplyOptions, Hooks, RollbackError, Step};
+use swapcfg::remote::{BackupEntry, RemoteError, RemoteFile, RemoteOps, RestartOutcome};
+
+const OLD: &[u8] = b"models:\n  a:\n    cmd: x --port ${PORT}\n";
+const NEW: &[u8] = b"models:\n  b:\n    cmd: y --port ${PORT}\n";
+
+#[derive(Default)]
+struct Mock {
+    file: RefCell<Vec<u8>>,
+    backups: RefCell<Vec<(String, Vec<u8>)>>,
+    log: RefCell<Vec<String>>,
+    fail: RefCell<Vec<&'static str>>,
+    /// Bytes someone else writes between the first and second read.
+    concurrent_edit: RefCell<Option<Vec<u8>>>,
+    reads: RefCell<usize>,
+}
+
+impl Mock {
+    fn new(content: &[u8]) -> Mock {
+        Mock {
+            file: RefCell::new(content.to_vec()),
+            ..Default::default()
+        }
+    }
+    fn failing(self, ops: &[&'static str]) -> Mock {
+        *self.fail.borrow_mut() = ops.to_vec();
+        self
+    }
+    fn check(&self, op: &'static str) -> Result<(), RemoteError> {
+        self.log.borrow_mut().push(op.to_string());
+        let mut fail = self.fail.borrow_mut();
+        if let Some(i) = fail.iter().position(|f| *f == op) {
+            fail.remove(i);
+            return Err(RemoteError::Failed {
+                op,
+                message: "injected".into(),
+            });
+        }
+        Ok(())
+    }
+    fn calls(&self) -> Vec<String> {
+        self.log.borrow().clone()
+    }
+}
+
+impl RemoteOps for Mock {
+    async fn read(&self) -> Result<RemoteFile, RemoteError> {
+        self.check("read")?;
+        *self.reads.borrow_mut() += 1;
+        if *self.reads.borrow() == 2 {
+            if let Some(b) = self.concurrent_edit.borrow_mut().take() {
+                *self.file.borrow_mut() = b;
+            }
+        }
+        Ok(RemoteFile {
+            bytes: self.file.borrow().clone(),
+            mode: Some(0o640),
+        })
+    }
+    async fn backup(&self, current: &RemoteFile, _now: SystemTime) -> Result<String, RemoteError> {
+        self.check("backup")?;
+        let name = format!("c.bak-{}", self.backups.borrow().len());
+        self.backups
+            .borrow_mut()
+            .push((name.clone(), current.bytes.clone()));
+        Ok(name)
+    }
+    async fn write(&self, content: &[u8], _mode: Option<u32>) -> Result<(), RemoteError> {
+        self.check("write")?;
+        *self.file.borrow_mut() = content.to_vec();
+        Ok(())
+    }
+    async fn restart(&self, _command: &str, _t: Duration) -> Result<RestartOutcome, RemoteError> {
+        self.check("restart")?;
+        Ok(RestartOutcome {
+            status: Some(0),
+            stdout: String::new(),
+            stderr: String::new(),
+        })
+    }
+    async fn list_backups(&self) -> Result<Vec<BackupEntry>, RemoteError> {
+        self.check("list")?;
+        Ok(self
+            .backups
+            .borrow()
+            .iter()
+            .map(|(p, b)| BackupEntry {
+                path: p.clone(),
+                size: b.len() as u64,
+                mtime: None,
+            })
+            .collect())
+    }
+    async fn read_backup(&self, path: &str) -> Result<RemoteFile, RemoteError> {
+        self.check("read_backup")?;
+        let b = self
+            .backups
+            .borrow()
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, b)| b.clone());
+        b.map(|bytes| RemoteFile { bytes, mode: None })
+            .ok_or(RemoteError::NotFound { path: path.into() })
+    }
+    async fn remove_backup(&self, path: &str) -> Result<(), RemoteError> {
+        self.check("remove")?;
+        self.backups.borrow_mut().retain(|(p, _)| p != path);
+        Ok(())
+    }
+}
+
+struct H {
+    confirm: bool,
+    health_fails: usize,
+    health_calls: Vec<bool>,
+}
+
+impl Hooks for H {
+    fn confirm(&mut self, _diff: &str) -> bool {
+        self.confirm
+    }
+    async fn health(&mut self, rollback: bool) -> Result<(), HealthError> {
+        self.health_calls.push(rollback);
+        if self.health_fails > 0 {
+            self.health_fails -= 1;
+            return Err(HealthError::Unhealthy {
+                url: "http://h/v1/models".into(),
+                attempts: 1,
+                last: "HTTP 503".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn hooks() -> H {
+    H {
+        confirm: true,
+        health_fails: 0,
+        health_calls: Vec::new(),
+    }
+}
+
+fn opts() -> ApplyOptions {
+    ApplyOptions {
+        host: "u@h:22".into(),
+        config_path: "/etc/c.yaml".into(),
+        new_label: "new.yaml".into(),
+        dry_run: false,
+        force: false,
+        expect_sha256: None,
+        restart_cmd: Some("systemctl restart llama-swap".into()),
+        restart_timeout: Duration::from_secs(5),
+        no_rollback: false,
+        keep_backups: None,
+    }
+}
+
+#[tokio::test]
+async fn success_backs_up_writes_restarts_and_checks_health() {
+    let m = Mock::new(OLD);
+    let mut h = hooks();
+    let r = apply(&m, NEW, &opts(), &mut h).await;
+    assert!(r.ok && r.step == Step::Done && r.changed, "{r:?}");
+    assert_eq!(*m.file.borrow(), NEW);
+    assert_eq!(m.backups.borrow()[0].1, OLD);
+    assert_eq!(r.backup_path.as_deref(), Some("c.bak-0"));
+    assert_eq!(
+        m.calls(),
+        vec!["read", "read", "backup", "write", "restart"]
+    );
+    assert_eq!(h.health_calls, vec![false]);
+    assert!(r.diff.contains("-  a:") && r.diff.contains("+  b:"));
+    let order: Vec<Step> = r.timings_ms.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        order,
+        vec![
+            Step::Read,
+            Step::Conflict,
+            Step::Backup,
+            Step::Write,
+            Step::Restart,
+            Step::Health
+        ],
+        "timings in pipeline order"
+    );
+    assert!(r.ok && r.error.is_none());
+}
+
+#[tokio::test]
+async fn unchanged_is_a_no_op_unless_forced() {
+    let m = Mock::new(OLD);
+    let r = apply(&m, OLD, &opts(), &mut hooks()).await;
+    assert_eq!((r.ok, r.step, r.changed), (true, Step::Unchanged, false));
+    assert_eq!(m.calls(), vec!["read"], "no backup, write or restart");
+    let mut o = opts();
+    o.force = true;
+    let r = apply(&m, OLD, &o, &mut hooks()).await;
+    assert_eq!(r.step, Step::Done);
+    assert_eq!(m.backups.borrow().len(), 1);
+}
+
+#[tokio::test]
+async fn dry_run_touches_nothing_and_exits_2_with_changes() {
+    let m = Mock::new(OLD);
+    let mut o = opts();
+    o.dry_run = true;
+    let r = apply(&m, NEW, &o, &mut hooks()).await;
+    assert_eq!((r.ok, r.step), (true, Step::Planned));
+    assert_eq!(*m.file.borrow(), OLD);
+    assert_eq!(m.calls(), vec!["read"]);
+    let r = apply(&m, OLD, &o, &mut hooks()).await;
+    assert_eq!((r.ok, r.step), (true, Step::Unchanged));
+}
+
+#[tokio::test]
+async fn refusal_to_confirm_writes_nothing() {
+    let m = Mock::new(OLD);
+    let mut h = hooks();
+    h.confirm = false;
+    let r = apply(&m, NEW, &opts(), &mut h).await;
+    assert_eq!((r.ok, r.step), (false, Step::Aborted));
+    assert!(matches!(r.error, Some(ApplyError::NotConfirmed)));
+    assert_eq!(*m.file.borrow(), OLD);
+    assert!(m.backups.borrow().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_edit_is_a_conflict_with_nothing_written() {
+    let m = Mock::new(OLD);
+    *m.concurrent_edit.borrow_mut() = Some(b"someone else\n".to_vec());
+    let r = apply(&m, NEW, &opts(), &mut hooks()).await;
+    assert_eq!(r.step, Step::Conflict);
+    assert!(matches!(r.error, Some(ApplyError::ChangedMeanwhile { .. })));
+    assert_eq!(*m.file.borrow(), b"someone else\n");
+    assert!(m.backups.borrow().is_empty());
+    assert!(!m.calls().contains(&"write".to_string()));
+}
+
+#[tokio::test]
+async fn expect_sha256_pins_the_planned_version() {
+    let m = Mock::new(OLD);
+    let mut o = opts();
+    o.expect_sha256 = Some("00".repeat(32));
+    let r = apply(&m, NEW, &o, &mut hooks()).await;
+    assert_eq!(r.step, Step::Conflict);
+    assert_eq!(*m.file.borrow(), OLD);
+    o.expect_sha256 = Some(swapcfg::pipeline::sha256_hex(OLD).to_uppercase());
+    let r = apply(&m, NEW, &o, &mut hooks()).await;
+    assert_eq!(r.step, Step::Done);
+}
+
+#[tokio::test]
+async fn read_backup_and_write_failures_stop_with_the_old_file() {
+    for (op, step) in [
+        ("read", Step::Read),
+        ("backup", Step::Backup),
+        ("write", Step::Write),
+    ] {
+        let m = Mock::new(OLD).failing(&[op]);
+        let r = apply(&m, NEW, &opts(), &mut hooks()).await;
+        assert_eq!((r.ok, r.step), (false, step), "{op}");
+        assert!(matches!(r.error, Some(ApplyError::Remote(_))), "{op}");
+        assert_eq!(*m.file.borrow(), OLD, "{op}: old bytes intact");
+        assert!(
+            !m.calls().contains(&"restart".to_string()),
+            "{op}: no restart"
+        );
+    }
+}
+
+#[tokio::test]
+async fn restart_failure_restores_old_bytes_and_restarts_again() {
+    let m = Mock::new(OLD).failing(&["restart"]);
+    let mut h = hooks();
+    let r = apply(&m, NEW, &opts(), &mut h).await;
+    assert_eq!((r.ok, r.step, r.rolled_back), (false, Step::Restart, true));
+    assert_eq!(*m.file.borrow(), OLD);
+    assert_eq!(
+        m.calls(),
+        vec!["read", "read", "backup", "write", "restart", "write", "restart"]
+    );
+    assert_eq!(
+        h.health_calls,
+        vec![true],
+        "health re-checked after rollback only"
+    );
+    assert!(r
+        .error
+        .as_ref()
+        .is_some_and(|e| e.to_string().contains("injected")));
+}
+
+#[tokio::test]
+async fn health_failure_rolls_back() {
+    let m = Mock::new(OLD);
+    let mut h = hooks();
+    h.health_fails = 1;
+    let r = apply(&m, NEW, &opts(), &mut h).await;
+    assert_eq!((r.step, r.rolled_back), (Step::Health, true));
+    assert_eq!(*m.file.borrow(), OLD);
+    assert_eq!(h.health_calls, vec![false, true]);
+}
+
+#[tokio::test]
+async fn failed_rollback_is_reported_loudly() {
+    let m = Mock::new(OLD);
+    let mut h = hooks();
+    h.health_fails = 2;
+    let r = apply(&m, NEW, &opts(), &mut h).await;
+    assert_eq!((r.step, r.rolled_back), (Step::Rollback, false));
+    assert!(matches!(r.rollback_error, Some(RollbackError::Health(_))));
+    assert_eq!(
+        *m.file.borrow(),
+        OLD,
+        "old bytes were written back even though health still fails"
+    );
+}
+
+#[tokio::test]
+async fn no_rollback_keeps_the_new_file_and_the_backup() {
+    let m = Mock::new(OLD).failing(&["restart"]);
+    let mut o = opts();
+    o.no_rollback = true;
+    let r = apply(&m, NEW, &o, &mut hooks()).await;
+    assert_eq!((r.step, r.rolled_back), (Step::Restart, false));
+    assert_eq!(*m.file.borrow(), NEW);
+    assert_eq!(m.backups.borrow()[0].1, OLD);
+    assert!(
+        r.kept_new,
+        "the report says the new config was kept on purpose"
+    );
+}
+
+#[tokio::test]
+async fn keep_backups_prunes_the_oldest_after_success() {
+    let m = Mock::new(OLD);
+    let mut o = opts();
+    o.force = true;
+    o.keep_backups = Some(2);
+    for _ in 0..3 {
+        let r = apply(&m, NEW, &o, &mut hooks()).await;
+        assert_eq!(r.step, Step::Done);
+    }
+    let names: Vec<String> = m.backups.borrow().iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(names, vec!["c.bak-1", "c.bak-2"]);
+}
+
+#[tokio::test]
+async fn restart_none_skips_the_restart() {
+    let m = Mock::new(OLD);
+    let mut o = opts();
+    o.restart_cmd = None;
+    let r = apply(&m, NEW, &o, &mut hooks()).await;
+    assert_eq!(r.step, Step::Done);
+    assert!(!m.calls().contains(&"restart".to_string()));
+}

@@ -1,0 +1,408 @@
+//! RemoteOps through the in-process SSH server: every failure path leaves
+//! the remote file intact, and the remote state is checked afterwards.
+
+use std::time::{Duration, SystemTime};
+
+use crate::common::*;
+use swapcfg::remote::Mode;
+use swapcfg::remote::{AnyRemote, RemoteError, RemoteFile, RemoteOps, RemoteOptions};
+use swapcfg_testkit::server::{FaultAction, FaultPlan, Op, ScriptedExec};
+
+const OLD: &[u8] = b"models:\n  a:\n    cmd: llama-server --port ${PORT}\n";
+const NEW: &[u8] = b"models:\n  b:\n    cmd: llama-server --port ${PORT}\n";
+
+async fn sftp<'s>(s: &'s swapcfg::transport::Session, path: &str) -> AnyRemote<'s> {
+    AnyRemote::open(s, Mode::Sftp, path, RemoteOptions::default())
+        .await
+        .expect("open sftp")
+}
+
+#[tokio::test]
+async fn sftp_read_returns_bytes_and_mode() {
+    let fx = fixture(|b| b).await;
+    let cfg = fx.config("config.yaml", OLD, 0o640);
+    let s = fx.session().await;
+    let r = sftp(&s, &path_str(&cfg)).await;
+    let f = r.read().await.expect("read");
+    assert_eq!(f.bytes, OLD);
+    assert_eq!(f.mode, Some(0o640));
+}
+
+#[tokio::test]
+async fn sftp_read_large_file_in_pipelined_chunks() {
+    let fx = fixture(|b| b).await;
+    let big: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+    let cfg = fx.config("big.yaml", &big, 0o644);
+    let s = fx.session().await;
+    let r = sftp(&s, &path_str(&cfg)).await;
+    assert_eq!(r.read().await.expect("read").bytes, big);
+    assert!(fx.server.op_count(Op::Read) >= 16, "chunked reads");
+}
+
+#[tokio::test]
+async fn sftp_read_errors_name_the_problem() {
+    let fx = fixture(|b| b).await;
+    let s = fx.session().await;
+    let missing = path_str(&fx.dir.path().join("nope.yaml"));
+    let r = sftp(&s, &missing).await;
+    assert!(matches!(r.read().await, Err(RemoteError::NotFound { path }) if path == missing));
+
+    let dir = path_str(fx.dir.path());
+    let r = sftp(&s, &dir).await;
+    assert!(matches!(
+        r.read().await,
+        Err(RemoteError::IsDirectory { .. })
+    ));
+
+    let cfg = fx.config("c.yaml", OLD, 0o644);
+    let small = AnyRemote::open(
+        &s,
+        Mode::Sftp,
+        &path_str(&cfg),
+        RemoteOptions { max_size: 10 },
+    )
+    .await
+    .expect("open");
+    assert!(matches!(
+        small.read().await,
+        Err(RemoteError::TooLarge { limit: 10, .. })
+    ));
+
+    fx.server.set_faults(FaultPlan::one(
+        Op::Open,
+        fx.server.op_count(Op::Open) + 1,
+        FaultAction::PermissionDenied,
+    ));
+    let r = sftp(&s, &path_str(&cfg)).await;
+    assert!(matches!(
+        r.read().await,
+        Err(RemoteError::PermissionDenied { .. })
+    ));
+}
+
+#[tokio::test]
+async fn sftp_backup_is_an_independent_copy_with_same_mode() {
+    let fx = fixture(|b| b).await;
+    let cfg = fx.config("config.yaml", OLD, 0o600);
+    let s = fx.session().await;
+    let r = sftp(&s, &path_str(&cfg)).await;
+    let cur = r.read().await.expect("read");
+    let now = SystemTime::now();
+    let b1 = r.backup(&cur, now).await.expect("backup 1");
+    let b2 = r
+        .backup(&cur, now)
+        .await
+        .expect("backup 2 in the same second");
+    assert_ne!(b1, b2, "same-second backups must not collide");
+    assert_eq!(b1, swapcfg::remote::backup_path(&path_str(&cfg), now));
+    for b in [&b1, &b2] {
+        assert_eq!(std::fs::read(b).expect("backup bytes"), OLD);
+        assert_eq!(mode_of(std::path::Path::new(b)), 0o600);
+    }
+    // Independent copy: changing the config in place leaves the backup alone.
+    std::fs::write(&cfg, b"changed").expect("edit");
+    assert_eq!(std::fs::read(&b1).expect("backup"), OLD);
+    let listed = r.list_backups().await.expect("list");
+    assert_eq!(
+        listed.iter().map(|b| b.path.clone()).collect::<Vec<_>>(),
+        vec![b1.clone(), b2.clone()]
+    );
+    assert_eq!(listed[0].size, OLD.len() as u64);
+    assert_eq!(r.read_backup(&b1).await.expect("read backup").bytes, OLD);
+    r.remove_backup(&b2).await.expect("remove");
+    assert!(!std::path::Path::new(&b2).exists());
+    assert!(
+        r.remove_backup(&path_str(&cfg)).await.is_err(),
+        "only backups can be removed"
+    );
+}
+
+#[tokio::test]
+async fn sftp_write_is_atomic_keeps_mode_and_leaves_no_temp() {
+    let fx = fixture(|b| b).await;
+    let cfg = fx.config("config.yaml", OLD, 0o640);
+    let s = fx.session().await;
+    let r = sftp(&s, &path_str(&cfg)).await;
+    r.write(NEW, Some(0o640)).await.expect("write");
+    assert_eq!(std::fs::read(&cfg).expect("read"), NEW);
+    assert_eq!(mode_of(&cfg), 0o640);
+    assert_eq!(fx.listing(), vec!["config.yaml", "id_test", "known_hosts"]);
+    assert!(
+        fx.server.op_count(Op::Fsync) >= 1,
+        "fsync used when offered"
+    );
+}
+
+#[tokio::test]
+async fn sftp_write_through_symlink_keeps_the_link() {
+    let fx = fixture(|b| b).await;
+    let real = fx.config("real.yaml", OLD, 0o644);
+    let link = fx.dir.path().join("config.yaml");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let s = fx.session().await;
+    let r = sftp(&s, &path_str(&link)).await;
+    r.write(NEW, None).await.expect("write");
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("lstat")
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&real).expect("target"), NEW);
+    assert_eq!(mode_of(&real), 0o644);
+}
+
+/// A write failing at `op` (on its first call after setup) leaves the old
+/// bytes and, for handled failures, no temp file.
+async fn write_fault(
+    op: Op,
+    action: FaultAction,
+) -> (Result<(), RemoteError>, Vec<u8>, Vec<String>) {
+    let fx = fixture(|b| b).await;
+    let cfg = fx.config("config.yaml", OLD, 0o644);
+    let s = fx.session().await;
+    let r = sftp(&s, &path_str(&cfg)).await;
+    fx.server
+        .set_faults(FaultPlan::one(op, fx.server.op_count(op) + 1, action));
+    let res = r.write(NEW, Some(0o644)).await;
+    let bytes = std::fs::read(&cfg).expect("config still readable");
+    let names = fx
+        .listing()
+        .into_iter()
+        .filter(|n| n.contains("swapcfg"))
+        .collect();
+    (res, bytes, names)
+}
+
+#[tokio::test]
+async fn sftp_write_failures_leave_old_bytes_and_no_temp_file() {
+    for op in [Op::Open, Op::Write, Op::Fsync, Op::Setstat, Op::Rename] {
+        for action in [FaultAction::Fail, FaultAction::PermissionDenied] {
+            let (res, bytes, temps) = write_fault(op, action).await;
+            assert!(res.is_err(), "{op:?}/{action:?} must fail");
+            assert_eq!(bytes, OLD, "{op:?}/{action:?}: old bytes intact");
+            assert!(
+                temps.is_empty(),
+                "{op:?}/{action:?}: temp files left: {temps:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sftp_write_hang_times_out_and_drop_errors_with_old_bytes_intact() {
+    for op in [Op::Write, Op::Fsync, Op::Rename] {
+        let (res, bytes, _) = write_fault(op, FaultAction::Hang).await;
+        assert!(
+            matches!(
+                res,
+                Err(RemoteError::Timeout { .. }) | Err(RemoteError::Disconnected { .. })
+            ),
+            "{op:?}: {res:?}"
+        );
+        assert_eq!(bytes, OLD);
+        let (res, bytes, _) = write_fault(op, FaultAction::Drop).await;
+        assert!(res.is_err(), "{op:?} drop must fail");
+        assert_eq!(
+            bytes, OLD,
+            "{op:?}: a dropped connection leaves the old file"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sftp_without_posix_rename_refuses_to_write() {
+    let fx = fixture(|b| b.posix_rename(false)).await;
+    let cfg = fx.config("config.yaml", OLD, 0o644);
+    let s = fx.session().await;
+    let r = sftp(&s, &path_str(&cfg)).await;
+    let err = r.write(NEW, None).await.expect_err("must refuse");
+    assert!(err.to_string().contains("posix-rename"), "{err}");
+    assert_eq!(std::fs::read(&cfg).expect("read"), OLD);
+    assert_eq!(fx.listing(), vec!["config.yaml", "id_test", "known_hosts"]);
+}
+
+#[tokio::test]
+async fn restart_reports_status_stderr_and_timeout() {
+    let fx = fixture(|b| {
+        b.restart_script("restart-ok", ScriptedExec::default())
+            .restart_script(
+                "restart-bad",
+                ScriptedExec::exit(3, "unit llama-swap failed"),
+            )
+            .restart_script(
+                "restart-slow",
+                ScriptedExec::ok_after(Duration::from_secs(30)),
+            )
+    })
+    .await;
+    let cfg = fx.config("config.yaml", OLD, 0o644);
+    let s = fx.session().await;
+    let r = sftp(&s, &path_str(&cfg)).await;
+    assert_eq!(
+        r.restart("restart-ok", Duration::from_secs(5))
+            .await
+            .expect("ok")
+            .status,
+        Some(0)
+    );
+    match r.restart("restart-bad", Duration::from_secs(5)).await {
+        Err(RemoteError::RestartFailed { status, stderr }) => {
+            assert_eq!(status, Some(3));
+            assert!(stderr.contains("unit llama-swap failed"));
+        }
+        other => panic!("expected RestartFailed, got {other:?}"),
+    }
+    assert!(matches!(
+        r.restart("restart-slow", Duration::from_millis(300)).await,
+        Err(RemoteError::Timeout { op: "restart", .. })
+    ));
+    assert!(fx.server.exec_log().contains(&"restart-bad".to_string()));
+}
+
+#[tokio::test]
+async fn shell_mode_handles_awkward_file_names() {
+    let fx = fixture(|b| b.sftp(false)).await;
+    let cfg = fx.config("it's a \"config\" $x.yaml", OLD, 0o640);
+    let s = fx.session().await;
+    let path = path_str(&cfg);
+    assert!(
+        AnyRemote::open(&s, Mode::Sftp, &path, RemoteOptions::default())
+            .await
+            .is_err(),
+        "no sftp here"
+    );
+    let r = AnyRemote::open(&s, Mode::Shell, &path, RemoteOptions::default())
+        .await
+        .expect("shell");
+    let cur = r.read().await.expect("read");
+    assert_eq!(
+        cur,
+        RemoteFile {
+            bytes: OLD.to_vec(),
+            mode: Some(0o640)
+        }
+    );
+    let now = SystemTime::now();
+    let b1 = r.backup(&cur, now).await.expect("backup");
+    let b2 = r.backup(&cur, now).await.expect("backup 2");
+    assert_ne!(b1, b2);
+    assert_eq!(std::fs::read(&b1).expect("b1"), OLD);
+    assert_eq!(mode_of(std::path::Path::new(&b1)), 0o640);
+    r.write(NEW, Some(0o640)).await.expect("write");
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), NEW);
+    assert_eq!(mode_of(&cfg), 0o640);
+    assert_eq!(r.list_backups().await.expect("list").len(), 2);
+    assert_eq!(r.read_backup(&b1).await.expect("rb").bytes, OLD);
+    assert!(
+        fx.listing().iter().all(|n| !n.contains("swapcfg")),
+        "no temp left"
+    );
+    let missing = AnyRemote::open(
+        &s,
+        Mode::Shell,
+        &format!("{path}.none"),
+        RemoteOptions::default(),
+    )
+    .await
+    .expect("shell");
+    assert!(matches!(
+        missing.read().await,
+        Err(RemoteError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn shell_mode_write_failure_keeps_old_bytes() {
+    let fx = fixture(|b| b.sftp(false)).await;
+    let cfg = fx.config("config.yaml", OLD, 0o644);
+    let s = fx.session().await;
+    let r = AnyRemote::open(&s, Mode::Shell, &path_str(&cfg), RemoteOptions::default())
+        .await
+        .expect("shell");
+    fx.server.set_faults(FaultPlan::one(
+        Op::Exec,
+        fx.server.op_count(Op::Exec) + 1,
+        FaultAction::Fail,
+    ));
+    assert!(r.write(NEW, None).await.is_err());
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD);
+}
+
+#[tokio::test]
+async fn wrapper_mode_uses_only_the_four_verbs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, OLD).expect("write");
+    let fx = fixture(|b| {
+        b.wrapper(cfg.clone())
+            .restart_script("restart", ScriptedExec::exit(1, "restart refused"))
+    })
+    .await;
+    let s = fx.session().await;
+    let r = AnyRemote::open(&s, Mode::Wrapper, "ignored", RemoteOptions::default())
+        .await
+        .expect("wrapper");
+    let cur = r.read().await.expect("read");
+    assert_eq!(cur.bytes, OLD);
+    let b = r.backup(&cur, SystemTime::now()).await.expect("backup");
+    assert_eq!(std::fs::read(&b).expect("backup bytes"), OLD);
+    r.write(NEW, None).await.expect("write");
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), NEW);
+    let err = r
+        .restart("anything", Duration::from_secs(5))
+        .await
+        .expect_err("restart fails");
+    assert!(err.to_string().contains("restart refused"), "{err}");
+    assert!(matches!(
+        r.list_backups().await,
+        Err(RemoteError::Unsupported { .. })
+    ));
+    assert_eq!(
+        fx.server.exec_log(),
+        vec!["read", "backup", "write", "restart"]
+    );
+}
+
+#[tokio::test]
+async fn wrapper_verb_failure_is_reported_with_stderr() {
+    let fx = fixture(|b| b.wrapper("/nonexistent/config.yaml")).await;
+    let s = fx.session().await;
+    let r = AnyRemote::open(&s, Mode::Wrapper, "x", RemoteOptions::default())
+        .await
+        .expect("wrapper");
+    let err = r.read().await.expect_err("read fails");
+    assert!(
+        err.to_string().contains("/nonexistent/config.yaml"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn test_server_sftp_has_openssh_rename_semantics() {
+    use russh_sftp::client::RawSftpSession;
+    let fx = fixture(|b| b).await;
+    let a = fx.config("a.yaml", b"A", 0o644);
+    let b = fx.config("b.yaml", b"B", 0o644);
+    let s = fx.session().await;
+    let raw = RawSftpSession::new(s.open_sftp_channel().await.expect("sftp").into_stream());
+    let v = raw.init().await.expect("init");
+    assert!(
+        v.extensions.contains_key("posix-rename@openssh.com")
+            && v.extensions.contains_key("fsync@openssh.com")
+    );
+    assert!(
+        raw.rename(path_str(&a), path_str(&b)).await.is_err(),
+        "plain rename refuses an existing target"
+    );
+    assert_eq!(std::fs::read(&b).expect("b"), b"B");
+    let mut data = Vec::new();
+    for p in [path_str(&a), path_str(&b)] {
+        data.extend_from_slice(&(p.len() as u32).to_be_bytes());
+        data.extend_from_slice(p.as_bytes());
+    }
+    raw.extended("posix-rename@openssh.com", data)
+        .await
+        .expect("posix-rename");
+    assert_eq!(std::fs::read(&b).expect("b"), b"A", "posix-rename replaces");
+    assert!(!a.exists());
+    assert_eq!(fx.server.op_count(Op::Rename), 2);
+}
