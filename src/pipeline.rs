@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::health::HealthError;
-use crate::remote::{RemoteError, RemoteFile, RemoteOps};
+use crate::remote::{LockInfo, LockTaken, RemoteError, RemoteFile, RemoteOps};
 use crate::transport::TransportError;
 
 /// The step an apply stopped at (or `done` / `unchanged` / `planned`).
@@ -32,6 +32,7 @@ pub enum Step {
     Validate,
     Connect,
     Read,
+    Lock,
     Conflict,
     Aborted,
     Backup,
@@ -51,6 +52,7 @@ impl Step {
             Step::Validate => "validate",
             Step::Connect => "connect",
             Step::Read => "read",
+            Step::Lock => "lock",
             Step::Conflict => "conflict",
             Step::Aborted => "aborted",
             Step::Backup => "backup",
@@ -78,7 +80,7 @@ pub enum ApplyError {
     Health(#[from] HealthError),
     #[error("remote config has sha256 {actual}, not the expected {expected}; re-plan against the current file")]
     NotExpected { actual: String, expected: String },
-    #[error("{path} changed on the host while this apply ran (sha256 {} → {}); nothing was written, run again to see the new diff", &.before[..12], &.after[..12])]
+    #[error("{path} changed on the host while this apply ran (sha256 {} → {}); nothing was written, run again to see the new diff", .before.get(..12).unwrap_or(""), .after.get(..12).unwrap_or(""))]
     ChangedMeanwhile {
         path: String,
         before: String,
@@ -97,6 +99,31 @@ pub enum RollbackError {
     Restart(RemoteError),
     #[error("old config restored and restarted, but health still fails: {0}")]
     Health(HealthError),
+    #[error("not restoring: {0} after this apply wrote it (someone else changed it); it was left as it is")]
+    Changed(RemoteError),
+}
+
+/// What the config path holds after the apply, as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteState {
+    /// The bytes read at the start (nothing was changed, or the rollback
+    /// restored them).
+    Old,
+    /// The new bytes.
+    New,
+    /// Neither could be confirmed: the host did not answer, or it holds
+    /// other bytes.
+    Unknown,
+}
+
+impl RemoteState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoteState::Old => "old",
+            RemoteState::New => "new",
+            RemoteState::Unknown => "unknown",
+        }
+    }
 }
 
 /// What happened. The binary renders it (human text, `--json`); this type
@@ -115,6 +142,12 @@ pub struct ApplyReport {
     pub kept_new: bool,
     pub rolled_back: bool,
     pub rollback_error: Option<RollbackError>,
+    /// What the config holds at the end, as last seen (`None` before it
+    /// was read).
+    pub remote_state: Option<RemoteState>,
+    /// Whether `remote_state` was confirmed by reading the file again after
+    /// a failed write (rather than known from acknowledged requests).
+    pub state_reread: bool,
     pub old_sha256: Option<String>,
     pub new_sha256: String,
     pub pruned_backups: Vec<String>,
@@ -134,6 +167,12 @@ pub enum Warning {
     PruneRemove { path: String, error: String },
     /// No health check was configured, so health was not checked.
     HealthNotChecked,
+    /// This mode cannot lock; concurrent applies are not excluded.
+    LockUnsupported { why: String },
+    /// A lock whose lease had expired (or `break_lock`) was taken over.
+    LockTakenOver { previous: Option<LockInfo> },
+    /// The lock could not be removed at the end (its lease will expire).
+    Unlock { error: String },
 }
 
 impl ApplyReport {
@@ -157,6 +196,8 @@ impl ApplyReport {
             kept_new: false,
             rolled_back: false,
             rollback_error: None,
+            remote_state: None,
+            state_reread: false,
             old_sha256: None,
             new_sha256: sha256_hex(new),
             pruned_backups: Vec::new(),
@@ -189,6 +230,10 @@ pub struct ApplyOptions {
     pub restart_timeout: Duration,
     pub no_rollback: bool,
     pub keep_backups: Option<usize>,
+    /// The lock record for this apply (`None`: do not lock).
+    pub lock: Option<LockInfo>,
+    /// Take the lock even from a live holder.
+    pub break_lock: bool,
 }
 
 /// The parts of an apply that are not remote file operations.
@@ -201,6 +246,20 @@ pub trait Hooks {
     /// Check that llama-swap answers; after a change (`rollback == false`)
     /// it may also require the new config's models. `Err` is the reason.
     async fn health(&mut self, rollback: bool) -> Result<(), HealthError>;
+    /// After a write whose reply was lost (timeout, dropped connection),
+    /// read the config over a fresh connection; `None` when that is not
+    /// possible. Bounded by the caller's connect timeout.
+    async fn reread(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Epoch seconds now.
+pub fn epoch_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Hex sha256 of `bytes`.
@@ -250,6 +309,7 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
     };
     let old_sha = sha256_hex(&current.bytes);
     rep.old_sha256 = Some(old_sha.clone());
+    rep.remote_state = Some(RemoteState::Old);
     rep.diff = crate::diff::unified_diff(
         &current.bytes,
         new,
@@ -287,34 +347,88 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
         fail!(Step::Aborted, ApplyError::NotConfirmed);
     }
 
-    // Conflict guard: the file must still be what we planned against.
-    match timed!(Step::Conflict, remote.read().await) {
-        Ok(again) if sha256_hex(&again.bytes) == old_sha => {}
-        Ok(again) => fail!(
-            Step::Conflict,
-            ApplyError::ChangedMeanwhile {
-                path: opts.config_path.clone(),
-                before: old_sha,
-                after: sha256_hex(&again.bytes),
+    // One apply at a time per config: everything from here to the end runs
+    // under the lock (released on every path below).
+    let locked = match &opts.lock {
+        None => None,
+        Some(me) => match timed!(
+            Step::Lock,
+            remote.lock(me, epoch_now(), opts.break_lock).await
+        ) {
+            Ok(LockTaken::Fresh) => Some(me),
+            Ok(LockTaken::TookOver { previous }) => {
+                rep.warnings.push(Warning::LockTakenOver { previous });
+                Some(me)
             }
-        ),
-        Err(e) => fail!(Step::Conflict, e),
+            Err(RemoteError::Unsupported { why, .. }) => {
+                rep.warnings.push(Warning::LockUnsupported { why });
+                None
+            }
+            Err(e) => fail!(Step::Conflict, e),
+        },
+    };
+    changing(remote, &current, new, &old_sha, opts, hooks, &mut rep).await;
+    if let Some(me) = locked {
+        if let Err(e) = remote.unlock(me).await {
+            rep.warnings.push(Warning::Unlock {
+                error: e.to_string(),
+            });
+        }
     }
+    rep
+}
 
+/// Backup, write (compare-and-swap against `old_sha`), restart, health,
+/// rollback, prune: the steps that run under the lock.
+async fn changing<R: RemoteOps, H: Hooks>(
+    remote: &R,
+    current: &RemoteFile,
+    new: &[u8],
+    old_sha: &str,
+    opts: &ApplyOptions,
+    hooks: &mut H,
+    rep: &mut ApplyReport,
+) {
+    macro_rules! timed {
+        ($step:expr, $e:expr) => {{
+            hooks.step($step);
+            let t = Instant::now();
+            let r = $e;
+            rep.timings_ms.push(($step, ms(t.elapsed())));
+            r
+        }};
+    }
     let backup = match timed!(
         Step::Backup,
-        remote.backup(&current, SystemTime::now()).await
+        remote.backup(current, SystemTime::now()).await
     ) {
         Ok(b) => b,
-        Err(e) => fail!(Step::Backup, e),
+        Err(e) => {
+            rep.step = Step::Backup;
+            rep.error = Some(e.into());
+            return;
+        }
     };
     rep.backup_path = Some(backup.clone());
 
-    if let Err(e) = timed!(Step::Write, remote.write(new, current.mode).await) {
-        fail!(Step::Write, e);
+    if let Err(e) = timed!(Step::Write, remote.write(new, current, Some(old_sha)).await) {
+        if let RemoteError::Changed { found, .. } = &e {
+            rep.step = Step::Conflict;
+            rep.error = Some(ApplyError::ChangedMeanwhile {
+                path: opts.config_path.clone(),
+                before: old_sha.to_string(),
+                after: found.clone(),
+            });
+            return;
+        }
+        rep.step = Step::Write;
+        rep.error = Some(e.into());
+        observe(remote, &current.bytes, new, hooks, rep).await;
+        return;
     }
+    rep.remote_state = Some(RemoteState::New);
 
-    let failure: Option<(Step, ApplyError)> = match restart(remote, opts, hooks, &mut rep).await {
+    let failure: Option<(Step, ApplyError)> = match restart(remote, opts, hooks, rep).await {
         Err(e) => Some((Step::Restart, e.into())),
         Ok(()) => match timed!(Step::Health, hooks.health(false).await) {
             Err(e) => Some((Step::Health, e.into())),
@@ -326,18 +440,40 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
         rep.error = Some(err);
         if opts.no_rollback {
             rep.kept_new = true;
-            return rep;
+            return;
         }
-        rollback(remote, &current, opts, hooks, &mut rep).await;
-        return rep;
+        rollback(remote, current, new, opts, hooks, rep).await;
+        return;
     }
 
     if let Some(keep) = opts.keep_backups {
-        prune(remote, keep, &mut rep).await;
+        prune(remote, keep, &backup, rep).await;
     }
     rep.ok = true;
     rep.step = Step::Done;
-    rep
+}
+
+/// After a failed write: what does the config hold now? Read it on this
+/// session; if the session is gone, over a fresh one (via the hooks).
+async fn observe<R: RemoteOps, H: Hooks>(
+    remote: &R,
+    old: &[u8],
+    new: &[u8],
+    hooks: &mut H,
+    rep: &mut ApplyReport,
+) {
+    let seen = match remote.read().await {
+        Ok(f) => Some(f.bytes),
+        Err(RemoteError::Timeout { .. } | RemoteError::Disconnected { .. })
+        | Err(RemoteError::Transport(_)) => hooks.reread().await,
+        Err(_) => None,
+    };
+    rep.state_reread = seen.is_some();
+    rep.remote_state = Some(match seen {
+        Some(b) if b == old => RemoteState::Old,
+        Some(b) if b == new => RemoteState::New,
+        _ => RemoteState::Unknown,
+    });
 }
 
 async fn restart<R: RemoteOps, H: Hooks>(
@@ -356,21 +492,29 @@ async fn restart<R: RemoteOps, H: Hooks>(
     r.map(|_| ())
 }
 
-/// Put the old bytes back, restart and re-check health.
+/// Put the old bytes back (only over the bytes this apply wrote), restart
+/// and re-check health.
 async fn rollback<R: RemoteOps, H: Hooks>(
     remote: &R,
     old: &RemoteFile,
+    new: &[u8],
     opts: &ApplyOptions,
     hooks: &mut H,
     rep: &mut ApplyReport,
 ) {
     hooks.step(Step::Rollback);
     let t = Instant::now();
+    let new_sha = sha256_hex(new);
+    let mut restored = false;
     let result: Result<(), RollbackError> = async {
         remote
-            .write(&old.bytes, old.mode)
+            .write(&old.bytes, old, Some(&new_sha))
             .await
-            .map_err(RollbackError::Restore)?;
+            .map_err(|e| match e {
+                RemoteError::Changed { .. } => RollbackError::Changed(e),
+                e => RollbackError::Restore(e),
+            })?;
+        restored = true;
         if let Some(cmd) = &opts.restart_cmd {
             remote
                 .restart(cmd, opts.restart_timeout)
@@ -381,22 +525,31 @@ async fn rollback<R: RemoteOps, H: Hooks>(
     }
     .await;
     rep.timings_ms.push((Step::Rollback, ms(t.elapsed())));
+    if restored {
+        rep.remote_state = Some(RemoteState::Old);
+    }
     match result {
         Ok(()) => rep.rolled_back = true,
         Err(e) => {
             rep.rolled_back = false;
+            if let RollbackError::Restore(_) = &e {
+                observe(remote, &old.bytes, new, hooks, rep).await;
+            } else if let RollbackError::Changed(_) = &e {
+                rep.remote_state = Some(RemoteState::Unknown);
+            }
             rep.rollback_error = Some(e);
             rep.step = Step::Rollback;
         }
     }
 }
 
-/// Remove the oldest backups beyond `keep`.
-async fn prune<R: RemoteOps>(remote: &R, keep: usize, rep: &mut ApplyReport) {
+/// Remove the oldest backups beyond `keep` (the list is swapcfg's names
+/// only, oldest first); the backup this apply made is never removed.
+async fn prune<R: RemoteOps>(remote: &R, keep: usize, fresh: &str, rep: &mut ApplyReport) {
     match remote.list_backups().await {
         Ok(list) => {
             let excess = list.len().saturating_sub(keep);
-            for b in list.into_iter().take(excess) {
+            for b in list.into_iter().filter(|b| b.path != fresh).take(excess) {
                 match remote.remove_backup(&b.path).await {
                     Ok(()) => rep.pruned_backups.push(b.path),
                     Err(e) => rep.warnings.push(Warning::PruneRemove {

@@ -173,6 +173,10 @@ pub struct ChangeArgs {
     /// Print one JSON object instead of the human report.
     #[arg(long)]
     pub json: bool,
+    /// Take the config's lock even when another apply holds it (after
+    /// making sure that apply is gone).
+    #[arg(long)]
+    pub break_lock: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@
 //! | 2 | usage: bad flags, settings or local files; `plan`: changes pending |
 //! | 3 | connect: TCP, host key, authentication, opening SFTP |
 //! | 4 | read: the remote config (or a backup) could not be read |
-//! | 5 | conflict: the remote file is not what was planned against |
+//! | 5 | conflict: the remote file is not what was planned against, or another apply holds the lock |
 //! | 6 | backup failed; nothing written |
 //! | 7 | write failed; old config in place |
 //! | 8 | restart failed (rolled back unless `--no-rollback`) |
@@ -45,7 +45,7 @@ pub fn code(outcome: &Outcome) -> u8 {
             Step::Planned => 2,
             Step::Connect => 3,
             Step::Read => 4,
-            Step::Conflict => 5,
+            Step::Conflict | Step::Lock => 5,
             Step::Backup => 6,
             Step::Write => 7,
             Step::Restart => 8,

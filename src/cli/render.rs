@@ -7,7 +7,7 @@
 //! not a dump of the library's report.
 
 use swapcfg::health::HealthError;
-use swapcfg::pipeline::{ApplyError, ApplyReport, RollbackError, Step, Warning};
+use swapcfg::pipeline::{ApplyError, ApplyReport, RemoteState, RollbackError, Step, Warning};
 use swapcfg::remote::RemoteError;
 use swapcfg::transport::TransportError;
 use swapcfg::validate::{Finding, Severity};
@@ -162,9 +162,24 @@ pub fn apply_error(rep: &ApplyReport, ctx: &HintContext) -> Option<String> {
     let e = rep.error.as_ref()?;
     let mut msg = with_hint(e.to_string(), apply_error_hint(e, ctx));
     let backup = rep.backup_path.as_deref().unwrap_or("?");
+    let seen = if rep.state_reread {
+        "read back from the host"
+    } else {
+        "as the host acknowledged"
+    };
     match rep.step {
         Step::Backup => msg.push_str("; nothing was written"),
-        Step::Write => msg.push_str(&format!("; the old config is intact (backup at {backup})")),
+        Step::Write => msg.push_str(&match rep.remote_state {
+            Some(RemoteState::Old) => {
+                format!("; the old config is intact ({seen}; backup at {backup})")
+            }
+            Some(RemoteState::New) => format!(
+                "; the new config IS in place ({seen}) but was not restarted; the previous one is at {backup}"
+            ),
+            _ => format!(
+                "; the config could not be read back, so its state is UNKNOWN: check the host (previous config at {backup})"
+            ),
+        }),
         Step::Restart | Step::Health if rep.kept_new => msg.push_str(&format!(
             "; the new config was kept (--no-rollback), the previous one is at {backup}"
         )),
@@ -176,7 +191,9 @@ pub fn apply_error(rep: &ApplyReport, ctx: &HintContext) -> Option<String> {
 fn rollback_error(e: &RollbackError, ctx: &HintContext) -> String {
     let hint = match e {
         RollbackError::Health(h) => health_hint(h, ctx),
-        RollbackError::Restore(r) | RollbackError::Restart(r) => remote_hint(r),
+        RollbackError::Restore(r) | RollbackError::Restart(r) | RollbackError::Changed(r) => {
+            remote_hint(r)
+        }
     };
     with_hint(e.to_string(), hint)
 }
@@ -187,6 +204,18 @@ fn warning(w: &Warning) -> String {
         Warning::PruneList { error } => format!("could not list backups to prune: {error}"),
         Warning::PruneRemove { path, error } => format!("could not prune {path}: {error}"),
         Warning::HealthNotChecked => "no --base-url: health was not checked".into(),
+        Warning::LockUnsupported { why } => {
+            format!("no lock taken ({why}); concurrent applies are not excluded")
+        }
+        Warning::LockTakenOver { previous: Some(p) } => {
+            format!("took over the lock of {p}")
+        }
+        Warning::LockTakenOver { previous: None } => {
+            "took over a lock whose record could not be read".into()
+        }
+        Warning::Unlock { error } => {
+            format!("could not remove the lock ({error}); its lease will expire")
+        }
     }
 }
 
@@ -203,6 +232,9 @@ fn warning(w: &Warning) -> String {
 /// * `diff`: unified diff of remote → new.
 /// * `error`: why it stopped, with the flag that fixes it; `null` on success.
 /// * `rolled_back`: the old config was restored and is healthy again.
+/// * `remote_state`: what the config holds at the end as last seen: `old`,
+///   `new` or `unknown` (`null` when it was never read). After a failed
+///   write it was read back (over a fresh connection if needed).
 /// * `rollback_error`: why the rollback failed (the host may be broken).
 /// * `old_sha256`, `new_sha256`: hex sha256 of the remote and new bytes.
 /// * `pruned_backups`: backups deleted by `--keep-backups`.
@@ -219,6 +251,7 @@ pub struct ApplyJson {
     pub diff: String,
     pub error: Option<String>,
     pub rolled_back: bool,
+    pub remote_state: Option<&'static str>,
     pub rollback_error: Option<String>,
     pub old_sha256: Option<String>,
     pub new_sha256: String,
@@ -239,6 +272,7 @@ impl ApplyJson {
             diff: rep.diff.clone(),
             error: apply_error(rep, ctx),
             rolled_back: rep.rolled_back,
+            remote_state: rep.remote_state.map(RemoteState::name),
             rollback_error: rep.rollback_error.as_ref().map(|e| rollback_error(e, ctx)),
             old_sha256: rep.old_sha256.clone(),
             new_sha256: rep.new_sha256.clone(),

@@ -78,6 +78,7 @@ pub struct Change {
     pub no_rollback: bool,
     pub keep_backups: Option<usize>,
     pub json: bool,
+    pub break_lock: bool,
 }
 
 impl From<&ChangeArgs> for Change {
@@ -87,6 +88,7 @@ impl From<&ChangeArgs> for Change {
             no_rollback: a.no_rollback,
             keep_backups: a.keep_backups,
             json: a.json,
+            break_lock: a.break_lock,
         }
     }
 }
@@ -254,6 +256,15 @@ impl Settings {
             attempt_timeout: h.attempt_timeout,
             expect_models: if h.verify_models { expect } else { None },
         })
+    }
+
+    /// How long this apply may hold the config's lock: every budget it can
+    /// spend (restart twice, health twice) plus five minutes for the person
+    /// at the confirmation prompt and the transfers.
+    pub fn lock_lease(&self) -> Duration {
+        let h = &self.health;
+        let health = (h.attempt_timeout + h.delay) * h.attempts;
+        (self.restart_timeout + health) * 2 + Duration::from_secs(300)
     }
 
     /// The validator (embedded schema unless one is configured).

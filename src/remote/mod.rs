@@ -5,19 +5,46 @@
 //! [`sftp`] (default), [`shell`] (POSIX commands over exec, for hosts without
 //! SFTP) and [`wrapper`] (fixed verbs to an authorized_keys forced command).
 //!
-//! Invariants every implementation keeps: a failed write leaves the old bytes
-//! in place (temp file + rename in the same directory); a backup is an
-//! independent copy with the old bytes and never wider permissions; an
-//! existing file is never overwritten by a backup.
+//! Invariants every implementation keeps:
+//! * the config path holds the old bytes or the new bytes, never a mix: the
+//!   new bytes go to a temp file in the same directory, are checked (length,
+//!   and sha256 where the mode can), synced, given the old owner, group and
+//!   mode, and only then renamed over the target;
+//! * the rename happens only if the config still holds the bytes the caller
+//!   expects (compare-and-swap, checked as late as the mode allows);
+//! * only regular files are read or replaced (after following a symlink);
+//! * a backup is written under a temp name and renamed to its backup name
+//!   only when complete (an interrupted backup never looks like one), never
+//!   overwrites a file and never has wider permissions than the original;
+//! * only names swapcfg makes ([`names::backup_key`]) are listed, read or
+//!   removed as backups, oldest first by the timestamp in the name;
+//! * the lock beside the config is created atomically and removed only by
+//!   its holder (matching token).
 
 use std::time::{Duration, SystemTime};
 
+pub mod names;
+
+pub use names::{backup_path, LockInfo};
+
 /// The config file as read from the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RemoteFile {
     pub bytes: Vec<u8>,
     /// Permission bits (`st_mode & 0o7777`) when the mode can tell.
     pub mode: Option<u32>,
+    /// Owner uid and gid when the mode can tell.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// How the lock was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockTaken {
+    /// Nobody held it.
+    Fresh,
+    /// A holder whose lease had expired (or, with `break_lock`, any holder)
+    /// was replaced.
+    TookOver { previous: Option<LockInfo> },
 }
 
 /// A backup that exists on the host.
@@ -48,6 +75,23 @@ pub enum RemoteError {
     PermissionDenied { path: String },
     #[error("{path}: is a directory, not a config file")]
     IsDirectory { path: String },
+    #[error("{path}: is {kind}, not a regular file; refusing to read or replace it")]
+    NotRegular { path: String, kind: String },
+    #[error("{path} is locked by another apply: {}", .holder.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "holder unknown (unreadable lock record)".into()))]
+    Locked {
+        path: String,
+        holder: Option<Box<LockInfo>>,
+    },
+    #[error("{path} changed on the host (sha256 {} where {} was expected); nothing was replaced", short(.found), short(.expected))]
+    Changed {
+        path: String,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "{path}: the host received {got} of {sent} bytes (or other bytes); nothing was replaced"
+    )]
+    Incomplete { path: String, sent: u64, got: u64 },
     #[error("{path}: file is {size} bytes, over the {limit}-byte limit")]
     TooLarge { path: String, size: u64, limit: u64 },
     #[error("{op} timed out after {after:?}; the host stopped answering")]
@@ -65,6 +109,8 @@ pub enum RemoteError {
     Failed { op: &'static str, message: String },
     #[error("connection lost during {op}: {message}")]
     Disconnected { op: &'static str, message: String },
+    #[error("{op}: the host printed more than {limit} bytes")]
+    OutputTooLong { op: &'static str, limit: u64 },
     #[error(transparent)]
     Transport(#[from] TransportError),
 }
@@ -112,6 +158,10 @@ impl std::str::FromStr for Mode {
     }
 }
 
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
 fn status_text(status: &Option<u32>) -> String {
     status
         .map(|s| s.to_string())
@@ -127,11 +177,25 @@ pub trait RemoteOps {
     /// Read the config file (bounded by the implementation's size cap).
     async fn read(&self) -> Result<RemoteFile, RemoteError>;
     /// Create a backup holding `current` (the bytes just read, with their
-    /// mode) next to the config, named by [`backup_path`] for `now`, never
-    /// overwriting an existing file. Returns the backup's path.
+    /// mode and owner) next to the config, named by [`backup_path`] for `now`
+    /// (`.1`, `.2`… on a collision), written under a temp name and renamed
+    /// when complete, never overwriting an existing file. Returns its path.
     async fn backup(&self, current: &RemoteFile, now: SystemTime) -> Result<String, RemoteError>;
-    /// Replace the config atomically with `content`, keeping `mode`.
-    async fn write(&self, content: &[u8], mode: Option<u32>) -> Result<(), RemoteError>;
+    /// Replace the config atomically with `content`, with `like`'s mode and
+    /// owner. When `expect` is given (hex sha256), the rename happens only if
+    /// the config still holds those bytes, else [`RemoteError::Changed`].
+    async fn write(
+        &self,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<(), RemoteError>;
+    /// Take the lock beside the config for `me`. A holder whose lease has
+    /// expired at `now` (epoch seconds) is replaced; with `force`, any
+    /// holder is. Otherwise [`RemoteError::Locked`] naming the holder.
+    async fn lock(&self, me: &LockInfo, now: u64, force: bool) -> Result<LockTaken, RemoteError>;
+    /// Remove the lock if it is still `me`'s (same token).
+    async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError>;
     /// Run the restart command (ignored by wrapper mode, which has its own
     /// `restart` verb) with a timeout.
     async fn restart(
@@ -139,63 +203,13 @@ pub trait RemoteOps {
         command: &str,
         timeout: Duration,
     ) -> Result<RestartOutcome, RemoteError>;
-    /// List backups of the config, oldest first.
+    /// List swapcfg's backups of the config, oldest first (by the name's
+    /// timestamp, then its `.N`).
     async fn list_backups(&self) -> Result<Vec<BackupEntry>, RemoteError>;
     /// Read a backup file (a path returned by `list_backups` or `backup`).
     async fn read_backup(&self, path: &str) -> Result<RemoteFile, RemoteError>;
     /// Delete a backup file (for `--keep-backups`).
     async fn remove_backup(&self, path: &str) -> Result<(), RemoteError>;
-}
-
-/// `<path>.bak-YYYYMMDDTHHMMSSZ` for `now` in UTC. Pure.
-pub fn backup_path(config_path: &str, now: SystemTime) -> String {
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{config_path}.bak-{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
-/// calendar (Howard Hinnant's civil-from-days algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backup_name_is_utc_compact_iso8601() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_034_445);
-        assert_eq!(
-            backup_path("/etc/llama-swap/config.yaml", t),
-            "/etc/llama-swap/config.yaml.bak-20251125T013405Z"
-        );
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_825_600);
-        assert_eq!(backup_path("c", leap), "c.bak-20000229T120000Z");
-        assert_eq!(
-            backup_path("c", SystemTime::UNIX_EPOCH),
-            "c.bak-19700101T000000Z"
-        );
-    }
 }
 
 pub mod sftp;
@@ -269,23 +283,30 @@ pub(crate) fn restart_outcome(
     })
 }
 
-/// A backup path must be `<config>.bak-…` in the config's directory, with
-/// no path tricks: swapcfg never reads or deletes anything else.
+/// A backup path must be a name swapcfg makes for this config
+/// ([`names::backup_key`]): swapcfg never reads or deletes anything else.
 pub(crate) fn check_backup_path(config_path: &str, backup: &str) -> Result<(), RemoteError> {
-    let ok = backup
-        .strip_prefix(config_path)
-        .and_then(|rest| rest.strip_prefix(".bak-"))
-        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
-    if ok {
+    if names::is_backup(config_path, backup) {
         Ok(())
     } else {
         Err(RemoteError::Failed {
             op: "backup",
             message: format!(
-                "{backup:?} is not a backup of {config_path} (expected {config_path}.bak-…)"
+                "{backup:?} is not a backup of {config_path} (expected {config_path}.bak-YYYYMMDDTHHMMSSZ)"
             ),
         })
     }
+}
+
+/// Sort backups oldest first by the timestamp in their names (then `.N`),
+/// dropping names swapcfg does not make.
+pub(crate) fn order_backups(config_path: &str, list: Vec<BackupEntry>) -> Vec<BackupEntry> {
+    let mut keyed: Vec<((String, u32), BackupEntry)> = list
+        .into_iter()
+        .filter_map(|b| Some((names::backup_key(config_path, &b.path)?, b)))
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.into_iter().map(|(_, b)| b).collect()
 }
 
 /// The mode-dispatching implementation the pipeline and commands use.
@@ -330,8 +351,19 @@ impl RemoteOps for AnyRemote<'_> {
     async fn backup(&self, current: &RemoteFile, now: SystemTime) -> Result<String, RemoteError> {
         dispatch!(self, r => r.backup(current, now).await)
     }
-    async fn write(&self, content: &[u8], mode: Option<u32>) -> Result<(), RemoteError> {
-        dispatch!(self, r => r.write(content, mode).await)
+    async fn write(
+        &self,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<(), RemoteError> {
+        dispatch!(self, r => r.write(content, like, expect).await)
+    }
+    async fn lock(&self, me: &LockInfo, now: u64, force: bool) -> Result<LockTaken, RemoteError> {
+        dispatch!(self, r => r.lock(me, now, force).await)
+    }
+    async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError> {
+        dispatch!(self, r => r.unlock(me).await)
     }
     async fn restart(
         &self,

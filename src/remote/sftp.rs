@@ -65,22 +65,22 @@ impl<'s> SftpRemote<'s> {
     }
 
     /// Read a whole file with the size cap, pipelining the chunk reads.
+    /// The file is stat'ed first and opened only if it is a regular file
+    /// (opening a FIFO would block the server; a device would never end).
     async fn read_file(&self, path: &str) -> Result<RemoteFile, RemoteError> {
-        let (attrs, handle) = tokio::join!(
-            self.sftp.stat(path),
-            self.sftp
-                .open(path, OpenFlags::READ, FileAttributes::empty())
-        );
-        let attrs = attrs.map_err(|e| self.err("read", path, e))?.attrs;
-        if attrs.is_dir() {
-            if let Ok(h) = handle {
-                let _ = self.sftp.close(h.handle).await;
-            }
-            return Err(RemoteError::IsDirectory {
-                path: path.to_string(),
-            });
-        }
-        let handle = handle.map_err(|e| self.err("read", path, e))?.handle;
+        let attrs = self
+            .sftp
+            .stat(path)
+            .await
+            .map_err(|e| self.err("read", path, e))?
+            .attrs;
+        regular(path, &attrs)?;
+        let handle = self
+            .sftp
+            .open(path, OpenFlags::READ, FileAttributes::empty())
+            .await
+            .map_err(|e| self.err("read", path, e))?
+            .handle;
         let result = self
             .read_handle(path, &handle, attrs.size.unwrap_or(0))
             .await;
@@ -89,6 +89,7 @@ impl<'s> SftpRemote<'s> {
         Ok(RemoteFile {
             bytes,
             mode: attrs.permissions.map(|m| m & 0o7777),
+            owner: attrs.uid.zip(attrs.gid),
         })
     }
 
@@ -246,9 +247,19 @@ impl<'s> SftpRemote<'s> {
                 let _ = self.sftp.fsetstat(handle, a).await;
             }
         };
-        let (writes, fsync, chmod, ()) = tokio::join!(writes, fsync, chmod, chown);
+        // Sent after the writes, so the server answers it after them.
+        let size = self.sftp.fstat(handle);
+        let (writes, fsync, chmod, (), size) = tokio::join!(writes, fsync, chmod, chown, size);
         for w in writes {
             w.map_err(|e| self.err(op, path, e))?;
+        }
+        let got = size.map_err(|e| self.err(op, path, e))?.attrs.size;
+        if got != Some(content.len() as u64) {
+            return Err(RemoteError::Incomplete {
+                path: path.to_string(),
+                sent: content.len() as u64,
+                got: got.unwrap_or(0),
+            });
         }
         if let Some(r) = fsync {
             r.map_err(|e| self.err(op, path, e))?;
@@ -268,6 +279,7 @@ impl<'s> SftpRemote<'s> {
             .map_err(|e| self.err("write", &self.path, e))?
             .attrs;
         if !lattrs.is_symlink() {
+            regular(&self.path, &lattrs)?;
             return Ok((self.path.clone(), lattrs));
         }
         let real = self
@@ -289,7 +301,57 @@ impl<'s> SftpRemote<'s> {
             .await
             .map_err(|e| self.err("write", &real, e))?
             .attrs;
+        regular(&real, &attrs)?;
         Ok((real, attrs))
+    }
+
+    /// A fresh temp name beside `target`.
+    fn temp_beside(target: &str) -> String {
+        join(
+            dir_name(target),
+            &format!(
+                ".{}.swapcfg-{:016x}.tmp",
+                file_name(target),
+                rand::random::<u64>()
+            ),
+        )
+    }
+
+    /// `posix-rename@openssh.com`: replace `to` with `from` atomically.
+    async fn posix_rename(&self, from: &str, to: &str) -> Result<(), RemoteError> {
+        let mut data = Vec::new();
+        for s in [from, to] {
+            data.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            data.extend_from_slice(s.as_bytes());
+        }
+        match self.sftp.extended(POSIX_RENAME, data).await {
+            Ok(Packet::Status(s)) if s.status_code == StatusCode::Ok => Ok(()),
+            Ok(Packet::Status(s)) => Err(self.err("write", to, SftpError::Status(s))),
+            Ok(_) => Err(RemoteError::Failed {
+                op: "write",
+                message: "unexpected reply to posix-rename".into(),
+            }),
+            Err(e) => Err(self.err("write", to, e)),
+        }
+    }
+
+    async fn remove_quietly(&self, path: &str) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.sftp.remove(path)).await;
+    }
+
+    /// The lock record at `lock`, if one can be read (bounded).
+    async fn read_lock(&self, lock: &str) -> Option<super::LockInfo> {
+        let handle = self
+            .sftp
+            .open(lock, OpenFlags::READ, FileAttributes::empty())
+            .await
+            .ok()?
+            .handle;
+        let data = self
+            .read_range(lock, &handle, 0, super::names::MAX_LOCK_RECORD + 1)
+            .await;
+        let _ = self.sftp.close(handle).await;
+        super::LockInfo::parse(&data.ok()?)
     }
 
     fn backup_prefix(&self) -> String {
@@ -297,8 +359,39 @@ impl<'s> SftpRemote<'s> {
     }
 }
 
+/// Refuse anything but a regular file, naming what it is.
+fn regular(path: &str, attrs: &FileAttributes) -> Result<(), RemoteError> {
+    if attrs.is_dir() {
+        return Err(RemoteError::IsDirectory {
+            path: path.to_string(),
+        });
+    }
+    let kind = match attrs.permissions.map(|p| p & 0o170000) {
+        None | Some(0o100000) => return Ok(()),
+        Some(0o010000) => "a FIFO",
+        Some(0o020000) => "a character device",
+        Some(0o060000) => "a block device",
+        Some(0o140000) => "a socket",
+        Some(0o120000) => "a symbolic link",
+        Some(_) => "not a regular file",
+    };
+    Err(RemoteError::NotRegular {
+        path: path.to_string(),
+        kind: kind.into(),
+    })
+}
+
 fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
+}
+
+fn owner_of(f: &RemoteFile) -> Option<(Option<u32>, Option<u32>)> {
+    f.owner.map(|(u, g)| (Some(u), Some(g)))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 fn dir_name(path: &str) -> &str {
@@ -334,6 +427,7 @@ fn map_err(op: &'static str, path: &str, timeout: Duration, e: SftpError) -> Rem
         },
         SftpError::Timeout => RemoteError::Timeout { op, after: timeout },
         SftpError::IO(m) => RemoteError::Disconnected { op, message: m },
+        // russh-sftp reports a closed channel only as text in this variant.
         SftpError::UnexpectedBehavior(m) if m.contains("closed") => {
             RemoteError::Disconnected { op, message: m }
         }
@@ -350,6 +444,17 @@ impl super::RemoteOps for SftpRemote<'_> {
     }
 
     async fn backup(&self, current: &RemoteFile, now: SystemTime) -> Result<String, RemoteError> {
+        // Complete under a temp name first: an interrupted backup never
+        // carries a backup's name.
+        let tmp = Self::temp_beside(&self.path);
+        self.create_exclusive(
+            "backup",
+            &tmp,
+            &current.bytes,
+            current.mode,
+            owner_of(current),
+        )
+        .await?;
         let base = backup_path(&self.path, now);
         for n in 0..100u32 {
             let candidate = if n == 0 {
@@ -357,25 +462,31 @@ impl super::RemoteOps for SftpRemote<'_> {
             } else {
                 format!("{base}.{n}")
             };
-            match self
-                .create_exclusive("backup", &candidate, &current.bytes, current.mode, None)
-                .await
-            {
-                Ok(()) => return Ok(candidate),
-                // SFTP v3 reports EEXIST as a generic failure: look before retrying.
-                Err(RemoteError::Failed { .. }) if self.sftp.lstat(&candidate).await.is_ok() => {
-                    continue
+            // SFTP's plain rename never replaces an existing file.
+            match self.sftp.rename(&tmp, &candidate).await {
+                Ok(_) => return Ok(candidate),
+                Err(e) => {
+                    if self.sftp.lstat(&candidate).await.is_ok() {
+                        continue;
+                    }
+                    self.remove_quietly(&tmp).await;
+                    return Err(self.err("backup", &candidate, e));
                 }
-                Err(e) => return Err(e),
             }
         }
+        self.remove_quietly(&tmp).await;
         Err(RemoteError::Failed {
             op: "backup",
             message: format!("{base}: 100 backups already exist for this second"),
         })
     }
 
-    async fn write(&self, content: &[u8], mode: Option<u32>) -> Result<(), RemoteError> {
+    async fn write(
+        &self,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<(), RemoteError> {
         if !self.posix_rename {
             return Err(RemoteError::Unsupported {
                 op: "write",
@@ -387,36 +498,105 @@ impl super::RemoteOps for SftpRemote<'_> {
             });
         }
         let (real, attrs) = self.resolve().await?;
-        let mode = mode.or(attrs.permissions.map(|m| m & 0o7777));
-        let tmp = join(
-            dir_name(&real),
-            &format!(
-                ".{}.swapcfg-{:016x}.tmp",
-                file_name(&real),
-                rand::random::<u64>()
-            ),
+        let mode = like.mode.or(attrs.permissions.map(|m| m & 0o7777));
+        let owner = owner_of(like).or_else(|| {
+            (attrs.uid.is_some() || attrs.gid.is_some()).then_some((attrs.uid, attrs.gid))
+        });
+        let tmp = Self::temp_beside(&real);
+        // Upload the temp file and re-read the target at the same time: the
+        // compare then happens right before the rename.
+        let (created, now) = tokio::join!(
+            self.create_exclusive("write", &tmp, content, mode, owner),
+            async {
+                match expect {
+                    Some(_) => Some(self.read_file(&real).await),
+                    None => None,
+                }
+            }
         );
-        let owner = (attrs.uid.is_some() || attrs.gid.is_some()).then_some((attrs.uid, attrs.gid));
-        self.create_exclusive("write", &tmp, content, mode, owner)
-            .await?;
-        let mut data = Vec::new();
-        for s in [&tmp, &real] {
-            data.extend_from_slice(&(s.len() as u32).to_be_bytes());
-            data.extend_from_slice(s.as_bytes());
+        if let Err(e) = created {
+            if now.is_some() {
+                self.remove_quietly(&tmp).await;
+            }
+            return Err(e);
         }
-        let renamed = match self.sftp.extended(POSIX_RENAME, data).await {
-            Ok(Packet::Status(s)) if s.status_code == StatusCode::Ok => Ok(()),
-            Ok(Packet::Status(s)) => Err(self.err("write", &real, SftpError::Status(s))),
-            Ok(_) => Err(RemoteError::Failed {
-                op: "write",
-                message: "unexpected reply to posix-rename".into(),
-            }),
-            Err(e) => Err(self.err("write", &real, e)),
-        };
+        if let (Some(expected), Some(now)) = (expect, now) {
+            let found = match now {
+                Ok(f) => sha256_hex(&f.bytes),
+                Err(e) => {
+                    self.remove_quietly(&tmp).await;
+                    return Err(e);
+                }
+            };
+            if !found.eq_ignore_ascii_case(expected) {
+                self.remove_quietly(&tmp).await;
+                return Err(RemoteError::Changed {
+                    path: self.path.clone(),
+                    expected: expected.to_string(),
+                    found,
+                });
+            }
+        }
+        let renamed = self.posix_rename(&tmp, &real).await;
         if renamed.is_err() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.sftp.remove(&tmp)).await;
+            self.remove_quietly(&tmp).await;
         }
         renamed
+    }
+
+    async fn lock(
+        &self,
+        me: &super::LockInfo,
+        now: u64,
+        force: bool,
+    ) -> Result<super::LockTaken, RemoteError> {
+        let lock = super::names::lock_path(&self.path);
+        let record = me.to_record();
+        match self
+            .create_exclusive("lock", &lock, record.as_bytes(), Some(0o644), None)
+            .await
+        {
+            Ok(()) => return Ok(super::LockTaken::Fresh),
+            Err(e) if self.sftp.lstat(&lock).await.is_err() => return Err(e),
+            Err(_) => {}
+        }
+        let holder = self.read_lock(&lock).await;
+        let stale = holder.as_ref().is_some_and(|h| h.expired(now));
+        if !(stale || force) {
+            return Err(RemoteError::Locked {
+                path: self.path.clone(),
+                holder: holder.map(Box::new),
+            });
+        }
+        // Take over atomically; if two take over at once, the last rename
+        // wins and the read-back tells the other one.
+        let tmp = Self::temp_beside(&lock);
+        self.create_exclusive("lock", &tmp, record.as_bytes(), Some(0o644), None)
+            .await?;
+        if let Err(e) = self.posix_rename(&tmp, &lock).await {
+            self.remove_quietly(&tmp).await;
+            return Err(e);
+        }
+        match self.read_lock(&lock).await {
+            Some(h) if h.token == me.token => Ok(super::LockTaken::TookOver { previous: holder }),
+            other => Err(RemoteError::Locked {
+                path: self.path.clone(),
+                holder: other.map(Box::new),
+            }),
+        }
+    }
+
+    async fn unlock(&self, me: &super::LockInfo) -> Result<(), RemoteError> {
+        let lock = super::names::lock_path(&self.path);
+        match self.read_lock(&lock).await {
+            Some(h) if h.token == me.token => self
+                .sftp
+                .remove(&lock)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err("unlock", &lock, e)),
+            _ => Ok(()),
+        }
     }
 
     async fn restart(
@@ -460,8 +640,7 @@ impl super::RemoteOps for SftpRemote<'_> {
         }
         let _ = self.sftp.close(handle).await;
         result?;
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok(super::order_backups(&self.path, out))
     }
 
     async fn read_backup(&self, path: &str) -> Result<RemoteFile, RemoteError> {

@@ -116,7 +116,11 @@ impl<'s> ShellRemote<'s> {
                 limit: self.opts.max_size,
             });
         }
-        Ok(RemoteFile { bytes, mode })
+        Ok(RemoteFile {
+            bytes,
+            mode,
+            owner: None,
+        })
     }
 }
 
@@ -165,7 +169,30 @@ impl super::RemoteOps for ShellRemote<'_> {
         Ok(path)
     }
 
-    async fn write(&self, content: &[u8], mode: Option<u32>) -> Result<(), RemoteError> {
+    async fn lock(
+        &self,
+        _me: &super::LockInfo,
+        _now: u64,
+        _force: bool,
+    ) -> Result<super::LockTaken, RemoteError> {
+        Err(RemoteError::Unsupported {
+            op: "lock",
+            why: "not yet in shell mode".into(),
+            instead: None,
+        })
+    }
+
+    async fn unlock(&self, _me: &super::LockInfo) -> Result<(), RemoteError> {
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        content: &[u8],
+        like: &RemoteFile,
+        _expect: Option<&str>,
+    ) -> Result<(), RemoteError> {
+        let mode = like.mode;
         let script = format!(
             "p={p}; r=\"$p\"; if [ -L \"$p\" ]; then r=$(readlink -f -- \"$p\") || exit 1; fi; \
              m={m}; if [ -z \"$m\" ] && [ -e \"$r\" ]; then m=$(stat -c %a \"$r\" 2>/dev/null); fi; \
@@ -214,7 +241,7 @@ impl super::RemoteOps for ShellRemote<'_> {
                 message: stderr,
             });
         }
-        let mut out: Vec<BackupEntry> = String::from_utf8_lossy(&stdout)
+        let out: Vec<BackupEntry> = String::from_utf8_lossy(&stdout)
             .lines()
             .filter_map(|l| {
                 let (size, path) = l.trim_start().split_once(' ')?;
@@ -226,8 +253,7 @@ impl super::RemoteOps for ShellRemote<'_> {
             })
             .filter(|b| super::check_backup_path(&self.path, &b.path).is_ok())
             .collect();
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok(super::order_backups(&self.path, out))
     }
 
     async fn read_backup(&self, path: &str) -> Result<RemoteFile, RemoteError> {

@@ -48,9 +48,9 @@ impl<'s> WrapperRemote<'s> {
                 },
             })?;
         match out.status {
-            Some(0) if out.truncated => Err(RemoteError::Failed {
+            Some(0) if out.truncated => Err(RemoteError::OutputTooLong {
                 op,
-                message: format!("wrapper `{op}` printed more than {cap} bytes"),
+                limit: cap as u64,
             }),
             Some(0) => Ok(out.stdout),
             status => Err(RemoteError::Failed {
@@ -82,16 +82,17 @@ impl super::RemoteOps for WrapperRemote<'_> {
             .verb("read", None, self.session.op_timeout(), cap)
             .await
             .map_err(|e| match e {
-                RemoteError::Failed { message, .. } if message.contains("more than") => {
-                    RemoteError::TooLarge {
-                        path: "(wrapper read)".into(),
-                        size: cap as u64 + 1,
-                        limit: cap as u64,
-                    }
-                }
+                RemoteError::OutputTooLong { limit, .. } => RemoteError::TooLarge {
+                    path: "(wrapper read)".into(),
+                    size: limit + 1,
+                    limit,
+                },
                 other => other,
             })?;
-        Ok(RemoteFile { bytes, mode: None })
+        Ok(RemoteFile {
+            bytes,
+            ..RemoteFile::default()
+        })
     }
 
     async fn backup(&self, _current: &RemoteFile, _now: SystemTime) -> Result<String, RemoteError> {
@@ -115,7 +116,25 @@ impl super::RemoteOps for WrapperRemote<'_> {
         Ok(line.to_string())
     }
 
-    async fn write(&self, content: &[u8], _mode: Option<u32>) -> Result<(), RemoteError> {
+    async fn lock(
+        &self,
+        _me: &super::LockInfo,
+        _now: u64,
+        _force: bool,
+    ) -> Result<super::LockTaken, RemoteError> {
+        Err(Self::unsupported("lock"))
+    }
+
+    async fn unlock(&self, _me: &super::LockInfo) -> Result<(), RemoteError> {
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        content: &[u8],
+        _like: &RemoteFile,
+        _expect: Option<&str>,
+    ) -> Result<(), RemoteError> {
         self.verb(
             "write",
             Some(content),

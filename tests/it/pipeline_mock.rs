@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use swapcfg::health::HealthError;
 use swapcfg::pipeline::{apply, ApplyError, ApplyOptions, Hooks, RollbackError, Step};
-use swapcfg::remote::{BackupEntry, RemoteError, RemoteFile, RemoteOps, RestartOutcome};
+use swapcfg::pipeline::{sha256_hex, RemoteState, Warning};
+use swapcfg::remote::{
+    BackupEntry, LockInfo, LockTaken, RemoteError, RemoteFile, RemoteOps, RestartOutcome,
+};
 
 const OLD: &[u8] = b"models:\n  a:\n    cmd: x --port ${PORT}\n";
 const NEW: &[u8] = b"models:\n  b:\n    cmd: y --port ${PORT}\n";
@@ -17,9 +20,14 @@ struct Mock {
     backups: RefCell<Vec<(String, Vec<u8>)>>,
     log: RefCell<Vec<String>>,
     fail: RefCell<Vec<&'static str>>,
-    /// Bytes someone else writes between the first and second read.
+    /// Bytes someone else writes after the read (while the backup runs).
     concurrent_edit: RefCell<Option<Vec<u8>>>,
-    reads: RefCell<usize>,
+    /// Someone else's edit right after this apply's write.
+    edit_after_write: RefCell<Option<Vec<u8>>>,
+    /// The lock holder.
+    lock: RefCell<Option<LockInfo>>,
+    /// Whether `write` changes the file before failing (a lost reply).
+    write_lands_then_fails: RefCell<bool>,
 }
 
 impl Mock {
@@ -53,18 +61,16 @@ impl Mock {
 impl RemoteOps for Mock {
     async fn read(&self) -> Result<RemoteFile, RemoteError> {
         self.check("read")?;
-        *self.reads.borrow_mut() += 1;
-        if *self.reads.borrow() == 2 {
-            if let Some(b) = self.concurrent_edit.borrow_mut().take() {
-                *self.file.borrow_mut() = b;
-            }
-        }
         Ok(RemoteFile {
             bytes: self.file.borrow().clone(),
             mode: Some(0o640),
+            owner: Some((1234, 2345)),
         })
     }
     async fn backup(&self, current: &RemoteFile, _now: SystemTime) -> Result<String, RemoteError> {
+        if let Some(b) = self.concurrent_edit.borrow_mut().take() {
+            *self.file.borrow_mut() = b;
+        }
         self.check("backup")?;
         let name = format!("c.bak-{}", self.backups.borrow().len());
         self.backups
@@ -72,9 +78,62 @@ impl RemoteOps for Mock {
             .push((name.clone(), current.bytes.clone()));
         Ok(name)
     }
-    async fn write(&self, content: &[u8], _mode: Option<u32>) -> Result<(), RemoteError> {
+    async fn write(
+        &self,
+        content: &[u8],
+        _like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<(), RemoteError> {
+        if *self.write_lands_then_fails.borrow() {
+            *self.write_lands_then_fails.borrow_mut() = false;
+            *self.file.borrow_mut() = content.to_vec();
+            self.log.borrow_mut().push("write".into());
+            return Err(RemoteError::Disconnected {
+                op: "write",
+                message: "reply lost".into(),
+            });
+        }
         self.check("write")?;
+        let found = sha256_hex(&self.file.borrow());
+        if let Some(e) = expect {
+            if e != found {
+                return Err(RemoteError::Changed {
+                    path: "/etc/c.yaml".into(),
+                    expected: e.into(),
+                    found,
+                });
+            }
+        }
         *self.file.borrow_mut() = content.to_vec();
+        if let Some(b) = self.edit_after_write.borrow_mut().take() {
+            *self.file.borrow_mut() = b;
+        }
+        Ok(())
+    }
+    async fn lock(&self, me: &LockInfo, now: u64, force: bool) -> Result<LockTaken, RemoteError> {
+        self.check("lock")?;
+        let mut l = self.lock.borrow_mut();
+        match l.clone() {
+            None => {
+                *l = Some(me.clone());
+                Ok(LockTaken::Fresh)
+            }
+            Some(h) if h.expired(now) || force => {
+                *l = Some(me.clone());
+                Ok(LockTaken::TookOver { previous: Some(h) })
+            }
+            Some(h) => Err(RemoteError::Locked {
+                path: "/etc/c.yaml".into(),
+                holder: Some(Box::new(h)),
+            }),
+        }
+    }
+    async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError> {
+        self.check("unlock")?;
+        let mut l = self.lock.borrow_mut();
+        if l.as_ref().is_some_and(|h| h.token == me.token) {
+            *l = None;
+        }
         Ok(())
     }
     async fn restart(&self, _command: &str, _t: Duration) -> Result<RestartOutcome, RemoteError> {
@@ -106,8 +165,11 @@ impl RemoteOps for Mock {
             .iter()
             .find(|(p, _)| p == path)
             .map(|(_, b)| b.clone());
-        b.map(|bytes| RemoteFile { bytes, mode: None })
-            .ok_or(RemoteError::NotFound { path: path.into() })
+        b.map(|bytes| RemoteFile {
+            bytes,
+            ..RemoteFile::default()
+        })
+        .ok_or(RemoteError::NotFound { path: path.into() })
     }
     async fn remove_backup(&self, path: &str) -> Result<(), RemoteError> {
         self.check("remove")?;
@@ -160,6 +222,19 @@ fn opts() -> ApplyOptions {
         restart_timeout: Duration::from_secs(5),
         no_rollback: false,
         keep_backups: None,
+        lock: Some(me("mine")),
+        break_lock: false,
+    }
+}
+
+fn me(token: &str) -> LockInfo {
+    LockInfo {
+        token: token.into(),
+        client: "laptop".into(),
+        user: "ann".into(),
+        pid: 7,
+        started: 1_000,
+        expires: u64::MAX,
     }
 }
 
@@ -174,7 +249,7 @@ async fn success_backs_up_writes_restarts_and_checks_health() {
     assert_eq!(r.backup_path.as_deref(), Some("c.bak-0"));
     assert_eq!(
         m.calls(),
-        vec!["read", "read", "backup", "write", "restart"]
+        vec!["read", "lock", "backup", "write", "restart", "unlock"]
     );
     assert_eq!(h.health_calls, vec![false]);
     assert!(r.diff.contains("-  a:") && r.diff.contains("+  b:"));
@@ -183,7 +258,7 @@ async fn success_backs_up_writes_restarts_and_checks_health() {
         order,
         vec![
             Step::Read,
-            Step::Conflict,
+            Step::Lock,
             Step::Backup,
             Step::Write,
             Step::Restart,
@@ -233,15 +308,135 @@ async fn refusal_to_confirm_writes_nothing() {
 }
 
 #[tokio::test]
-async fn concurrent_edit_is_a_conflict_with_nothing_written() {
+async fn concurrent_edit_is_caught_by_the_compare_before_the_rename() {
     let m = Mock::new(OLD);
     *m.concurrent_edit.borrow_mut() = Some(b"someone else\n".to_vec());
     let r = apply(&m, NEW, &opts(), &mut hooks()).await;
     assert_eq!(r.step, Step::Conflict);
     assert!(matches!(r.error, Some(ApplyError::ChangedMeanwhile { .. })));
-    assert_eq!(*m.file.borrow(), b"someone else\n");
+    assert_eq!(*m.file.borrow(), b"someone else\n", "not clobbered");
+    assert_eq!(
+        m.backups.borrow()[0].1,
+        OLD,
+        "the backup holds what was read"
+    );
+    assert!(!m.calls().contains(&"restart".to_string()));
+    assert!(m.lock.borrow().is_none(), "lock released");
+}
+
+#[tokio::test]
+async fn a_live_lock_stops_the_apply_before_anything_is_written() {
+    let m = Mock::new(OLD);
+    *m.lock.borrow_mut() = Some(me("theirs"));
+    let r = apply(&m, NEW, &opts(), &mut hooks()).await;
+    assert_eq!((r.ok, r.step), (false, Step::Conflict));
+    match &r.error {
+        Some(ApplyError::Remote(RemoteError::Locked {
+            holder: Some(h), ..
+        })) => {
+            assert_eq!(h.token, "theirs")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(*m.file.borrow(), OLD);
     assert!(m.backups.borrow().is_empty());
-    assert!(!m.calls().contains(&"write".to_string()));
+    assert_eq!(m.calls(), vec!["read", "lock"]);
+    assert_eq!(
+        m.lock.borrow().as_ref().map(|h| h.token.clone()),
+        Some("theirs".into()),
+        "their lock is left alone"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lock_is_taken_over_with_a_warning_and_break_lock_forces() {
+    let m = Mock::new(OLD);
+    let mut stale = me("stale");
+    stale.expires = 10;
+    *m.lock.borrow_mut() = Some(stale);
+    let r = apply(&m, NEW, &opts(), &mut hooks()).await;
+    assert_eq!(r.step, Step::Done);
+    assert!(r.warnings.iter().any(|w| matches!(
+        w,
+        Warning::LockTakenOver { previous: Some(p) } if p.token == "stale"
+    )));
+    assert!(m.lock.borrow().is_none(), "released after success");
+
+    let m = Mock::new(OLD);
+    *m.lock.borrow_mut() = Some(me("live"));
+    let mut o = opts();
+    o.break_lock = true;
+    let r = apply(&m, NEW, &o, &mut hooks()).await;
+    assert_eq!(r.step, Step::Done);
+    assert_eq!(*m.file.borrow(), NEW);
+}
+
+#[tokio::test]
+async fn plans_and_unchanged_applies_take_no_lock() {
+    let m = Mock::new(OLD);
+    *m.lock.borrow_mut() = Some(me("theirs"));
+    let mut o = opts();
+    o.dry_run = true;
+    let r = apply(&m, NEW, &o, &mut hooks()).await;
+    assert_eq!(r.step, Step::Planned);
+    let r = apply(&m, OLD, &opts(), &mut hooks()).await;
+    assert_eq!(r.step, Step::Unchanged);
+    assert_eq!(m.calls(), vec!["read", "read"]);
+}
+
+#[tokio::test]
+async fn rollback_does_not_clobber_a_file_someone_changed_after_the_write() {
+    let m = Mock::new(OLD).failing(&["restart"]);
+    *m.edit_after_write.borrow_mut() = Some(b"their fix\n".to_vec());
+    let r = apply(&m, NEW, &opts(), &mut hooks()).await;
+    assert_eq!((r.step, r.rolled_back), (Step::Rollback, false));
+    assert!(matches!(r.rollback_error, Some(RollbackError::Changed(_))));
+    assert_eq!(*m.file.borrow(), b"their fix\n", "left as they made it");
+    assert_eq!(r.remote_state, Some(RemoteState::Unknown));
+    assert!(m.lock.borrow().is_none());
+}
+
+#[tokio::test]
+async fn a_lost_write_reply_is_resolved_by_reading_the_file_back() {
+    let m = Mock::new(OLD);
+    *m.write_lands_then_fails.borrow_mut() = true;
+    let r = apply(&m, NEW, &opts(), &mut hooks()).await;
+    assert_eq!(r.step, Step::Write);
+    assert_eq!(
+        r.remote_state,
+        Some(RemoteState::New),
+        "read back: the new bytes landed"
+    );
+    assert!(r.state_reread);
+    assert_eq!(*m.file.borrow(), NEW);
+
+    // A write refused before the rename: the old bytes, seen again.
+    let m = Mock::new(OLD).failing(&["write"]);
+    let r = apply(&m, NEW, &opts(), &mut hooks()).await;
+    assert_eq!(
+        (r.step, r.remote_state),
+        (Step::Write, Some(RemoteState::Old))
+    );
+    assert!(r.state_reread);
+}
+
+#[tokio::test]
+async fn the_fresh_backup_is_never_pruned() {
+    let m = Mock::new(OLD);
+    let mut o = opts();
+    o.keep_backups = Some(0);
+    o.force = true;
+    for _ in 0..2 {
+        let r = apply(&m, NEW, &o, &mut hooks()).await;
+        assert_eq!(r.step, Step::Done);
+    }
+    let names: Vec<String> = m.backups.borrow().iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(
+        m.backups.borrow()[0].1,
+        NEW,
+        "the one just made (of the 2nd run)"
+    );
 }
 
 #[tokio::test]
@@ -285,7 +480,7 @@ async fn restart_failure_restores_old_bytes_and_restarts_again() {
     assert_eq!(*m.file.borrow(), OLD);
     assert_eq!(
         m.calls(),
-        vec!["read", "read", "backup", "write", "restart", "write", "restart"]
+        vec!["read", "lock", "backup", "write", "restart", "write", "restart", "unlock"]
     );
     assert_eq!(
         h.health_calls,

@@ -123,7 +123,7 @@ async fn sftp_write_is_atomic_keeps_mode_and_leaves_no_temp() {
     let cfg = fx.config("config.yaml", OLD, 0o640);
     let s = fx.session().await;
     let r = sftp(&s, &path_str(&cfg)).await;
-    r.write(NEW, Some(0o640)).await.expect("write");
+    r.write(NEW, &like(0o640), None).await.expect("write");
     assert_eq!(std::fs::read(&cfg).expect("read"), NEW);
     assert_eq!(mode_of(&cfg), 0o640);
     assert_eq!(fx.listing(), vec!["config.yaml", "id_test", "known_hosts"]);
@@ -141,7 +141,9 @@ async fn sftp_write_through_symlink_keeps_the_link() {
     std::os::unix::fs::symlink(&real, &link).expect("symlink");
     let s = fx.session().await;
     let r = sftp(&s, &path_str(&link)).await;
-    r.write(NEW, None).await.expect("write");
+    r.write(NEW, &RemoteFile::default(), None)
+        .await
+        .expect("write");
     assert!(std::fs::symlink_metadata(&link)
         .expect("lstat")
         .file_type()
@@ -162,7 +164,7 @@ async fn write_fault(
     let r = sftp(&s, &path_str(&cfg)).await;
     fx.server
         .set_faults(FaultPlan::one(op, fx.server.op_count(op) + 1, action));
-    let res = r.write(NEW, Some(0o644)).await;
+    let res = r.write(NEW, &like(0o644), None).await;
     let bytes = std::fs::read(&cfg).expect("config still readable");
     let names = fx
         .listing()
@@ -214,7 +216,10 @@ async fn sftp_without_posix_rename_refuses_to_write() {
     let cfg = fx.config("config.yaml", OLD, 0o644);
     let s = fx.session().await;
     let r = sftp(&s, &path_str(&cfg)).await;
-    let err = r.write(NEW, None).await.expect_err("must refuse");
+    let err = r
+        .write(NEW, &RemoteFile::default(), None)
+        .await
+        .expect_err("must refuse");
     assert!(err.to_string().contains("posix-rename"), "{err}");
     assert_eq!(std::fs::read(&cfg).expect("read"), OLD);
     assert_eq!(fx.listing(), vec!["config.yaml", "id_test", "known_hosts"]);
@@ -278,7 +283,8 @@ async fn shell_mode_handles_awkward_file_names() {
         cur,
         RemoteFile {
             bytes: OLD.to_vec(),
-            mode: Some(0o640)
+            mode: Some(0o640),
+            owner: None,
         }
     );
     let now = SystemTime::now();
@@ -287,7 +293,7 @@ async fn shell_mode_handles_awkward_file_names() {
     assert_ne!(b1, b2);
     assert_eq!(std::fs::read(&b1).expect("b1"), OLD);
     assert_eq!(mode_of(std::path::Path::new(&b1)), 0o640);
-    r.write(NEW, Some(0o640)).await.expect("write");
+    r.write(NEW, &like(0o640), None).await.expect("write");
     assert_eq!(std::fs::read(&cfg).expect("cfg"), NEW);
     assert_eq!(mode_of(&cfg), 0o640);
     assert_eq!(r.list_backups().await.expect("list").len(), 2);
@@ -323,7 +329,7 @@ async fn shell_mode_write_failure_keeps_old_bytes() {
         fx.server.op_count(Op::Exec) + 1,
         FaultAction::Fail,
     ));
-    assert!(r.write(NEW, None).await.is_err());
+    assert!(r.write(NEW, &RemoteFile::default(), None).await.is_err());
     assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD);
 }
 
@@ -345,7 +351,9 @@ async fn wrapper_mode_uses_only_the_four_verbs() {
     assert_eq!(cur.bytes, OLD);
     let b = r.backup(&cur, SystemTime::now()).await.expect("backup");
     assert_eq!(std::fs::read(&b).expect("backup bytes"), OLD);
-    r.write(NEW, None).await.expect("write");
+    r.write(NEW, &RemoteFile::default(), None)
+        .await
+        .expect("write");
     assert_eq!(std::fs::read(&cfg).expect("cfg"), NEW);
     let err = r
         .restart("anything", Duration::from_secs(5))
@@ -405,4 +413,12 @@ async fn test_server_sftp_has_openssh_rename_semantics() {
     assert_eq!(std::fs::read(&b).expect("b"), b"A", "posix-rename replaces");
     assert!(!a.exists());
     assert_eq!(fx.server.op_count(Op::Rename), 2);
+}
+
+/// A `like` file for `write`: only the mode matters.
+fn like(mode: u32) -> RemoteFile {
+    RemoteFile {
+        mode: Some(mode),
+        ..RemoteFile::default()
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use swapcfg::health::{HealthCheck, HealthError};
 use swapcfg::pipeline::{self, ApplyError, ApplyOptions, ApplyReport, Hooks, Step, Warning};
+use swapcfg::remote::{LockInfo, RemoteOps};
 use swapcfg::validate::Severity;
 
 use crate::cli::args::ApplyArgs;
@@ -104,6 +105,8 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         restart_timeout: settings.restart_timeout,
         no_rollback: job.change.no_rollback,
         keep_backups: job.change.keep_backups,
+        lock: (!job.dry_run).then(|| lock_record(settings)),
+        break_lock: job.change.break_lock,
     };
     let out_style = Style::for_stdout();
     let mut hooks = CliHooks {
@@ -112,6 +115,8 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         health,
         style: out_style,
         progress: Style::for_stderr().color,
+        settings: settings.clone(),
+        config_path: config_path.clone(),
     };
     let mut rep = pipeline::apply(&remote, job.new, &opts, &mut hooks).await;
     rep.timings_ms.insert(0, (Step::Connect, connect_ms));
@@ -139,7 +144,25 @@ fn early_failure(f: Failure, early: &dyn Fn(Step, ApplyError) -> CmdResult) -> C
     early(Step::Connect, error)
 }
 
-/// Confirmation, progress and health for the command line.
+/// The lock record for an apply from this process.
+fn lock_record(settings: &Settings) -> LockInfo {
+    let now = pipeline::epoch_now();
+    let client = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    LockInfo {
+        token: format!("{:032x}", rand::random::<u128>()),
+        client,
+        user: swapcfg::target::local_user(),
+        pid: std::process::id(),
+        started: now,
+        expires: now + settings.lock_lease().as_secs(),
+    }
+}
+
+/// Confirmation, progress, health and re-reading for the command line.
 pub struct CliHooks {
     pub yes: bool,
     pub json: bool,
@@ -147,6 +170,9 @@ pub struct CliHooks {
     pub style: Style,
     /// Progress lines on stderr (only on a TTY).
     pub progress: bool,
+    /// To reconnect once after a lost reply.
+    pub settings: Settings,
+    pub config_path: String,
 }
 
 impl Hooks for CliHooks {
@@ -202,5 +228,20 @@ impl Hooks for CliHooks {
             eprintln!();
         }
         r.map(|_| ())
+    }
+
+    async fn reread(&mut self) -> Option<Vec<u8>> {
+        let (settings, path) = (&self.settings, &self.config_path);
+        let fresh = async {
+            let host = Host::connect(settings, path).await.ok()?;
+            let bytes = {
+                let remote = host.remote(settings).await.ok()?;
+                remote.read().await.ok().map(|f| f.bytes)
+            };
+            host.close().await;
+            bytes
+        };
+        let budget = settings.connect.connect_timeout * 2 + std::time::Duration::from_secs(5);
+        tokio::time::timeout(budget, fresh).await.ok().flatten()
     }
 }

@@ -416,11 +416,6 @@ impl TestServer {
         *lock(&self.shared.faults) = plan;
     }
 
-    /// Reset every operation's call count to zero.
-    pub fn reset_counts(&self) {
-        lock(&self.shared.counts).clear();
-    }
-
     /// Register or replace a scripted exec command at runtime.
     pub fn set_script(&self, command: &str, outcome: ScriptedExec) {
         lock(&self.shared.scripts).insert(command.to_string(), outcome);
