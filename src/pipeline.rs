@@ -246,10 +246,11 @@ pub trait Hooks {
     /// Check that llama-swap answers; after a change (`rollback == false`)
     /// it may also require the new config's models. `Err` is the reason.
     async fn health(&mut self, rollback: bool) -> Result<(), HealthError>;
-    /// After a write whose reply was lost (timeout, dropped connection),
-    /// read the config over a fresh connection; `None` when that is not
-    /// possible. Bounded by the caller's connect timeout.
-    async fn reread(&mut self) -> Option<Vec<u8>> {
+    /// The connection was lost mid-apply: over a fresh connection (bounded
+    /// by the caller's connect timeout), run [`RemoteOps::clean_up`] for
+    /// `me` (this run's temp files, the lock if still ours) and read the
+    /// config. `None` when that is not possible.
+    async fn recover(&mut self, _me: Option<&LockInfo>) -> Option<Vec<u8>> {
         None
     }
 }
@@ -367,24 +368,40 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
             Err(e) => fail!(Step::Conflict, e),
         },
     };
-    changing(remote, &current, new, &old_sha, opts, hooks, &mut rep).await;
+    changing(
+        remote, &current, new, &old_sha, locked, opts, hooks, &mut rep,
+    )
+    .await;
     if let Some(me) = locked {
-        if let Err(e) = remote.unlock(me).await {
-            rep.warnings.push(Warning::Unlock {
+        match remote.unlock(me).await {
+            Ok(()) => {}
+            Err(e) if lost(&e) && rep.state_reread => {} // recovered already
+            Err(e) if lost(&e) && hooks.recover(Some(me)).await.is_some() => {}
+            Err(e) => rep.warnings.push(Warning::Unlock {
                 error: e.to_string(),
-            });
+            }),
         }
     }
     rep
 }
 
+/// The session is gone (as opposed to a refusal the host answered).
+fn lost(e: &RemoteError) -> bool {
+    matches!(
+        e,
+        RemoteError::Timeout { .. } | RemoteError::Disconnected { .. } | RemoteError::Transport(_)
+    )
+}
+
 /// Backup, write (compare-and-swap against `old_sha`), restart, health,
 /// rollback, prune: the steps that run under the lock.
+#[allow(clippy::too_many_arguments)]
 async fn changing<R: RemoteOps, H: Hooks>(
     remote: &R,
     current: &RemoteFile,
     new: &[u8],
     old_sha: &str,
+    me: Option<&LockInfo>,
     opts: &ApplyOptions,
     hooks: &mut H,
     rep: &mut ApplyReport,
@@ -423,7 +440,7 @@ async fn changing<R: RemoteOps, H: Hooks>(
         }
         rep.step = Step::Write;
         rep.error = Some(e.into());
-        observe(remote, &current.bytes, new, hooks, rep).await;
+        observe(remote, &current.bytes, new, me, hooks, rep).await;
         return;
     }
     rep.remote_state = Some(RemoteState::New);
@@ -442,7 +459,7 @@ async fn changing<R: RemoteOps, H: Hooks>(
             rep.kept_new = true;
             return;
         }
-        rollback(remote, current, new, opts, hooks, rep).await;
+        rollback(remote, current, new, me, opts, hooks, rep).await;
         return;
     }
 
@@ -459,13 +476,13 @@ async fn observe<R: RemoteOps, H: Hooks>(
     remote: &R,
     old: &[u8],
     new: &[u8],
+    me: Option<&LockInfo>,
     hooks: &mut H,
     rep: &mut ApplyReport,
 ) {
     let seen = match remote.read().await {
         Ok(f) => Some(f.bytes),
-        Err(RemoteError::Timeout { .. } | RemoteError::Disconnected { .. })
-        | Err(RemoteError::Transport(_)) => hooks.reread().await,
+        Err(e) if lost(&e) => hooks.recover(me).await,
         Err(_) => None,
     };
     rep.state_reread = seen.is_some();
@@ -498,6 +515,7 @@ async fn rollback<R: RemoteOps, H: Hooks>(
     remote: &R,
     old: &RemoteFile,
     new: &[u8],
+    me: Option<&LockInfo>,
     opts: &ApplyOptions,
     hooks: &mut H,
     rep: &mut ApplyReport,
@@ -533,7 +551,7 @@ async fn rollback<R: RemoteOps, H: Hooks>(
         Err(e) => {
             rep.rolled_back = false;
             if let RollbackError::Restore(_) = &e {
-                observe(remote, &old.bytes, new, hooks, rep).await;
+                observe(remote, &old.bytes, new, me, hooks, rep).await;
             } else if let RollbackError::Changed(_) = &e {
                 rep.remote_state = Some(RemoteState::Unknown);
             }

@@ -29,15 +29,14 @@ impl Host {
 
     /// Open the remote config in the configured mode (SFTP subsystem, shell
     /// or wrapper).
-    pub async fn remote(&self, settings: &Settings) -> Result<AnyRemote<'_>, Failure> {
-        AnyRemote::open(
-            &self.session,
-            settings.mode,
-            &self.config_path,
-            RemoteOptions::default(),
-        )
-        .await
-        .map_err(|e| Failure::at(Step::Connect, e))
+    pub async fn remote(
+        &self,
+        settings: &Settings,
+        opts: RemoteOptions,
+    ) -> Result<AnyRemote<'_>, Failure> {
+        AnyRemote::open(&self.session, settings.mode, &self.config_path, opts)
+            .await
+            .map_err(|e| Failure::at(Step::Connect, e))
     }
 
     /// Close the connection politely.

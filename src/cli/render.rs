@@ -20,6 +20,8 @@ use super::style::Style;
 pub struct Failure {
     pub outcome: Outcome,
     pub error: Box<CliError>,
+    /// The host it happened on, when the message does not name it.
+    pub host: Option<String>,
 }
 
 /// The errors commands meet, typed until rendered.
@@ -43,6 +45,7 @@ impl Failure {
         Failure {
             outcome: Outcome::Usage,
             error: Box::new(CliError::Usage(message.into())),
+            host: None,
         }
     }
 
@@ -51,6 +54,7 @@ impl Failure {
         Failure {
             outcome: Outcome::At(step),
             error: Box::new(error.into()),
+            host: None,
         }
     }
 
@@ -59,7 +63,14 @@ impl Failure {
         Failure {
             outcome,
             error: Box::new(CliError::Other(message.into())),
+            host: None,
         }
+    }
+
+    /// Name the host in the message.
+    pub fn on(mut self, host: String) -> Failure {
+        self.host = Some(host);
+        self
     }
 }
 
@@ -141,8 +152,13 @@ pub fn with_hint(message: String, hint: Option<String>) -> String {
 
 /// `swapcfg: error: …` on stderr.
 pub fn print_failure(f: &Failure, ctx: &HintContext) {
+    let host = f
+        .host
+        .as_ref()
+        .map(|h| format!("{h}: "))
+        .unwrap_or_default();
     eprintln!(
-        "swapcfg: error: {}",
+        "swapcfg: error: {host}{}",
         with_hint(f.error.to_string(), hint(&f.error, ctx))
     );
 }

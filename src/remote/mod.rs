@@ -196,6 +196,14 @@ pub trait RemoteOps {
     async fn lock(&self, me: &LockInfo, now: u64, force: bool) -> Result<LockTaken, RemoteError>;
     /// Remove the lock if it is still `me`'s (same token).
     async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError>;
+    /// After a run whose connection was lost: remove the temp files this
+    /// run's tag left and the lock if it is still `me`'s. Best effort.
+    async fn clean_up(&self, me: Option<&LockInfo>) -> Result<(), RemoteError> {
+        match me {
+            Some(me) => self.unlock(me).await,
+            None => Ok(()),
+        }
+    }
     /// Run the restart command (ignored by wrapper mode, which has its own
     /// `restart` verb) with a timeout.
     async fn restart(
@@ -223,12 +231,17 @@ use crate::transport::{ExecOutput, Session, TransportError};
 pub struct RemoteOptions {
     /// Largest config (or backup) swapcfg reads, in bytes.
     pub max_size: u64,
+    /// Marks this run's temp files (`.<name>.swapcfg-<tag>-….tmp`) so that
+    /// [`RemoteOps::clean_up`] — possibly over a later connection with the
+    /// same tag — removes exactly them.
+    pub tag: u64,
 }
 
 impl Default for RemoteOptions {
     fn default() -> Self {
         RemoteOptions {
             max_size: crate::limits::MAX_CONFIG as u64,
+            tag: rand::random(),
         }
     }
 }
@@ -364,6 +377,9 @@ impl RemoteOps for AnyRemote<'_> {
     }
     async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError> {
         dispatch!(self, r => r.unlock(me).await)
+    }
+    async fn clean_up(&self, me: Option<&LockInfo>) -> Result<(), RemoteError> {
+        dispatch!(self, r => r.clean_up(me).await)
     }
     async fn restart(
         &self,

@@ -226,6 +226,21 @@ impl Session {
         }
     }
 
+    /// Whether the connection has ended (the host dropped it, or keepalives
+    /// went unanswered).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Resolves once the connection has ended (checked every 50 ms). Races
+    /// against requests whose library waits for a per-request timeout
+    /// instead of noticing the end of the connection.
+    pub async fn closed(&self) {
+        while !self.handle.is_closed() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Budget for each request on this session.
     pub fn op_timeout(&self) -> Duration {
         self.op_timeout

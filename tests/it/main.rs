@@ -15,6 +15,7 @@ mod cli_surface;
 mod common;
 mod diff_patch;
 mod e2e_openssh;
+mod fault_matrix;
 mod pipeline_mock;
 mod remote_ops;
 mod transport_inprocess;

@@ -59,7 +59,10 @@ async fn sftp_read_errors_name_the_problem() {
         &s,
         Mode::Sftp,
         &path_str(&cfg),
-        RemoteOptions { max_size: 10 },
+        RemoteOptions {
+            max_size: 10,
+            ..RemoteOptions::default()
+        },
     )
     .await
     .expect("open");

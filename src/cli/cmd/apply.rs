@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use swapcfg::health::{HealthCheck, HealthError};
 use swapcfg::pipeline::{self, ApplyError, ApplyOptions, ApplyReport, Hooks, Step, Warning};
-use swapcfg::remote::{LockInfo, RemoteOps};
+use swapcfg::remote::{LockInfo, RemoteOps, RemoteOptions};
 use swapcfg::validate::Severity;
 
 use crate::cli::args::ApplyArgs;
@@ -90,7 +90,8 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         Err(f) => return early_failure(f, &early),
     };
     let connect_ms = t.elapsed().as_millis() as u64;
-    let remote = match conn.remote(settings).await {
+    let remote_opts = RemoteOptions::default();
+    let remote = match conn.remote(settings, remote_opts).await {
         Ok(r) => r,
         Err(f) => return early_failure(f, &early),
     };
@@ -117,6 +118,7 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         progress: Style::for_stderr().color,
         settings: settings.clone(),
         config_path: config_path.clone(),
+        remote_opts,
     };
     let mut rep = pipeline::apply(&remote, job.new, &opts, &mut hooks).await;
     rep.timings_ms.insert(0, (Step::Connect, connect_ms));
@@ -173,6 +175,8 @@ pub struct CliHooks {
     /// To reconnect once after a lost reply.
     pub settings: Settings,
     pub config_path: String,
+    /// This run's remote options (the tag marks its temp files).
+    pub remote_opts: RemoteOptions,
 }
 
 impl Hooks for CliHooks {
@@ -230,12 +234,13 @@ impl Hooks for CliHooks {
         r.map(|_| ())
     }
 
-    async fn reread(&mut self) -> Option<Vec<u8>> {
-        let (settings, path) = (&self.settings, &self.config_path);
+    async fn recover(&mut self, me: Option<&LockInfo>) -> Option<Vec<u8>> {
+        let (settings, path, opts) = (&self.settings, &self.config_path, self.remote_opts);
         let fresh = async {
             let host = Host::connect(settings, path).await.ok()?;
             let bytes = {
-                let remote = host.remote(settings).await.ok()?;
+                let remote = host.remote(settings, opts).await.ok()?;
+                let _ = remote.clean_up(me).await;
                 remote.read().await.ok().map(|f| f.bytes)
             };
             host.close().await;

@@ -15,11 +15,11 @@ pub fn run(args: BackupsArgs) -> CmdResult {
     let path = settings.config_path().map_err(Failure::usage)?;
     crate::cli::runtime()?.block_on(async {
         let host = Host::connect(&settings, &path).await?;
-        let remote = host.remote(&settings).await?;
+        let remote = host.remote(&settings, Default::default()).await?;
         let list = remote
             .list_backups()
             .await
-            .map_err(|e| Failure::at(Step::Read, e))?;
+            .map_err(|e| Failure::at(Step::Read, e).on(settings.host()))?;
         if args.json {
             let items: Vec<_> = list
                 .iter()

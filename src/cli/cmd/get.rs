@@ -17,11 +17,11 @@ pub fn run(args: GetArgs) -> CmdResult {
     let path = settings.config_path().map_err(Failure::usage)?;
     crate::cli::runtime()?.block_on(async {
         let host = Host::connect(&settings, &path).await?;
-        let remote = host.remote(&settings).await?;
+        let remote = host.remote(&settings, Default::default()).await?;
         let file = remote
             .read()
             .await
-            .map_err(|e| Failure::at(Step::Read, e))?;
+            .map_err(|e| Failure::at(Step::Read, e).on(settings.host()))?;
         let mut out = std::io::stdout().lock();
         out.write_all(&file.bytes)
             .and_then(|_| out.flush())

@@ -19,13 +19,13 @@ pub fn run(args: RollbackArgs, ctx: &mut HintContext) -> CmdResult {
         // ordinary apply job with them.
         let host = Host::connect(&settings, &path).await?;
         let fetched = async {
-            let remote = host.remote(&settings).await?;
+            let remote = host.remote(&settings, Default::default()).await?;
             let chosen = match &args.backup {
                 Some(b) => b.clone(),
                 None => remote
                     .list_backups()
                     .await
-                    .map_err(|e| Failure::at(Step::Read, e))?
+                    .map_err(|e| Failure::at(Step::Read, e).on(settings.host()))?
                     .pop()
                     .map(|b| b.path)
                     .ok_or_else(|| {
@@ -41,7 +41,7 @@ pub fn run(args: RollbackArgs, ctx: &mut HintContext) -> CmdResult {
             let file = remote
                 .read_backup(&chosen)
                 .await
-                .map_err(|e| Failure::at(Step::Read, e))?;
+                .map_err(|e| Failure::at(Step::Read, e).on(settings.host()))?;
             Ok::<_, Failure>((chosen, file.bytes))
         }
         .await;

@@ -38,18 +38,19 @@ pub(crate) async fn run(
             finish(&channel, 1, b"", b"Permission denied\n").await;
             return;
         }
-        Some(FaultAction::Drop) => {
+        Some(FaultAction::Drop) | Some(FaultAction::WithholdThenDrop(_)) => {
             ctl.drop_connection();
             return;
         }
-        None => {}
+        Some(FaultAction::DoThenDrop) | None => {}
     }
+    let lose_reply = fault == Some(FaultAction::DoThenDrop);
     if let Some(config) = shared.wrapper.clone() {
         wrapper_verb(&shared, channel, command.trim(), &config).await;
     } else if let Some(script) = shared.script(&command) {
         scripted(&channel, &script).await;
     } else if shared.shell_exec {
-        shell(channel, &command).await;
+        shell(channel, &command, lose_reply.then_some(&ctl)).await;
     } else {
         finish(
             &channel,
@@ -197,7 +198,10 @@ fn wrapper_write(config: &Path, content: &[u8]) -> std::io::Result<()> {
 }
 
 /// Run `command` with `/bin/sh -c`, wiring stdin/stdout/stderr to the channel.
-async fn shell(channel: Channel<Msg>, command: &str) {
+/// Run `command` with `/bin/sh -c`, stdin from the channel. With
+/// `lose_reply`, the command runs to its end and then the connection is
+/// dropped instead of sending the exit status.
+async fn shell(channel: Channel<Msg>, command: &str, lose_reply: Option<&Arc<ConnCtl>>) {
     let child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
@@ -264,6 +268,10 @@ async fn shell(channel: Channel<Msg>, command: &str) {
         Ok(s) => s.code().map(|c| c as u32).unwrap_or(255),
         Err(_) => 255,
     };
+    if let Some(ctl) = lose_reply {
+        ctl.drop_connection();
+        return;
+    }
     let _ = writer.exit_status(status).await;
     let _ = writer.eof().await;
     let _ = writer.close().await;

@@ -67,6 +67,12 @@ pub enum FaultAction {
     Hang,
     /// Shut the TCP connection down at once, mid-operation.
     Drop,
+    /// Withhold the reply (the operation is not done) for this long, then
+    /// shut the connection down: a host that stops answering.
+    WithholdThenDrop(Duration),
+    /// SFTP: do the operation, then shut the connection down without
+    /// replying: the reply is lost after the work happened.
+    DoThenDrop,
 }
 
 /// One planned fault: `action` on the `nth` (1-based) call of `op`.
@@ -542,6 +548,14 @@ impl russh::server::Handler for Conn {
         let fault = self.shared.fault(Op::Exec);
         if fault == Some(FaultAction::Drop) {
             self.ctl.drop_connection();
+            return Ok(());
+        }
+        if let Some(FaultAction::WithholdThenDrop(d)) = fault {
+            let ctl = self.ctl.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                ctl.drop_connection();
+            });
             return Ok(());
         }
         tokio::spawn(exec::run(
