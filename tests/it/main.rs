@@ -14,6 +14,7 @@ mod cli_apply;
 mod cli_surface;
 mod common;
 mod diff_patch;
+mod e2e_faults;
 mod e2e_openssh;
 mod fault_matrix;
 mod pipeline_mock;
