@@ -10,6 +10,7 @@
 //! * `validate_rules`, `validate_corpus`, `validate_proptest`, `diff_patch`.
 //! * `e2e_openssh`: Debian's sshd on loopback (skips where absent).
 
+mod backups;
 mod cli_apply;
 mod cli_surface;
 mod common;

@@ -47,6 +47,16 @@ pub fn run(args: RollbackArgs, ctx: &mut HintContext) -> CmdResult {
         .await;
         host.close().await;
         let (chosen, bytes) = fetched?;
+        if !args.change.json {
+            let why = if args.backup.is_some() {
+                "as named"
+            } else {
+                "the newest swapcfg backup, by the time in its name"
+            };
+            eprintln!(
+                "swapcfg: rollback: restoring {chosen} ({why}); the diff below is current → backup"
+            );
+        }
         let job = super::apply::Job {
             settings: &settings,
             change: Change::from(&args.change),
