@@ -273,3 +273,35 @@ async fn openssh_really_full_disk() {
     drop(h);
     assert!(Path::new(&fs.0).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_fifo_config_is_refused_without_blocking_the_server() {
+    if !available() {
+        return;
+    }
+    let h = host(None, 1000);
+    std::fs::remove_file(&h.cfg).expect("rm");
+    let made = Command::new("mkfifo").arg(&h.cfg).status().expect("mkfifo");
+    assert!(made.success());
+    let t = std::time::Instant::now();
+    let out = run(h.apply(h.sshd.port, &[])).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(4), "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("FIFO"), "{v}");
+    // No sftp-server left blocked on the FIFO.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !h.sshd.session_pids().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sshd sessions left: {:?}",
+            h.sshd.session_pids()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.leftovers(), Vec::<String>::new(), "no lock, no temp");
+}

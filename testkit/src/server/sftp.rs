@@ -250,19 +250,18 @@ impl russh_sftp::server::Handler for SftpHandler {
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
         self.check(Op::Stat).await?;
         let m = fs::metadata(&path).map_err(io_err)?;
-        Ok(Attrs {
-            id,
-            attrs: FileAttributes::from(&m),
-        })
+        let mut attrs = FileAttributes::from(&m);
+        // The full st_mode, file type included, as OpenSSH's server sends.
+        attrs.permissions = Some(m.mode());
+        Ok(Attrs { id, attrs })
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
         self.check(Op::Stat).await?;
         let m = self.file(&handle)?.metadata().map_err(io_err)?;
-        Ok(Attrs {
-            id,
-            attrs: FileAttributes::from(&m),
-        })
+        let mut attrs = FileAttributes::from(&m);
+        attrs.permissions = Some(m.mode());
+        Ok(Attrs { id, attrs })
     }
 
     async fn setstat(
