@@ -89,6 +89,9 @@ fn transport_hint(e: &TransportError) -> Option<String> {
             "if that is the right host, rerun with --host-key-policy accept-new".into()
         }
         TransportError::NoKeys { .. } => "pass --identity FILE".into(),
+        TransportError::CommandTimeout { .. } => {
+            "raise --restart-timeout if the restart is only slow".into()
+        }
         TransportError::AuthRejected { .. } => "check --identity".into(),
         TransportError::NoSftp { .. } => {
             "use --mode shell (or --mode wrapper for a forced-command key)".into()

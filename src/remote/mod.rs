@@ -257,7 +257,7 @@ pub(crate) async fn run_restart(
 ) -> Result<RestartOutcome, RemoteError> {
     restart_outcome(
         session
-            .exec(command, None, timeout, RESTART_OUTPUT_CAP)
+            .exec_group(command, timeout, RESTART_OUTPUT_CAP)
             .await,
         timeout,
     )
@@ -269,6 +269,7 @@ pub(crate) fn restart_outcome(
     timeout: Duration,
 ) -> Result<RestartOutcome, RemoteError> {
     let out = out.map_err(|e| match e {
+        e @ TransportError::CommandTimeout { .. } => RemoteError::Transport(e),
         TransportError::Timeout { .. } => RemoteError::Timeout {
             op: "restart",
             after: timeout,

@@ -21,6 +21,7 @@ mod fault_matrix;
 mod nonregular;
 mod pipeline_mock;
 mod remote_ops;
+mod signals;
 mod transport_inprocess;
 mod validate_corpus;
 mod validate_proptest;

@@ -141,6 +141,33 @@ pub(crate) struct Shared {
     exec_log: Mutex<Vec<String>>,
 }
 
+/// The last argument of a POSIX sh command line if it is single-quoted
+/// (`'…'` with `'\''` for a quote), unquoted.
+fn last_quoted_arg(command: &str) -> Option<String> {
+    let body = command.trim_end().strip_suffix('\'')?;
+    // Walk back over `'\''` escapes to the opening quote.
+    let mut end = body.len();
+    loop {
+        let open = body[..end].rfind('\'')?;
+        if body[..open].ends_with("'\\'") {
+            end = open - 3;
+            continue;
+        }
+        return Some(body[open + 1..].replace("'\\''", "'"));
+    }
+}
+
+/// `CMD` when `command` is `sh -c '…' swapcfg 'CMD'`.
+fn wrapped_command(command: &str) -> Option<String> {
+    let inner = last_quoted_arg(command)?;
+    let quoted = format!("'{}'", inner.replace('\'', "'\\''"));
+    command
+        .strip_suffix(&quoted)?
+        .trim_end()
+        .ends_with(" swapcfg")
+        .then_some(inner)
+}
+
 /// Lock a mutex, recovering the data if a panicking test thread poisoned it.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -162,8 +189,16 @@ impl Shared {
             .map(|f| f.action)
     }
 
+    /// The scripted outcome for `command`: registered for the whole command
+    /// line, or for the command a process-group wrapper hands to `sh` as its
+    /// last single-quoted argument (`… swapcfg 'CMD'`).
     pub(crate) fn script(&self, command: &str) -> Option<ScriptedExec> {
-        lock(&self.scripts).get(command).cloned()
+        let scripts = lock(&self.scripts);
+        if let Some(s) = scripts.get(command) {
+            return Some(s.clone());
+        }
+        let last = last_quoted_arg(command)?;
+        scripts.get(&last).cloned()
     }
 }
 
@@ -428,7 +463,19 @@ impl TestServer {
     }
 
     /// Every exec command received, in order.
+    ///
+    /// A command handed to a process-group wrapper (`sh -c '…' swapcfg
+    /// 'CMD'`, as swapcfg runs restarts) is logged as `CMD`; see
+    /// [`TestServer::raw_exec_log`] for the command lines as received.
     pub fn exec_log(&self) -> Vec<String> {
+        lock(&self.shared.exec_log)
+            .iter()
+            .map(|c| wrapped_command(c).unwrap_or_else(|| c.clone()))
+            .collect()
+    }
+
+    /// Exec command lines exactly as received.
+    pub fn raw_exec_log(&self) -> Vec<String> {
         lock(&self.shared.exec_log).clone()
     }
 
@@ -581,5 +628,23 @@ impl Conn {
         } else {
             Auth::reject()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_quoted_arg;
+
+    #[test]
+    fn last_quoted_arg_unquotes() {
+        assert_eq!(
+            last_quoted_arg("sh -c 'x' swapcfg 'restart-ok'"),
+            Some("restart-ok".into())
+        );
+        assert_eq!(
+            last_quoted_arg("sh -c 'x' swapcfg 'it'\\''s'"),
+            Some("it's".into())
+        );
+        assert_eq!(last_quoted_arg("restart-ok"), None);
     }
 }
