@@ -26,10 +26,13 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn client_config() -> Arc<client::Config> {
+/// Keepalives every third of `dead_after`; after three unanswered ones the
+/// session ends, so a silent host is noticed within `dead_after`.
+fn client_config(dead_after: Duration) -> Arc<client::Config> {
+    let every = (dead_after / 3).max(Duration::from_millis(200));
     Arc::new(client::Config {
-        keepalive_interval: Some(Duration::from_secs(15)),
-        keepalive_max: 3,
+        keepalive_interval: Some(every),
+        keepalive_max: 2,
         inactivity_timeout: None,
         nodelay: true,
         ..Default::default()
@@ -114,13 +117,14 @@ impl Session {
             policy: opts.host_key_policy,
             verdict: verdict.clone(),
         };
-        let mut handle = match client::connect_stream(client_config(), stream, handler).await {
-            Ok(h) => h,
-            Err(e) => {
-                let v = verdict.lock().ok().and_then(|v| v.clone());
-                return Err(host_key_error(label, opts, v, e));
-            }
-        };
+        let mut handle =
+            match client::connect_stream(client_config(opts.keepalive), stream, handler).await {
+                Ok(h) => h,
+                Err(e) => {
+                    let v = verdict.lock().ok().and_then(|v| v.clone());
+                    return Err(host_key_error(label, opts, v, e));
+                }
+            };
         set_phase("authenticating");
         super::auth::authenticate(&mut handle, opts, label).await?;
         Ok(Session {

@@ -91,3 +91,59 @@ fn local_devices_are_refused_without_reading() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("character device"), "{err}");
 }
+
+#[tokio::test]
+async fn bad_base_urls_ports_and_keys_are_refused_before_connecting() {
+    let fx = fixture(|b| b).await;
+    let cfg = path_str(&fx.config("config.yaml", b"models: {}\n", 0o640));
+    let new = fx.dir.path().join("new.yaml");
+    std::fs::write(&new, "models:\n  a:\n    cmd: a --port ${PORT}\n").expect("new");
+    let new = path_str(&new);
+    for (extra, env, needle) in [
+        (vec!["--base-url", "ftp://x"], None, "http://"),
+        (vec!["--base-url", "https://gpu1:8443"], None, "https"),
+        (vec!["--base-url", "http://h:70000"], None, "1 to 65535"),
+        (
+            vec!["--base-url", "http://bob:pw@h:8080"],
+            None,
+            "user:password@",
+        ),
+        (
+            vec!["--api-key-env", "SWAPCFG_T_KEY"],
+            Some("sk-1\r\nX-Evil: 1"),
+            "control characters",
+        ),
+    ] {
+        let mut args = vec![
+            "apply",
+            &new,
+            "--config-path",
+            &cfg,
+            "--restart-cmd",
+            "true",
+            "--yes",
+        ];
+        args.extend(extra.iter().copied());
+        let mut c = fx.cli(&args);
+        if let Some(v) = env {
+            c.env("SWAPCFG_T_KEY", v);
+        }
+        let out = output(c).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(
+            !err.contains("pw@") && !err.contains("sk-1"),
+            "no secret echoed: {err}"
+        );
+    }
+    assert_eq!(
+        fx.server.op_count(swapcfg_testkit::server::Op::Open),
+        0,
+        "never connected"
+    );
+    assert!(fx.server.exec_log().is_empty());
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), b"models: {}\n");
+    let out = output(fx.cli(&["get", "--config-path", &cfg, "--port", "0"])).await;
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -66,6 +66,7 @@ impl Fixture {
             host_key_policy: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(2),
+            keepalive: Duration::from_secs(15),
         }
     }
 

@@ -305,3 +305,30 @@ async fn openssh_fifo_config_is_refused_without_blocking_the_server() {
     }
     assert_eq!(h.leftovers(), Vec::<String>::new(), "no lock, no temp");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_host_that_stops_answering_is_noticed_within_the_keepalive() {
+    if !available() {
+        return;
+    }
+    let h = host(None, 3 << 20);
+    // Mid-upload the link goes silent for a minute (TCP stays open).
+    let proxy = Proxy::start(
+        sshd_addr(&h),
+        ProxyOptions {
+            delay: Duration::ZERO,
+            first: Some(Break::StallAfterUpload(4_500_000, Duration::from_secs(60))),
+        },
+    )
+    .await
+    .expect("proxy");
+    let t = std::time::Instant::now();
+    let out = run(h.apply(proxy.port(), &["--keepalive", "2"])).await;
+    let took = t.elapsed();
+    let v = json(&out);
+    assert!(took < Duration::from_secs(10), "noticed in {took:?}: {v}");
+    assert_eq!(out.status.code(), Some(7), "{v}");
+    assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
+    assert!(std::fs::read(&h.cfg).expect("cfg") == h.old_bytes);
+    assert_eq!(h.leftovers(), Vec::<String>::new());
+}
