@@ -155,7 +155,7 @@ pub fn term(s: &str) -> std::borrow::Cow<'_, str> {
     let mut out = String::with_capacity(s.len() + 16);
     for c in s.chars() {
         if unsafe_char(c) {
-            if (c as u32) < 0x100 && (c as u32) < 0x80 {
+            if (c as u32) < 0x80 {
                 out.push_str(&format!("\\x{:02x}", c as u32));
             } else {
                 out.push_str(&format!("\\u{{{:x}}}", c as u32));

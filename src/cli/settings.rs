@@ -123,9 +123,7 @@ pub fn check_base_url(url: &str) -> Result<String, String> {
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.contains('@') {
-        return Err(format!(
-            "--base-url: user:password@ is not allowed in the URL (it would be echoed); llama-swap takes an API key: --api-key-env NAME"
-        ));
+        return Err("--base-url: user:password@ is not allowed in the URL (it would be echoed); llama-swap takes an API key: --api-key-env NAME".to_string());
     }
     if rest.contains(['?', '#']) {
         return Err(bad("must not have a query or fragment"));
