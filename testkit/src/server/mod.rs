@@ -5,7 +5,9 @@
 //! real filesystem (absolute paths, no chroot: tests use their own temp
 //! dirs), exec handling (scripted restart commands, `/bin/sh -c` for shell
 //! mode, the fixed wrapper verbs of a forced command), and a fault plan that
-//! fails, hangs or drops the connection at a chosen operation on its Nth call.
+//! fails, hangs or drops the connection at a chosen operation on its Nth call
+//! (for shell commands also: drop the connection, or close the command's
+//! stdin, after N bytes of its input).
 //!
 //! ```no_run
 //! # async fn demo(client_key: russh::keys::PublicKey) -> std::io::Result<()> {
@@ -67,6 +69,15 @@ pub enum FaultAction {
     Hang,
     /// Shut the TCP connection down at once, mid-operation.
     Drop,
+    /// Exec only (`/bin/sh` commands): run the command, forward the first
+    /// N bytes of its stdin, then shut the TCP connection down (a link
+    /// dropped, or the client killed, mid-upload). Elsewhere: no fault.
+    DropAfterStdin(usize),
+    /// Exec only (`/bin/sh` commands): forward the first N bytes of stdin,
+    /// then close the command's stdin early (it sees end of input while the
+    /// connection stays up; the rest of the upload is discarded).
+    /// Elsewhere: no fault.
+    CloseStdinAfter(usize),
 }
 
 /// One planned fault: `action` on the `nth` (1-based) call of `op`.
@@ -129,10 +140,30 @@ pub(crate) struct Shared {
     pub(crate) wrapper: Option<PathBuf>,
     pub(crate) posix_rename: bool,
     pub(crate) fsync: bool,
+    pub(crate) shell: ShellSpec,
     scripts: Mutex<HashMap<String, ScriptedExec>>,
     faults: Mutex<FaultPlan>,
     counts: Mutex<HashMap<Op, usize>>,
     exec_log: Mutex<Vec<String>>,
+}
+
+/// How shell-exec commands are run: `program args… -c COMMAND` with extra
+/// environment, the command prefixed by `prelude` (e.g. `ulimit -f 64`).
+#[derive(Debug, Clone)]
+pub(crate) struct ShellSpec {
+    pub(crate) program: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) prelude: Option<String>,
+}
+
+impl Default for ShellSpec {
+    fn default() -> Self {
+        ShellSpec {
+            program: vec!["/bin/sh".into()],
+            env: Vec::new(),
+            prelude: None,
+        }
+    }
 }
 
 /// Lock a mutex, recovering the data if a panicking test thread poisoned it.
@@ -195,6 +226,7 @@ pub struct TestServerBuilder {
     wrapper: Option<PathBuf>,
     posix_rename: bool,
     fsync: bool,
+    shell: ShellSpec,
     scripts: HashMap<String, ScriptedExec>,
     faults: FaultPlan,
 }
@@ -217,6 +249,7 @@ impl TestServerBuilder {
             wrapper: None,
             posix_rename: true,
             fsync: true,
+            shell: ShellSpec::default(),
             scripts: HashMap::new(),
             faults: FaultPlan::default(),
         }
@@ -270,6 +303,30 @@ impl TestServerBuilder {
         self
     }
 
+    /// Run shell-exec commands as `program args… -c COMMAND` instead of
+    /// `/bin/sh -c COMMAND` (e.g. `["busybox", "sh"]`).
+    pub fn shell_program(mut self, program: &[&str]) -> Self {
+        if !program.is_empty() {
+            self.shell.program = program.iter().map(|s| s.to_string()).collect();
+        }
+        self
+    }
+
+    /// Set an environment variable for shell-exec commands (e.g. a `PATH`
+    /// holding only the tools a BusyBox host has).
+    pub fn shell_env(mut self, key: &str, value: &str) -> Self {
+        self.shell.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Run `prelude` (a line of shell) before every shell-exec command, in
+    /// the same shell: e.g. `ulimit -f 128` to make large writes fail the
+    /// way a full disk does.
+    pub fn shell_prelude(mut self, prelude: &str) -> Self {
+        self.shell.prelude = Some(prelude.to_string());
+        self
+    }
+
     /// Answer the exact exec `command` with `outcome` (in wrapper mode, the
     /// verb `restart` looks up the script registered as `"restart"`).
     pub fn restart_script(mut self, command: &str, outcome: ScriptedExec) -> Self {
@@ -307,6 +364,7 @@ impl TestServerBuilder {
             wrapper: self.wrapper,
             posix_rename: self.posix_rename,
             fsync: self.fsync,
+            shell: self.shell,
             scripts: Mutex::new(self.scripts),
             faults: Mutex::new(self.faults),
             counts: Mutex::new(HashMap::new()),
@@ -498,6 +556,8 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         match self.shared.fault(Op::Subsystem) {
+            None | Some(FaultAction::DropAfterStdin(_)) | Some(FaultAction::CloseStdinAfter(_)) => {
+            }
             Some(FaultAction::Drop) => {
                 self.ctl.drop_connection();
                 return Ok(());
@@ -506,11 +566,10 @@ impl russh::server::Handler for Conn {
                 self.ctl.hang().await;
                 return Ok(());
             }
-            Some(_) => {
+            Some(FaultAction::Fail) | Some(FaultAction::PermissionDenied) => {
                 session.channel_failure(channel_id)?;
                 return Ok(());
             }
-            None => {}
         }
         let channel = self.channels.remove(&channel_id);
         match channel {

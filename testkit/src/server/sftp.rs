@@ -48,7 +48,9 @@ impl SftpHandler {
     /// Apply the fault plan for `op`: an error reply, or never replying.
     async fn check(&self, op: Op) -> Result<(), StatusReply> {
         match self.shared.fault(op) {
-            None => Ok(()),
+            None | Some(FaultAction::DropAfterStdin(_)) | Some(FaultAction::CloseStdinAfter(_)) => {
+                Ok(())
+            }
             Some(FaultAction::Fail) => Err(StatusCode::Failure.with_message("injected failure")),
             Some(FaultAction::PermissionDenied) => {
                 Err(StatusCode::PermissionDenied.with_message("Permission denied"))
