@@ -17,6 +17,7 @@ mod diff_patch;
 mod e2e_openssh;
 mod pipeline_mock;
 mod remote_ops;
+mod shell_mode;
 mod transport_inprocess;
 mod validate_corpus;
 mod validate_proptest;
