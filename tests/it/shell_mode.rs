@@ -1211,5 +1211,9 @@ mod openssh {
         assert_eq!(backups.len(), 1, "{backups:?}");
         assert_eq!(std::fs::read(dir.join(&backups[0])).expect("backup"), OLD);
         assert_eq!(meta(&dir.join(&backups[0])), before);
+        // The killed apply's lock stays, complete, until its lease expires.
+        let rec = std::fs::read(dir.join("config.yaml.swapcfg-lock")).expect("lock left");
+        let held = LockInfo::parse(&rec).expect("a complete lock record");
+        assert!(held.expires > now_secs(), "{held}");
     }
 }
