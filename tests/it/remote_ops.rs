@@ -290,12 +290,17 @@ async fn shell_mode_handles_awkward_file_names() {
         .await
         .expect("shell");
     let cur = r.read().await.expect("read");
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&cfg).expect("metadata");
+        (m.uid(), m.gid())
+    };
     assert_eq!(
         cur,
         RemoteFile {
             bytes: OLD.to_vec(),
             mode: Some(0o640),
-            owner: None,
+            owner: Some(owner),
         }
     );
     let now = SystemTime::now();

@@ -13,7 +13,7 @@ use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ConnCtl, FaultAction, ScriptedExec, Shared};
+use super::{ConnCtl, FaultAction, ScriptedExec, Shared, ShellSpec};
 
 /// Bytes of stdin the server accepts for one exec (wrapper `write`, `sh`).
 const MAX_STDIN: usize = 64 * 1024 * 1024;
@@ -42,7 +42,10 @@ pub(crate) async fn run(
             ctl.drop_connection();
             return;
         }
-        Some(FaultAction::DoThenDrop) | None => {}
+        Some(FaultAction::DoThenDrop)
+        | Some(FaultAction::DropAfterStdin(_))
+        | Some(FaultAction::CloseStdinAfter(_))
+        | None => {}
     }
     let lose_reply = fault == Some(FaultAction::DoThenDrop);
     if let Some(config) = shared.wrapper.clone() {
@@ -50,7 +53,19 @@ pub(crate) async fn run(
     } else if let Some(script) = shared.script(&command) {
         scripted(&channel, &script).await;
     } else if shared.shell_exec {
-        shell(channel, &command, lose_reply.then_some(&ctl)).await;
+        let cut = match fault {
+            Some(FaultAction::DropAfterStdin(n)) => Some(StdinCut::Drop(n, ctl.clone())),
+            Some(FaultAction::CloseStdinAfter(n)) => Some(StdinCut::Close(n)),
+            _ => None,
+        };
+        shell(
+            &shared.shell,
+            channel,
+            &command,
+            cut,
+            lose_reply.then_some(&ctl),
+        )
+        .await;
     } else {
         finish(
             &channel,
@@ -197,14 +212,38 @@ fn wrapper_write(config: &Path, content: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Run `command` with `/bin/sh -c`, wiring stdin/stdout/stderr to the channel.
-/// Run `command` with `/bin/sh -c`, stdin from the channel. With
+/// Where a stdin fault cuts the command's input.
+enum StdinCut {
+    /// After N bytes, shut the connection down.
+    Drop(usize, Arc<ConnCtl>),
+    /// After N bytes, close the command's stdin (discard the rest).
+    Close(usize),
+}
+
+/// Run `command` with `/bin/sh -c` (or the configured shell), wiring
+/// stdin/stdout/stderr to the channel; `cut` ends its stdin early. With
 /// `lose_reply`, the command runs to its end and then the connection is
 /// dropped instead of sending the exit status.
-async fn shell(channel: Channel<Msg>, command: &str, lose_reply: Option<&Arc<ConnCtl>>) {
-    let child = tokio::process::Command::new("/bin/sh")
+async fn shell(
+    spec: &ShellSpec,
+    channel: Channel<Msg>,
+    command: &str,
+    cut: Option<StdinCut>,
+    lose_reply: Option<&Arc<ConnCtl>>,
+) {
+    let Some((program, args)) = spec.program.split_first() else {
+        finish(&channel, 127, b"", b"sh: no shell configured\n").await;
+        return;
+    };
+    let command = match &spec.prelude {
+        Some(p) => format!("{p}\n{command}"),
+        None => command.to_string(),
+    };
+    let child = tokio::process::Command::new(program)
+        .args(args)
         .arg("-c")
-        .arg(command)
+        .arg(&command)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -220,12 +259,28 @@ async fn shell(channel: Channel<Msg>, command: &str, lose_reply: Option<&Arc<Con
     let (mut reader, writer) = channel.split();
     let mut stdin = child.stdin.take();
     let feed = async move {
+        let mut fed = 0usize;
         while let Some(msg) = reader.wait().await {
             match msg {
                 ChannelMsg::Data { data } => {
+                    let limit = match &cut {
+                        Some(StdinCut::Drop(n, _)) | Some(StdinCut::Close(n)) => *n,
+                        None => usize::MAX,
+                    };
+                    let take = data.len().min(limit.saturating_sub(fed));
                     if let Some(s) = stdin.as_mut() {
-                        if s.write_all(&data).await.is_err() {
+                        if s.write_all(&data[..take]).await.is_err() {
                             stdin = None;
+                        }
+                    }
+                    fed += take;
+                    if take < data.len() {
+                        match &cut {
+                            Some(StdinCut::Drop(_, ctl)) => {
+                                drop(stdin.take());
+                                ctl.drop_connection();
+                            }
+                            _ => drop(stdin.take()),
                         }
                     }
                 }

@@ -5,7 +5,9 @@
 //! real filesystem (absolute paths, no chroot: tests use their own temp
 //! dirs), exec handling (scripted restart commands, `/bin/sh -c` for shell
 //! mode, the fixed wrapper verbs of a forced command), and a fault plan that
-//! fails, hangs or drops the connection at a chosen operation on its Nth call.
+//! fails, hangs or drops the connection at a chosen operation on its Nth call
+//! (for shell commands also: drop the connection, or close the command's
+//! stdin, after N bytes of its input).
 //!
 //! ```no_run
 //! # async fn demo(client_key: russh::keys::PublicKey) -> std::io::Result<()> {
@@ -73,6 +75,15 @@ pub enum FaultAction {
     /// SFTP: do the operation, then shut the connection down without
     /// replying: the reply is lost after the work happened.
     DoThenDrop,
+    /// Exec only (`/bin/sh` commands): run the command, forward the first
+    /// N bytes of its stdin, then shut the TCP connection down (a link
+    /// dropped, or the client killed, mid-upload). Elsewhere: no fault.
+    DropAfterStdin(usize),
+    /// Exec only (`/bin/sh` commands): forward the first N bytes of stdin,
+    /// then close the command's stdin early (it sees end of input while the
+    /// connection stays up; the rest of the upload is discarded).
+    /// Elsewhere: no fault.
+    CloseStdinAfter(usize),
 }
 
 /// One planned fault: `action` on the `nth` (1-based) call of `op`.
@@ -135,6 +146,7 @@ pub(crate) struct Shared {
     pub(crate) wrapper: Option<PathBuf>,
     pub(crate) posix_rename: bool,
     pub(crate) fsync: bool,
+    pub(crate) shell: ShellSpec,
     scripts: Mutex<HashMap<String, ScriptedExec>>,
     faults: Mutex<FaultPlan>,
     counts: Mutex<HashMap<Op, usize>>,
@@ -166,6 +178,25 @@ fn wrapped_command(command: &str) -> Option<String> {
         .trim_end()
         .ends_with(" swapcfg")
         .then_some(inner)
+}
+
+/// How shell-exec commands are run: `program args… -c COMMAND` with extra
+/// environment, the command prefixed by `prelude` (e.g. `ulimit -f 64`).
+#[derive(Debug, Clone)]
+pub(crate) struct ShellSpec {
+    pub(crate) program: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) prelude: Option<String>,
+}
+
+impl Default for ShellSpec {
+    fn default() -> Self {
+        ShellSpec {
+            program: vec!["/bin/sh".into()],
+            env: Vec::new(),
+            prelude: None,
+        }
+    }
 }
 
 /// Lock a mutex, recovering the data if a panicking test thread poisoned it.
@@ -236,6 +267,7 @@ pub struct TestServerBuilder {
     wrapper: Option<PathBuf>,
     posix_rename: bool,
     fsync: bool,
+    shell: ShellSpec,
     scripts: HashMap<String, ScriptedExec>,
     faults: FaultPlan,
 }
@@ -258,6 +290,7 @@ impl TestServerBuilder {
             wrapper: None,
             posix_rename: true,
             fsync: true,
+            shell: ShellSpec::default(),
             scripts: HashMap::new(),
             faults: FaultPlan::default(),
         }
@@ -311,6 +344,30 @@ impl TestServerBuilder {
         self
     }
 
+    /// Run shell-exec commands as `program args… -c COMMAND` instead of
+    /// `/bin/sh -c COMMAND` (e.g. `["busybox", "sh"]`).
+    pub fn shell_program(mut self, program: &[&str]) -> Self {
+        if !program.is_empty() {
+            self.shell.program = program.iter().map(|s| s.to_string()).collect();
+        }
+        self
+    }
+
+    /// Set an environment variable for shell-exec commands (e.g. a `PATH`
+    /// holding only the tools a BusyBox host has).
+    pub fn shell_env(mut self, key: &str, value: &str) -> Self {
+        self.shell.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Run `prelude` (a line of shell) before every shell-exec command, in
+    /// the same shell: e.g. `ulimit -f 128` to make large writes fail the
+    /// way a full disk does.
+    pub fn shell_prelude(mut self, prelude: &str) -> Self {
+        self.shell.prelude = Some(prelude.to_string());
+        self
+    }
+
     /// Answer the exact exec `command` with `outcome` (in wrapper mode, the
     /// verb `restart` looks up the script registered as `"restart"`).
     pub fn restart_script(mut self, command: &str, outcome: ScriptedExec) -> Self {
@@ -348,6 +405,7 @@ impl TestServerBuilder {
             wrapper: self.wrapper,
             posix_rename: self.posix_rename,
             fsync: self.fsync,
+            shell: self.shell,
             scripts: Mutex::new(self.scripts),
             faults: Mutex::new(self.faults),
             counts: Mutex::new(HashMap::new()),
@@ -551,7 +609,11 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         match self.shared.fault(Op::Subsystem) {
-            Some(FaultAction::Drop) => {
+            None
+            | Some(FaultAction::DropAfterStdin(_))
+            | Some(FaultAction::CloseStdinAfter(_))
+            | Some(FaultAction::DoThenDrop) => {}
+            Some(FaultAction::Drop) | Some(FaultAction::WithholdThenDrop(_)) => {
                 self.ctl.drop_connection();
                 return Ok(());
             }
@@ -559,11 +621,10 @@ impl russh::server::Handler for Conn {
                 self.ctl.hang().await;
                 return Ok(());
             }
-            Some(_) => {
+            Some(FaultAction::Fail) | Some(FaultAction::PermissionDenied) => {
                 session.channel_failure(channel_id)?;
                 return Ok(());
             }
-            None => {}
         }
         let channel = self.channels.remove(&channel_id);
         match channel {

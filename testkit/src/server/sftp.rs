@@ -49,7 +49,9 @@ impl SftpHandler {
     /// `Ok(true)`: do the operation, then call [`Self::lose_reply`].
     async fn check(&self, op: Op) -> Result<bool, StatusReply> {
         match self.shared.fault(op) {
-            None => Ok(false),
+            None | Some(FaultAction::DropAfterStdin(_)) | Some(FaultAction::CloseStdinAfter(_)) => {
+                Ok(false)
+            }
             Some(FaultAction::DoThenDrop) => Ok(true),
             Some(FaultAction::WithholdThenDrop(d)) => {
                 tokio::time::sleep(d).await;
