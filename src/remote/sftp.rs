@@ -560,6 +560,16 @@ fn map_err(op: &'static str, path: &str, timeout: Duration, e: SftpError) -> Rem
             StatusCode::PermissionDenied => RemoteError::PermissionDenied {
                 path: path.to_string(),
             },
+            // OpenSSH answers ENOSPC and EDQUOT with a bare "Failure".
+            StatusCode::Failure if matches!(op, "write" | "backup" | "lock") => {
+                RemoteError::Failed {
+                    op,
+                    message: format!(
+                        "{path}: the host refused to store the data ({}); a full disk or a quota is the usual cause",
+                        s.error_message
+                    ),
+                }
+            }
             _ => RemoteError::Failed {
                 op,
                 message: format!("{path}: {}", s.error_message),

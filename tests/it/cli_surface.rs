@@ -249,3 +249,36 @@ async fn dev_zero_and_fifos_as_local_file_flags_are_refused_quickly() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_encrypted_default_key_without_passphrase_says_so() {
+    let fx = fixture(|b| b).await;
+    let home = fx.dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
+    let key = home.join(".ssh").join("id_ed25519");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "secret-pass", "-f"])
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let mut c = swapcfg_cmd();
+    c.args(["get", "tester@127.0.0.1", "--config-path", "/x"])
+        .args(["--port", &fx.server.port().to_string()])
+        .arg("--known-hosts")
+        .arg(&fx.known_hosts)
+        .env("HOME", &home)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("SWAPCFG_KEY_PASSPHRASE");
+    let out = output(c).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("encrypted")
+            && err.contains("SWAPCFG_KEY_PASSPHRASE")
+            && !err.contains("unknown"),
+        "{err}"
+    );
+    assert!(!err.contains("secret-pass"));
+}

@@ -262,6 +262,10 @@ async fn openssh_really_full_disk() {
         "backup or write refused: {v}"
     );
     assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("full disk"),
+        "says what a bare SFTP Failure usually means: {v}"
+    );
     assert!(std::fs::read(&h.cfg).expect("cfg") == h.old_bytes);
     assert_eq!(h.leftovers(), Vec::<String>::new(), "no temp file, no lock");
     for b in h.backups() {
