@@ -159,40 +159,9 @@ impl Session {
                     .map_err(|e| self.lost("exec stdin", e))?;
             }
             ch.eof().await.map_err(|e| self.lost("exec", e))?;
-            let mut out = ExecOutput::default();
-            while let Some(msg) = ch.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => {
-                        push_bounded(&mut out.stdout, &data, max_output, &mut out.truncated)
-                    }
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        push_bounded(&mut out.stderr, &data, max_output, &mut out.truncated)
-                    }
-                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
-                    ChannelMsg::Failure => {
-                        return Err(TransportError::ExecRefused {
-                            target: self.label.clone(),
-                            message: "exec request denied".into(),
-                        })
-                    }
-                    ChannelMsg::Close => break,
-                    _ => {}
-                }
-            }
-            Ok(out)
+            self.collect(&mut ch, max_output, |_| {}).await
         };
-        // A connection that ends while the upload waits for window space
-        // would otherwise only be noticed when the timeout fires.
-        let run = async {
-            tokio::select! {
-                r = run => r,
-                () = self.closed() => Err(TransportError::Disconnected {
-                    target: self.label.clone(),
-                    op: "exec".into(),
-                    message: "the connection to the host was lost".into(),
-                }),
-            }
-        };
+        let run = self.until_closed(run);
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout {
@@ -236,53 +205,25 @@ impl Session {
                 .await
                 .map_err(|e| self.lost("exec", e))?;
             ch.eof().await.map_err(|e| self.lost("exec", e))?;
-            let mut out = ExecOutput::default();
             let mut marker_seen = false;
-            while let Some(msg) = ch.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => {
-                        push_bounded(&mut out.stdout, &data, max_output, &mut out.truncated)
-                    }
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        push_bounded(&mut out.stderr, &data, max_output, &mut out.truncated);
-                        if !marker_seen {
-                            if let Some(nl) = out.stderr.iter().position(|&b| b == b'\n') {
-                                marker_seen = true;
-                                let line = String::from_utf8_lossy(&out.stderr[..nl]).into_owned();
-                                if let Some(n) = line.strip_prefix("swapcfg-pgid ") {
-                                    if let (Ok(n), Ok(mut g)) = (n.trim().parse(), pgid.lock()) {
-                                        *g = Some(n);
-                                    }
-                                    out.stderr.drain(..=nl);
-                                }
-                            }
-                        }
-                    }
-                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
-                    ChannelMsg::Failure => {
-                        return Err(TransportError::ExecRefused {
-                            target: self.label.clone(),
-                            message: "exec request denied".into(),
-                        })
-                    }
-                    ChannelMsg::Close => break,
-                    _ => {}
+            self.collect(&mut ch, max_output, |stderr: &mut Vec<u8>| {
+                if marker_seen {
+                    return;
                 }
-            }
-            Ok(out)
+                if let Some(nl) = stderr.iter().position(|&b| b == b'\n') {
+                    marker_seen = true;
+                    let line = String::from_utf8_lossy(&stderr[..nl]).into_owned();
+                    if let Some(n) = line.strip_prefix("swapcfg-pgid ") {
+                        if let (Ok(n), Ok(mut g)) = (n.trim().parse(), pgid.lock()) {
+                            *g = Some(n);
+                        }
+                        stderr.drain(..=nl);
+                    }
+                }
+            })
+            .await
         };
-        // A connection that ends while the upload waits for window space
-        // would otherwise only be noticed when the timeout fires.
-        let run = async {
-            tokio::select! {
-                r = run => r,
-                () = self.closed() => Err(TransportError::Disconnected {
-                    target: self.label.clone(),
-                    op: "exec".into(),
-                    message: "the connection to the host was lost".into(),
-                }),
-            }
-        };
+        let run = self.until_closed(run);
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
             Err(_) => {
@@ -307,6 +248,55 @@ impl Session {
                     stopped,
                 })
             }
+        }
+    }
+
+    /// Collect an exec channel's output (bounded) until it closes;
+    /// `on_stderr` sees stderr after each chunk (it may edit it).
+    async fn collect(
+        &self,
+        ch: &mut russh::Channel<russh::client::Msg>,
+        max_output: usize,
+        mut on_stderr: impl FnMut(&mut Vec<u8>),
+    ) -> Result<ExecOutput, TransportError> {
+        let mut out = ExecOutput::default();
+        while let Some(msg) = ch.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    push_bounded(&mut out.stdout, &data, max_output, &mut out.truncated)
+                }
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    push_bounded(&mut out.stderr, &data, max_output, &mut out.truncated);
+                    on_stderr(&mut out.stderr);
+                }
+                ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                ChannelMsg::Failure => {
+                    return Err(TransportError::ExecRefused {
+                        target: self.label.clone(),
+                        message: "exec request denied".into(),
+                    })
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// `fut`, unless the connection ends first: a connection that ends while
+    /// an upload waits for window space would otherwise only be noticed
+    /// when the timeout fires.
+    async fn until_closed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, TransportError> {
+        tokio::select! {
+            r = fut => r,
+            () = self.closed() => Err(TransportError::Disconnected {
+                target: self.label.clone(),
+                op: "exec".into(),
+                message: "the connection to the host was lost".into(),
+            }),
         }
     }
 
