@@ -6,7 +6,7 @@ use swapcfg::remote::{AnyRemote, RemoteOptions};
 use swapcfg::transport::Session;
 
 use super::render::Failure;
-use super::settings::Settings;
+use super::settings::{Restart, Settings};
 use swapcfg::pipeline::Step;
 
 /// A connected host.
@@ -34,7 +34,11 @@ impl Host {
             &self.session,
             settings.mode,
             &self.config_path,
-            RemoteOptions::default(),
+            RemoteOptions {
+                unverified_wrapper_write: settings.unverified_wrapper_write,
+                wrapper_restart: matches!(settings.restart, Restart::Command(_)),
+                ..RemoteOptions::default()
+            },
         )
         .await
         .map_err(|e| Failure::at(Step::Connect, e))

@@ -97,8 +97,15 @@ pub fn hint(e: &CliError, ctx: &HintContext) -> Option<String> {
 }
 
 fn remote_hint(e: &RemoteError) -> Option<String> {
+    use swapcfg::remote::wrapper::{NO_RESTART_OP, UNVERIFIED_WRITE_OP};
     match e {
         RemoteError::Transport(t) => transport_hint(t),
+        RemoteError::Unsupported { op, .. } if *op == UNVERIFIED_WRITE_OP => Some(
+            "or pass --unverified-wrapper-write to write through it anyway".into(),
+        ),
+        RemoteError::Unsupported { op, .. } if *op == NO_RESTART_OP => Some(
+            "pass --restart-cmd none if llama-swap reloads by itself (-watch-config), or regenerate the script with `swapcfg wrapper-script --restart-cmd CMD`".into(),
+        ),
         RemoteError::Unsupported {
             instead: Some(m), ..
         } => Some(match m {

@@ -69,6 +69,8 @@ pub struct Settings {
     pub restart_timeout: Duration,
     pub health: Health,
     pub schema: Option<PathBuf>,
+    /// Wrapper mode: write through a seed-style forced command anyway.
+    pub unverified_wrapper_write: bool,
 }
 
 /// Per-invocation choices of the commands that change a host.
@@ -214,6 +216,7 @@ impl Settings {
                 api_key,
             },
             schema: s.and_then(|s| s.schema.clone()).or(host.schema),
+            unverified_wrapper_write: args.unverified_wrapper_write,
         })
     }
 
@@ -292,6 +295,7 @@ mod tests {
             port: None,
             connect_timeout: None,
             inventory: None,
+            unverified_wrapper_write: false,
         }
     }
 

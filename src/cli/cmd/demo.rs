@@ -114,6 +114,7 @@ mod sandbox {
                 api_key: None,
             },
             schema: None,
+            unverified_wrapper_write: false,
         };
         let change = Change {
             yes: true,
