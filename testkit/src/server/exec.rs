@@ -1,5 +1,6 @@
-//! Exec channels of the test server: wrapper verbs, scripted commands and
-//! `/bin/sh -c` for shell mode.
+//! Exec channels of the test server: a forced-command script, the built-in
+//! seed-style wrapper verbs, scripted commands and `/bin/sh -c` for shell
+//! mode.
 //!
 //! Invariant: every exec ends with an exit status, EOF and close, except
 //! under a `Hang` fault (which waits for the connection to close).
@@ -44,7 +45,12 @@ pub(crate) async fn run(
         }
         None => {}
     }
-    if let Some(config) = shared.wrapper.clone() {
+    if let Some(script) = shared.forced_command.clone() {
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg(&script).env("SSH_ORIGINAL_COMMAND", &command);
+        let drop_after = lock_take(&shared.drop_after_stdin).map(|n| (n, ctl));
+        piped(channel, cmd, drop_after).await;
+    } else if let Some(config) = shared.wrapper.clone() {
         wrapper_verb(&shared, channel, command.trim(), &config).await;
     } else if let Some(script) = shared.script(&command) {
         scripted(&channel, &script).await;
@@ -196,11 +202,27 @@ fn wrapper_write(config: &Path, content: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Take the value out of a mutex (recovering from poisoning).
+fn lock_take<T>(m: &std::sync::Mutex<Option<T>>) -> Option<T> {
+    m.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 /// Run `command` with `/bin/sh -c`, wiring stdin/stdout/stderr to the channel.
 async fn shell(channel: Channel<Msg>, command: &str) {
-    let child = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(command);
+    piped(channel, cmd, None).await;
+}
+
+/// Run `cmd` with stdin/stdout/stderr wired to the channel; the exit status
+/// (255 for a signal) ends it. With `drop_after`, the connection is shut
+/// down once that many stdin bytes were passed on (the child then sees EOF).
+async fn piped(
+    channel: Channel<Msg>,
+    mut cmd: tokio::process::Command,
+    drop_after: Option<(usize, Arc<ConnCtl>)>,
+) {
+    let child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -216,12 +238,24 @@ async fn shell(channel: Channel<Msg>, command: &str) {
     let (mut reader, writer) = channel.split();
     let mut stdin = child.stdin.take();
     let feed = async move {
+        let mut passed = 0usize;
         while let Some(msg) = reader.wait().await {
             match msg {
                 ChannelMsg::Data { data } => {
+                    let data = match &drop_after {
+                        Some((limit, _)) => &data[..data.len().min(limit - passed)],
+                        None => &data[..],
+                    };
                     if let Some(s) = stdin.as_mut() {
-                        if s.write_all(&data).await.is_err() {
+                        if s.write_all(data).await.is_err() {
                             stdin = None;
+                        }
+                    }
+                    passed += data.len();
+                    if let Some((limit, ctl)) = &drop_after {
+                        if passed >= *limit {
+                            ctl.drop_connection();
+                            break;
                         }
                     }
                 }

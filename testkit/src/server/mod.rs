@@ -4,8 +4,10 @@
 //! Owns: a loopback server with public-key auth, an SFTP subsystem over the
 //! real filesystem (absolute paths, no chroot: tests use their own temp
 //! dirs), exec handling (scripted restart commands, `/bin/sh -c` for shell
-//! mode, the fixed wrapper verbs of a forced command), and a fault plan that
-//! fails, hangs or drops the connection at a chosen operation on its Nth call.
+//! mode, the fixed seed-style wrapper verbs, or a real forced-command script
+//! run with `$SSH_ORIGINAL_COMMAND` as sshd does), and a fault plan that
+//! fails, hangs or drops the connection at a chosen operation on its Nth call
+//! (or after a forced command has received N bytes of stdin).
 //!
 //! ```no_run
 //! # async fn demo(client_key: russh::keys::PublicKey) -> std::io::Result<()> {
@@ -20,7 +22,8 @@
 //! ```
 //!
 //! Invariants: the server process never runs anything for the client except
-//! `/bin/sh -c` in shell-exec mode; a `Hang` fault never blocks other
+//! `/bin/sh -c` in shell-exec mode and `/bin/sh SCRIPT` for a forced
+//! command; a `Hang` fault never blocks other
 //! connections and ends when its connection closes; dropping the
 //! [`TestServer`] stops the listener and shuts every connection down.
 
@@ -127,6 +130,10 @@ pub(crate) struct Shared {
     pub(crate) sftp: bool,
     pub(crate) shell_exec: bool,
     pub(crate) wrapper: Option<PathBuf>,
+    pub(crate) forced_command: Option<PathBuf>,
+    /// Drop the connection once a forced command has received this many
+    /// bytes of stdin (once; reset after firing).
+    pub(crate) drop_after_stdin: Mutex<Option<usize>>,
     pub(crate) posix_rename: bool,
     pub(crate) fsync: bool,
     scripts: Mutex<HashMap<String, ScriptedExec>>,
@@ -193,6 +200,7 @@ pub struct TestServerBuilder {
     sftp: bool,
     shell_exec: bool,
     wrapper: Option<PathBuf>,
+    forced_command: Option<PathBuf>,
     posix_rename: bool,
     fsync: bool,
     scripts: HashMap<String, ScriptedExec>,
@@ -215,6 +223,7 @@ impl TestServerBuilder {
             sftp: true,
             shell_exec: true,
             wrapper: None,
+            forced_command: None,
             posix_rename: true,
             fsync: true,
             scripts: HashMap::new(),
@@ -255,6 +264,15 @@ impl TestServerBuilder {
     /// Forced-command mode: every exec is a wrapper verb acting on `config_path`.
     pub fn wrapper(mut self, config_path: impl Into<PathBuf>) -> Self {
         self.wrapper = Some(config_path.into());
+        self
+    }
+
+    /// A forced command, as `command="/bin/sh SCRIPT"` in authorized_keys:
+    /// every exec runs `/bin/sh script` with `SSH_ORIGINAL_COMMAND` set to
+    /// the client's command, stdin/stdout/stderr wired to the channel; the
+    /// SFTP subsystem is refused.
+    pub fn forced_command(mut self, script: impl Into<PathBuf>) -> Self {
+        self.forced_command = Some(script.into());
         self
     }
 
@@ -305,6 +323,8 @@ impl TestServerBuilder {
             sftp: self.sftp,
             shell_exec: self.shell_exec,
             wrapper: self.wrapper,
+            forced_command: self.forced_command,
+            drop_after_stdin: Mutex::new(None),
             posix_rename: self.posix_rename,
             fsync: self.fsync,
             scripts: Mutex::new(self.scripts),
@@ -421,6 +441,12 @@ impl TestServer {
         lock(&self.shared.scripts).insert(command.to_string(), outcome);
     }
 
+    /// Drop the TCP connection once the next forced-command exec has
+    /// received `bytes` bytes of stdin (a link that dies mid-upload).
+    pub fn drop_after_stdin(&self, bytes: usize) {
+        *lock(&self.shared.drop_after_stdin) = Some(bytes);
+    }
+
     /// Every exec command received, in order.
     pub fn exec_log(&self) -> Vec<String> {
         lock(&self.shared.exec_log).clone()
@@ -515,7 +541,10 @@ impl russh::server::Handler for Conn {
         let channel = self.channels.remove(&channel_id);
         match channel {
             Some(channel)
-                if name == "sftp" && self.shared.sftp && self.shared.wrapper.is_none() =>
+                if name == "sftp"
+                    && self.shared.sftp
+                    && self.shared.wrapper.is_none()
+                    && self.shared.forced_command.is_none() =>
             {
                 session.channel_success(channel_id)?;
                 let handler = sftp::SftpHandler::new(self.shared.clone(), self.ctl.clone());
