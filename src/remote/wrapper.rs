@@ -94,6 +94,15 @@ fn transport_err(op: &'static str, timeout: Duration, e: TransportError) -> Remo
     }
 }
 
+/// The channel closed without an exit status: the connection was lost or
+/// the command killed, so whether the verb took effect is unknown.
+fn no_status(op: &'static str) -> RemoteError {
+    RemoteError::Disconnected {
+        op,
+        message: "the forced command ended without an exit status (connection lost, or the command was killed)".into(),
+    }
+}
+
 fn stderr_text(out: &ExecOutput) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
@@ -230,6 +239,7 @@ impl<'s> WrapperRemote<'s> {
             )
             .await?;
         let proto = match (out.status, parse_hello(&out.stdout)) {
+            (None, _) => return Err(no_status("hello")),
             (Some(0), Some(parsed)) if !out.truncated => parsed?.0,
             _ => Protocol::Seed,
         };
@@ -312,6 +322,7 @@ impl<'s> WrapperRemote<'s> {
     ) -> Result<Vec<u8>, RemoteError> {
         let verb = command.split(' ').next().unwrap_or(command);
         match out.status {
+            None => Err(no_status(op)),
             Some(0) if out.truncated => Err(RemoteError::OutputTooLong {
                 op,
                 limit: cap as u64,
@@ -320,13 +331,10 @@ impl<'s> WrapperRemote<'s> {
             _ if matches!(self.proto.get(), Some(Protocol::V1 { .. })) => {
                 Err(self.v1_error(op, verb, &out))
             }
-            status => Err(RemoteError::Failed {
+            Some(status) => Err(RemoteError::Failed {
                 op,
                 message: format!(
-                    "wrapper verb `{verb}` failed (exit {}): {}",
-                    status
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "none".into()),
+                    "wrapper verb `{verb}` failed (exit {status}): {}",
                     stderr_text(&out)
                 ),
             }),
@@ -485,15 +493,19 @@ impl super::RemoteOps for WrapperRemote<'_> {
                 self.read_cap(),
             )
             .await?;
+        if out.status.is_none() {
+            return Err(no_status("read"));
+        }
         if out.status == Some(0) {
             if let Some(parsed) = parse_hello(&out.stdout) {
                 let (proto, _) = parsed?;
                 let _ = self.proto.set(proto);
                 if out.truncated {
-                    return Err(self.too_large(RemoteError::OutputTooLong {
-                        op: "read",
-                        limit: 0,
-                    }));
+                    return Err(RemoteError::TooLarge {
+                        path: self.path(),
+                        size: self.opts.max_size + 1,
+                        limit: self.opts.max_size,
+                    });
                 }
                 return self.parse_file("read", &out.stdout);
             }
