@@ -101,7 +101,7 @@ fn remote_hint(e: &RemoteError) -> Option<String> {
     match e {
         RemoteError::Transport(t) => transport_hint(t),
         RemoteError::Unsupported { op, .. } if *op == UNVERIFIED_WRITE_OP => Some(
-            "or pass --unverified-wrapper-write to write through it anyway".into(),
+            "make the key's forced command the script `swapcfg wrapper-script --config-path PATH` prints (it checks length and sha256), or pass --unverified-wrapper-write to write through this one anyway".into(),
         ),
         RemoteError::Unsupported { op, .. } if *op == NO_RESTART_OP => Some(
             "pass --restart-cmd none if llama-swap reloads by itself (-watch-config), or regenerate the script with `swapcfg wrapper-script --restart-cmd CMD`".into(),

@@ -44,7 +44,7 @@ const HEADER_SLACK: usize = 8192;
 
 /// `op` of the error refusing to write through a seed-style wrapper (the
 /// binary's hint names the flag that accepts the risk).
-pub const UNVERIFIED_WRITE_OP: &str = "write through a seed-style wrapper";
+pub const UNVERIFIED_WRITE_OP: &str = "a write without length or checksum";
 /// `op` of the error refusing to start a change the forced-command script
 /// cannot restart after.
 pub const NO_RESTART_OP: &str = "restart through this forced command";
@@ -149,7 +149,7 @@ fn parse_hello(bytes: &[u8]) -> Option<Result<(Protocol, &[u8]), RemoteError>> {
         return Some(Err(RemoteError::Failed {
             op: "hello",
             message: format!(
-                "the forced command speaks wrapper protocol {:?}; this swapcfg speaks {PROTOCOL}: regenerate it with this swapcfg's `wrapper-script`",
+                "the forced command speaks wrapper protocol {:?}; this swapcfg speaks {PROTOCOL} (regenerate the script with this version)",
                 version.chars().take(16).collect::<String>()
             ),
         }));
@@ -402,10 +402,9 @@ impl<'s> WrapperRemote<'s> {
         }
         Err(RemoteError::Unsupported {
             op: UNVERIFIED_WRITE_OP,
-            why: "the forced command answers only the plain verbs (read, backup, write, restart), \
-                  and its `write` carries no length or checksum: a dropped connection could install \
-                  a truncated config. Install the script `swapcfg wrapper-script` prints as the \
-                  forced command"
+            why: "the forced command is a seed-style wrapper (plain verbs read, backup, write, \
+                  restart) whose `write` cannot tell a dropped connection from a short file, so it \
+                  could install a truncated config"
                 .into(),
             instead: None,
         })
@@ -415,7 +414,7 @@ impl<'s> WrapperRemote<'s> {
         RemoteError::Unsupported {
             op,
             why: "the forced command is a seed-style wrapper (read, backup, write and restart \
-                  only); the script `swapcfg wrapper-script` prints offers it"
+                  only); the project's forced-command script offers it"
                 .into(),
             instead: Some(Mode::Sftp),
         }
