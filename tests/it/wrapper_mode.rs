@@ -748,7 +748,20 @@ async fn lock_and_unlock_keep_the_record_format_and_the_holder() {
         std::fs::read_to_string(h.lock_file()).expect("lock"),
         other.to_record()
     );
+    // --break-lock: a live holder is replaced too.
+    let breaker = LockInfo {
+        token: "beef".into(),
+        ..me.clone()
+    };
+    assert_eq!(
+        r.lock(&breaker, 300, true).await.expect("break"),
+        LockTaken::TookOver {
+            previous: Some(other.clone())
+        }
+    );
     r.unlock(&other).await.expect("unlock");
+    assert!(h.lock_file().exists(), "still the breaker's");
+    r.unlock(&breaker).await.expect("unlock");
     assert_eq!(h.etc(), ["config.yaml"], "no lock, no temp");
 }
 
