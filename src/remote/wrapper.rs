@@ -174,8 +174,9 @@ fn parse_hello(bytes: &[u8]) -> Option<Result<(Protocol, &[u8]), RemoteError>> {
     Some(Ok((Protocol::V1 { path, verbs }, rest)))
 }
 
-/// Parse `file MODE UID GID` (octal mode, decimal ids; `-` when unknown).
-fn parse_file_line(bytes: &[u8]) -> Option<(Option<u32>, Option<(u32, u32)>, &[u8])> {
+/// Parse `file MODE UID GID` (octal mode, decimal ids; `-` when unknown)
+/// into a file without bytes, and the rest (the bytes).
+fn parse_file_line(bytes: &[u8]) -> Option<(RemoteFile, &[u8])> {
     let (l, rest) = line(bytes)?;
     let mut w = l.strip_prefix("file ")?.split(' ');
     let mode = w.next()?;
@@ -191,7 +192,14 @@ fn parse_file_line(bytes: &[u8]) -> Option<(Option<u32>, Option<(u32, u32)>, &[u
         (Ok(u), Ok(g)) => Some((u, g)),
         _ => None,
     };
-    Some((mode, owner, rest))
+    Some((
+        RemoteFile {
+            bytes: Vec::new(),
+            mode,
+            owner,
+        },
+        rest,
+    ))
 }
 
 impl<'s> WrapperRemote<'s> {
@@ -348,8 +356,8 @@ impl<'s> WrapperRemote<'s> {
             message: "the forced-command script sent a malformed reply".into(),
         };
         let (_, rest) = parse_hello(out).ok_or_else(malformed)??;
-        let (mode, owner, bytes) = parse_file_line(rest).ok_or_else(malformed)?;
-        self.file(bytes.to_vec(), mode, owner)
+        let (meta, bytes) = parse_file_line(rest).ok_or_else(malformed)?;
+        self.file(bytes.to_vec(), meta.mode, meta.owner)
     }
 
     fn file(
@@ -815,9 +823,9 @@ mod tests {
             }
         );
         assert!(proto.offers("write") && !proto.offers("restart"));
-        let (mode, owner, bytes) = parse_file_line(rest).expect("file line");
+        let (meta, bytes) = parse_file_line(rest).expect("file line");
         assert_eq!(
-            (mode, owner, bytes),
+            (meta.mode, meta.owner, bytes),
             (Some(0o640), Some((0, 7)), &b"models: {}\n"[..])
         );
         // A seed wrapper's config bytes are not a header.
