@@ -30,6 +30,7 @@
 //! * Orchestration:
 //!   - [`pipeline`]: the apply pipeline as one function over `RemoteOps`,
 //!     returning a typed [`pipeline::ApplyReport`].
+//!   - [`stop`]: cooperative stop requests and the phase an apply is in.
 
 pub mod diff;
 pub mod health;
@@ -38,6 +39,7 @@ pub mod limits;
 pub mod local;
 pub mod pipeline;
 pub mod remote;
+pub mod stop;
 pub mod target;
 pub mod transport;
 pub mod validate;

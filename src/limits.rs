@@ -22,6 +22,9 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default budget for DNS + TCP + handshake + authentication.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default time after which a silent host (no keepalive answered) is gone.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+
 /// Default budget for the restart command.
 pub const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::health::HealthError;
 use crate::remote::{LockInfo, LockTaken, RemoteError, RemoteFile, RemoteOps};
+use crate::stop::{Phase, Stop};
 use crate::transport::TransportError;
 
 /// The step an apply stopped at (or `done` / `unchanged` / `planned`).
@@ -40,6 +41,8 @@ pub enum Step {
     Restart,
     Health,
     Rollback,
+    /// Stopped on request after the write; the old config was restored.
+    Interrupted,
     Planned,
     Unchanged,
     Done,
@@ -60,6 +63,7 @@ impl Step {
             Step::Restart => "restart",
             Step::Health => "health",
             Step::Rollback => "rollback",
+            Step::Interrupted => "interrupted",
             Step::Planned => "planned",
             Step::Unchanged => "unchanged",
             Step::Done => "done",
@@ -88,6 +92,10 @@ pub enum ApplyError {
     },
     #[error("not confirmed; nothing was changed")]
     NotConfirmed,
+    #[error("interrupted before the write; nothing was changed")]
+    InterruptedBefore,
+    #[error("interrupted after the write; the old config was put back, restarted and checked")]
+    InterruptedAfter,
 }
 
 /// Why the rollback itself failed.
@@ -154,6 +162,8 @@ pub struct ApplyReport {
     pub warnings: Vec<Warning>,
     /// Milliseconds per step, in the order the steps ran.
     pub timings_ms: Vec<(Step, u64)>,
+    /// The lock was already released (or handed to a recovery connection).
+    lock_released: bool,
 }
 
 /// Something worth telling that did not stop the apply.
@@ -203,6 +213,7 @@ impl ApplyReport {
             pruned_backups: Vec::new(),
             warnings: Vec::new(),
             timings_ms: Vec::new(),
+            lock_released: false,
         }
     }
 
@@ -234,6 +245,8 @@ pub struct ApplyOptions {
     pub lock: Option<LockInfo>,
     /// Take the lock even from a live holder.
     pub break_lock: bool,
+    /// Stop requests (signals) and the phase, shared with the caller.
+    pub stop: Stop,
 }
 
 /// The parts of an apply that are not remote file operations.
@@ -246,10 +259,11 @@ pub trait Hooks {
     /// Check that llama-swap answers; after a change (`rollback == false`)
     /// it may also require the new config's models. `Err` is the reason.
     async fn health(&mut self, rollback: bool) -> Result<(), HealthError>;
-    /// After a write whose reply was lost (timeout, dropped connection),
-    /// read the config over a fresh connection; `None` when that is not
-    /// possible. Bounded by the caller's connect timeout.
-    async fn reread(&mut self) -> Option<Vec<u8>> {
+    /// The connection was lost mid-apply: over a fresh connection (bounded
+    /// by the caller's connect timeout), run [`RemoteOps::clean_up`] for
+    /// `me` (this run's temp files, the lock if still ours) and read the
+    /// config. `None` when that is not possible.
+    async fn recover(&mut self, _me: Option<&LockInfo>) -> Option<Vec<u8>> {
         None
     }
 }
@@ -346,6 +360,9 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
     if !hooks.confirm(&rep.diff) {
         fail!(Step::Aborted, ApplyError::NotConfirmed);
     }
+    if opts.stop.requested() {
+        fail!(Step::Aborted, ApplyError::InterruptedBefore);
+    }
 
     // One apply at a time per config: everything from here to the end runs
     // under the lock (released on every path below).
@@ -367,24 +384,49 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
             Err(e) => fail!(Step::Conflict, e),
         },
     };
-    changing(remote, &current, new, &old_sha, opts, hooks, &mut rep).await;
-    if let Some(me) = locked {
-        if let Err(e) = remote.unlock(me).await {
-            rep.warnings.push(Warning::Unlock {
+    if opts.stop.requested() {
+        rep.step = Step::Aborted;
+        rep.error = Some(ApplyError::InterruptedBefore);
+    } else {
+        changing(
+            remote, &current, new, &old_sha, locked, opts, hooks, &mut rep,
+        )
+        .await;
+    }
+    if let Some(me) = locked.filter(|_| !rep.lock_released) {
+        match remote.unlock(me).await {
+            Ok(()) => {}
+            Err(e) if lost(&e) && rep.state_reread => {} // recovered already
+            Err(e) if lost(&e) && hooks.recover(Some(me)).await.is_some() => {}
+            Err(e) => rep.warnings.push(Warning::Unlock {
                 error: e.to_string(),
-            });
+            }),
         }
     }
     rep
 }
 
+/// The session is gone (as opposed to a refusal the host answered).
+fn lost(e: &RemoteError) -> bool {
+    matches!(
+        e,
+        RemoteError::Timeout { .. }
+            | RemoteError::Disconnected { .. }
+            | RemoteError::Transport(
+                TransportError::Timeout { .. } | TransportError::Disconnected { .. }
+            )
+    )
+}
+
 /// Backup, write (compare-and-swap against `old_sha`), restart, health,
 /// rollback, prune: the steps that run under the lock.
+#[allow(clippy::too_many_arguments)]
 async fn changing<R: RemoteOps, H: Hooks>(
     remote: &R,
     current: &RemoteFile,
     new: &[u8],
     old_sha: &str,
+    me: Option<&LockInfo>,
     opts: &ApplyOptions,
     hooks: &mut H,
     rep: &mut ApplyReport,
@@ -398,20 +440,45 @@ async fn changing<R: RemoteOps, H: Hooks>(
             r
         }};
     }
+    let stop = &opts.stop;
     let backup = match timed!(
         Step::Backup,
-        remote.backup(current, SystemTime::now()).await
+        stop.race(remote.backup(current, SystemTime::now())).await
     ) {
-        Ok(b) => b,
-        Err(e) => {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
             rep.step = Step::Backup;
             rep.error = Some(e.into());
             return;
         }
+        None => {
+            // Stopped mid-backup: its temp file may be left. Requests on this
+            // session may be queued behind the interrupted upload, so clean
+            // up here only if that is quick, else over a fresh connection.
+            let quick = tokio::time::timeout(Duration::from_secs(2), remote.clean_up(me)).await;
+            if !matches!(quick, Ok(Ok(()))) && hooks.recover(me).await.is_none() {
+                rep.warnings.push(Warning::Unlock {
+                    error: "the host could not be reached to remove the lock and temp files".into(),
+                });
+            }
+            rep.lock_released = true;
+            rep.step = Step::Aborted;
+            rep.error = Some(ApplyError::InterruptedBefore);
+            return;
+        }
     };
     rep.backup_path = Some(backup.clone());
+    if stop.requested() {
+        rep.step = Step::Aborted;
+        rep.error = Some(ApplyError::InterruptedBefore);
+        return;
+    }
 
-    if let Err(e) = timed!(Step::Write, remote.write(new, current, Some(old_sha)).await) {
+    // The write is never cut short: it is atomic and bounded by timeouts.
+    stop.set_phase(Phase::Writing);
+    let written = timed!(Step::Write, remote.write(new, current, Some(old_sha)).await);
+    if let Err(e) = written {
+        stop.set_phase(Phase::Untouched);
         if let RemoteError::Changed { found, .. } = &e {
             rep.step = Step::Conflict;
             rep.error = Some(ApplyError::ChangedMeanwhile {
@@ -423,26 +490,42 @@ async fn changing<R: RemoteOps, H: Hooks>(
         }
         rep.step = Step::Write;
         rep.error = Some(e.into());
-        observe(remote, &current.bytes, new, hooks, rep).await;
+        observe(remote, &current.bytes, new, me, hooks, rep).await;
+        if rep.remote_state == Some(RemoteState::New) {
+            stop.set_phase(Phase::NewInPlace);
+        }
         return;
     }
     rep.remote_state = Some(RemoteState::New);
+    stop.set_phase(Phase::NewInPlace);
 
-    let failure: Option<(Step, ApplyError)> = match restart(remote, opts, hooks, rep).await {
-        Err(e) => Some((Step::Restart, e.into())),
-        Ok(()) => match timed!(Step::Health, hooks.health(false).await) {
-            Err(e) => Some((Step::Health, e.into())),
-            Ok(()) => None,
-        },
+    // Restart and health give way to a stop request: the change is then
+    // undone like a failed one (whatever --no-rollback says).
+    let failure: Option<(Step, ApplyError)> = if stop.requested() {
+        Some((Step::Interrupted, ApplyError::InterruptedAfter))
+    } else {
+        match stop.race(restart(remote, opts, hooks, rep)).await {
+            None => Some((Step::Interrupted, ApplyError::InterruptedAfter)),
+            Some(Err(e)) => Some((Step::Restart, e.into())),
+            Some(Ok(())) => match timed!(Step::Health, stop.race(hooks.health(false)).await) {
+                None => Some((Step::Interrupted, ApplyError::InterruptedAfter)),
+                Some(Err(e)) => Some((Step::Health, e.into())),
+                Some(Ok(())) => None,
+            },
+        }
     };
     if let Some((step, err)) = failure {
         rep.step = step;
         rep.error = Some(err);
-        if opts.no_rollback {
+        if opts.no_rollback && step != Step::Interrupted {
             rep.kept_new = true;
             return;
         }
-        rollback(remote, current, new, opts, hooks, rep).await;
+        stop.set_phase(Phase::RollingBack);
+        rollback(remote, current, new, me, opts, hooks, rep).await;
+        if rep.rolled_back {
+            stop.set_phase(Phase::Restored);
+        }
         return;
     }
 
@@ -459,13 +542,13 @@ async fn observe<R: RemoteOps, H: Hooks>(
     remote: &R,
     old: &[u8],
     new: &[u8],
+    me: Option<&LockInfo>,
     hooks: &mut H,
     rep: &mut ApplyReport,
 ) {
     let seen = match remote.read().await {
         Ok(f) => Some(f.bytes),
-        Err(RemoteError::Timeout { .. } | RemoteError::Disconnected { .. })
-        | Err(RemoteError::Transport(_)) => hooks.reread().await,
+        Err(e) if lost(&e) => hooks.recover(me).await,
         Err(_) => None,
     };
     rep.state_reread = seen.is_some();
@@ -498,6 +581,7 @@ async fn rollback<R: RemoteOps, H: Hooks>(
     remote: &R,
     old: &RemoteFile,
     new: &[u8],
+    me: Option<&LockInfo>,
     opts: &ApplyOptions,
     hooks: &mut H,
     rep: &mut ApplyReport,
@@ -533,7 +617,7 @@ async fn rollback<R: RemoteOps, H: Hooks>(
         Err(e) => {
             rep.rolled_back = false;
             if let RollbackError::Restore(_) = &e {
-                observe(remote, &old.bytes, new, hooks, rep).await;
+                observe(remote, &old.bytes, new, me, hooks, rep).await;
             } else if let RollbackError::Changed(_) = &e {
                 rep.remote_state = Some(RemoteState::Unknown);
             }

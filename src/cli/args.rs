@@ -120,6 +120,10 @@ pub struct TargetArgs {
     /// Seconds allowed for TCP connect, handshake and authentication [default: 10].
     #[arg(long, value_name = "SECS")]
     pub connect_timeout: Option<u64>,
+    /// Seconds of silence (no keepalive answered) after which the host is
+    /// considered gone [default: 15].
+    #[arg(long, value_name = "SECS")]
+    pub keepalive: Option<u64>,
     /// Inventory file with `defaults:` and `hosts:` (TARGET may name a host).
     #[arg(long, value_name = "FILE", env = "SWAPCFG_INVENTORY")]
     pub inventory: Option<PathBuf>,

@@ -14,7 +14,9 @@
 //! | 8 | restart failed (rolled back unless `--no-rollback`) |
 //! | 9 | health failed (rolled back unless `--no-rollback`) |
 //! | 10 | the rollback itself failed: the host may be broken |
-//! | 11 | aborted: not confirmed, editor failed |
+//! | 11 | aborted: not confirmed, editor failed, or interrupted before the write |
+//! | 12 | interrupted after the write: the old config was restored and is healthy |
+//! | 129/130/143 | a second SIGHUP/SIGINT/SIGTERM: exited at once (the state is printed) |
 
 use swapcfg::pipeline::Step;
 
@@ -52,6 +54,7 @@ pub fn code(outcome: &Outcome) -> u8 {
             Step::Health => 9,
             Step::Rollback => 10,
             Step::Aborted => 11,
+            Step::Interrupted => 12,
         },
     }
 }

@@ -29,19 +29,20 @@ impl Host {
 
     /// Open the remote config in the configured mode (SFTP subsystem, shell
     /// or wrapper).
-    pub async fn remote(&self, settings: &Settings) -> Result<AnyRemote<'_>, Failure> {
-        AnyRemote::open(
-            &self.session,
-            settings.mode,
-            &self.config_path,
-            RemoteOptions {
-                unverified_wrapper_write: settings.unverified_wrapper_write,
-                wrapper_restart: matches!(settings.restart, Restart::Command(_)),
-                ..RemoteOptions::default()
-            },
-        )
-        .await
-        .map_err(|e| Failure::at(Step::Connect, e))
+    pub async fn remote(
+        &self,
+        settings: &Settings,
+        opts: RemoteOptions,
+    ) -> Result<AnyRemote<'_>, Failure> {
+        // The wrapper choices come from the settings, whoever built `opts`.
+        let opts = RemoteOptions {
+            unverified_wrapper_write: settings.unverified_wrapper_write,
+            wrapper_restart: matches!(settings.restart, Restart::Command(_)),
+            ..opts
+        };
+        AnyRemote::open(&self.session, settings.mode, &self.config_path, opts)
+            .await
+            .map_err(|e| Failure::at(Step::Connect, e))
     }
 
     /// Close the connection politely.

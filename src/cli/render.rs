@@ -20,6 +20,8 @@ use super::style::Style;
 pub struct Failure {
     pub outcome: Outcome,
     pub error: Box<CliError>,
+    /// The host it happened on, when the message does not name it.
+    pub host: Option<String>,
 }
 
 /// The errors commands meet, typed until rendered.
@@ -43,6 +45,7 @@ impl Failure {
         Failure {
             outcome: Outcome::Usage,
             error: Box::new(CliError::Usage(message.into())),
+            host: None,
         }
     }
 
@@ -51,6 +54,7 @@ impl Failure {
         Failure {
             outcome: Outcome::At(step),
             error: Box::new(error.into()),
+            host: None,
         }
     }
 
@@ -59,7 +63,14 @@ impl Failure {
         Failure {
             outcome,
             error: Box::new(CliError::Other(message.into())),
+            host: None,
         }
+    }
+
+    /// Name the host in the message.
+    pub fn on(mut self, host: String) -> Failure {
+        self.host = Some(host);
+        self
     }
 }
 
@@ -78,6 +89,9 @@ fn transport_hint(e: &TransportError) -> Option<String> {
             "if that is the right host, rerun with --host-key-policy accept-new".into()
         }
         TransportError::NoKeys { .. } => "pass --identity FILE".into(),
+        TransportError::CommandTimeout { .. } => {
+            "raise --restart-timeout if the restart is only slow".into()
+        }
         TransportError::AuthRejected { .. } => "check --identity".into(),
         TransportError::NoSftp { .. } => {
             "use --mode shell (or --mode wrapper for a forced-command key)".into()
@@ -136,6 +150,30 @@ fn health_hint(e: &HealthError, ctx: &HintContext) -> Option<String> {
     }
 }
 
+/// `s` made safe for a terminal: every control character but tab and
+/// newline (C0, DEL, C1: escape sequences, carriage returns, OSC 52…) is
+/// written as a visible escape (`\x1b`, `\u{9b}`). Human output only;
+/// `--json` carries the exact text.
+pub fn term(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}';
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            if (c as u32) < 0x80 {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            } else {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `message` followed by `hint` (on its own line when the message has
 /// several lines).
 pub fn with_hint(message: String, hint: Option<String>) -> String {
@@ -148,10 +186,13 @@ pub fn with_hint(message: String, hint: Option<String>) -> String {
 
 /// `swapcfg: error: …` on stderr.
 pub fn print_failure(f: &Failure, ctx: &HintContext) {
-    eprintln!(
-        "swapcfg: error: {}",
-        with_hint(f.error.to_string(), hint(&f.error, ctx))
-    );
+    let host = f
+        .host
+        .as_ref()
+        .map(|h| format!("{h}: "))
+        .unwrap_or_default();
+    let message = with_hint(f.error.to_string(), hint(&f.error, ctx));
+    eprintln!("swapcfg: error: {}{}", term(&host), term(&message));
 }
 
 fn apply_error_hint(e: &ApplyError, ctx: &HintContext) -> Option<String> {
@@ -334,9 +375,10 @@ fn human(rep: &ApplyReport, ctx: &HintContext) {
         ),
         step => {
             eprintln!(
-                "{} {where_}: {}",
+                "{} {}: {}",
                 s.err(&format!("✗ failed at step {}:", step.name())),
-                apply_error(rep, ctx).unwrap_or_else(|| "unknown error".into())
+                term(&where_),
+                term(&apply_error(rep, ctx).unwrap_or_else(|| "unknown error".into()))
             );
             if rep.rolled_back {
                 eprintln!(
@@ -348,14 +390,14 @@ fn human(rep: &ApplyReport, ctx: &HintContext) {
                 eprintln!(
                     "{} {}\n  THE HOST MAY BE BROKEN: check it now; the previous config is at {}",
                     s.err("✗ rollback failed:"),
-                    rollback_error(e, ctx),
+                    term(&rollback_error(e, ctx)),
                     rep.backup_path.as_deref().unwrap_or("?")
                 );
             }
         }
     }
     for w in &rep.warnings {
-        eprintln!("{} {}", s.warn("warning:"), warning(w));
+        eprintln!("{} {}", s.warn("warning:"), term(&warning(w)));
     }
 }
 
@@ -366,16 +408,39 @@ pub fn finding(f: &Finding, file: &str, style: Style) -> String {
         Severity::Warning => style.warn("warning"),
     };
     format!(
-        "{file}:{}:{}: {sev}: {}: {} [{}]",
-        f.line, f.column, f.path, f.message, f.rule
+        "{}:{}:{}: {sev}: {}: {} [{}]",
+        term(file),
+        f.line,
+        f.column,
+        term(&f.path),
+        term(&f.message),
+        f.rule
     )
 }
 
-/// A unified diff on stdout, colored when allowed.
+/// A unified diff on stdout, colored when allowed, control characters from
+/// either file escaped.
 pub fn diff(diff: &str, style: Style) {
+    let diff = term(diff);
     if style.color {
-        print!("{}", swapcfg::diff::colorize(diff));
+        print!("{}", swapcfg::diff::colorize(&diff));
     } else {
         print!("{diff}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::term;
+
+    #[test]
+    fn control_characters_are_escaped_for_terminals() {
+        assert_eq!(term("plain\ttab\nline"), "plain\ttab\nline");
+        assert_eq!(
+            term("a\x1b]52;c;ZXZpbA==\x07b"),
+            "a\\x1b]52;c;ZXZpbA==\\x07b"
+        );
+        assert_eq!(term("cr\rdel\x7f"), "cr\\x0ddel\\x7f");
+        assert_eq!(term("csi\u{9b}2J"), "csi\\u{9b}2J");
     }
 }

@@ -103,6 +103,62 @@ fn secs(s: f64) -> Duration {
     })
 }
 
+/// A base URL as llama-swap serves it: `http://` (https is refused until
+/// swapcfg has a TLS client), a host, a port from 1 to 65535 if given, no
+/// `user:password@`, no query or fragment.
+/// Checked before anything touches the host.
+pub fn check_base_url(url: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("--base-url {url:?}: {why}");
+    let lower = url.to_ascii_lowercase();
+    let rest = if let Some(r) = lower.strip_prefix("http://") {
+        &url[url.len() - r.len()..]
+    } else if lower.starts_with("https://") {
+        // Refused here, before connecting, rather than after the write.
+        return Err(bad(
+            "https is not supported yet (no TLS client in swapcfg); use http on the LAN or an SSH-tunnelled port",
+        ));
+    } else {
+        return Err(bad("must start with http://"));
+    };
+    if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(bad("contains spaces or control characters"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err("--base-url: user:password@ is not allowed in the URL (it would be echoed); llama-swap takes an API key: --api-key-env NAME".to_string());
+    }
+    if rest.contains(['?', '#']) {
+        return Err(bad("must not have a query or fragment"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed [ in the host"))?;
+        match after {
+            "" => (h, None),
+            p => (
+                h,
+                Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?),
+            ),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if let Some(p) = port {
+        match p.parse::<u32>() {
+            Ok(n) if (1..=65535).contains(&n) && !p.starts_with('+') => {}
+            _ => return Err(bad("the port must be a number from 1 to 65535")),
+        }
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
 impl Settings {
     /// Find the inventory (flag, `$SWAPCFG_INVENTORY`, default places) and
     /// resolve. `service` is `None` for commands that neither restart nor
@@ -160,13 +216,23 @@ impl Settings {
         };
         let api_key_env = s.and_then(|s| s.api_key_env.clone()).or(host.api_key_env);
         let api_key = match (service, api_key_env) {
-            (Some(_), Some(name)) => Some(ApiKey {
-                value: env(&name)
-                    .ok_or_else(|| format!("--api-key-env {name}: the variable is not set"))?,
-                env: name,
-            }),
+            (Some(_), Some(name)) => {
+                let value = env(&name)
+                    .ok_or_else(|| format!("--api-key-env {name}: the variable is not set"))?;
+                if value.is_empty() || !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                    return Err(format!(
+                        "--api-key-env {name}: the value is empty or holds spaces or control characters (CR, LF, …), so it cannot be sent as an HTTP header; check the variable"
+                    ));
+                }
+                Some(ApiKey { value, env: name })
+            }
             _ => None,
         };
+        let base_url = s
+            .and_then(|s| s.base_url.clone())
+            .or(host.base_url)
+            .map(|u| check_base_url(&u))
+            .transpose()?;
         Ok(Settings {
             connect: ConnectOptions {
                 target,
@@ -179,6 +245,11 @@ impl Settings {
                 host_key_policy: policy,
                 connect_timeout,
                 op_timeout: limits::OP_TIMEOUT,
+                keepalive: args
+                    .keepalive
+                    .map(Duration::from_secs)
+                    .unwrap_or(limits::KEEPALIVE)
+                    .max(Duration::from_secs(1)),
             },
             mode,
             config_path: args.config_path.clone().or(host.config_path),
@@ -190,7 +261,7 @@ impl Settings {
                 .unwrap_or(limits::RESTART_TIMEOUT)
                 .max(Duration::from_secs(1)),
             health: Health {
-                base_url: s.and_then(|s| s.base_url.clone()).or(host.base_url),
+                base_url,
                 path: s
                     .and_then(|s| s.health_path.clone())
                     .or(host.health_path)
@@ -294,6 +365,7 @@ mod tests {
             host_key_policy: None,
             port: None,
             connect_timeout: None,
+            keepalive: None,
             inventory: None,
             unverified_wrapper_write: false,
         }
@@ -513,6 +585,53 @@ hosts:
             (HEALTH_ATTEMPTS, HEALTH_DELAY, HEALTH_TIMEOUT)
         );
         assert!(!r.health.verify_models && r.health.api_key.is_none());
+    }
+
+    #[test]
+    fn base_urls_are_checked_before_connecting() {
+        for ok in [
+            "http://gpu1:8080",
+            "http://10.0.0.5:8080/prefix",
+            "http://[::1]:8080",
+            "HTTP://gpu1",
+        ] {
+            assert!(check_base_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://x",
+            "https://gpu1:8443/",
+            "gpu1:8080",
+            "http://h:70000",
+            "http://h:0",
+            "http://h:",
+            "http://h:8a",
+            "http://user:pw@h:8080",
+            "http://:8080",
+            "http://h:8080/?x=1",
+            "http://h\r\n:8080",
+            "http://[::1",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad}");
+        }
+        let e = check_base_url("http://user:pw@h:8080")
+            .err()
+            .unwrap_or_default();
+        assert!(!e.contains("pw"), "userinfo never echoed: {e}");
+        let mut s = service();
+        s.base_url = Some("http://h:70000".into());
+        assert!(Settings::resolve_with(&target("gpu"), Some(&s), None, &env).is_err());
+    }
+
+    #[test]
+    fn api_key_values_must_be_header_safe() {
+        let mut s = service();
+        s.api_key_env = Some("K".into());
+        let e = Settings::resolve_with(&target("gpu"), Some(&s), None, &|_| {
+            Some("sk-1\r\nX: y".into())
+        })
+        .err()
+        .unwrap_or_default();
+        assert!(e.contains("--api-key-env K") && !e.contains("sk-1"), "{e}");
     }
 
     #[test]

@@ -198,6 +198,14 @@ pub trait RemoteOps {
     async fn lock(&self, me: &LockInfo, now: u64, force: bool) -> Result<LockTaken, RemoteError>;
     /// Remove the lock if it is still `me`'s (same token).
     async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError>;
+    /// After a run whose connection was lost: remove the temp files this
+    /// run's tag left and the lock if it is still `me`'s. Best effort.
+    async fn clean_up(&self, me: Option<&LockInfo>) -> Result<(), RemoteError> {
+        match me {
+            Some(me) => self.unlock(me).await,
+            None => Ok(()),
+        }
+    }
     /// Run the restart command (ignored by wrapper mode, which has its own
     /// `restart` verb) with a timeout.
     async fn restart(
@@ -226,6 +234,10 @@ use crate::transport::{ExecOutput, Session, TransportError};
 pub struct RemoteOptions {
     /// Largest config (or backup) swapcfg reads, in bytes.
     pub max_size: u64,
+    /// Marks this run's temp files (`.<name>.swapcfg-<tag>-….tmp`) so that
+    /// [`RemoteOps::clean_up`] — possibly over a later connection with the
+    /// same tag — removes exactly them.
+    pub tag: u64,
     /// Wrapper mode: back up and write through a seed-style forced command
     /// (plain `write`: no length, no checksum, so a cut connection can
     /// install a truncated file) instead of refusing.
@@ -239,6 +251,7 @@ impl Default for RemoteOptions {
     fn default() -> Self {
         RemoteOptions {
             max_size: crate::limits::MAX_CONFIG as u64,
+            tag: rand::random(),
             unverified_wrapper_write: false,
             wrapper_restart: false,
         }
@@ -256,7 +269,7 @@ pub(crate) async fn run_restart(
 ) -> Result<RestartOutcome, RemoteError> {
     restart_outcome(
         session
-            .exec(command, None, timeout, RESTART_OUTPUT_CAP)
+            .exec_group(command, timeout, RESTART_OUTPUT_CAP)
             .await,
         timeout,
     )
@@ -268,6 +281,7 @@ pub(crate) fn restart_outcome(
     timeout: Duration,
 ) -> Result<RestartOutcome, RemoteError> {
     let out = out.map_err(|e| match e {
+        e @ TransportError::CommandTimeout { .. } => RemoteError::Transport(e),
         TransportError::Timeout { .. } => RemoteError::Timeout {
             op: "restart",
             after: timeout,
@@ -378,6 +392,9 @@ impl RemoteOps for AnyRemote<'_> {
     }
     async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError> {
         dispatch!(self, r => r.unlock(me).await)
+    }
+    async fn clean_up(&self, me: Option<&LockInfo>) -> Result<(), RemoteError> {
+        dispatch!(self, r => r.clean_up(me).await)
     }
     async fn restart(
         &self,

@@ -34,6 +34,9 @@ pub struct SftpRemote<'s> {
     opts: RemoteOptions,
     posix_rename: bool,
     fsync: bool,
+    /// Set once a request found the connection gone: later requests fail
+    /// at once instead of each waiting for its timeout.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 impl<'s> SftpRemote<'s> {
@@ -57,11 +60,51 @@ impl<'s> SftpRemote<'s> {
             sftp,
             path: config_path.to_string(),
             opts,
+            lost: Default::default(),
         })
     }
 
     fn err(&self, op: &'static str, path: &str, e: SftpError) -> RemoteError {
-        map_err(op, path, self.session.op_timeout(), e)
+        let e = map_err(op, path, self.session.op_timeout(), e);
+        if matches!(
+            e,
+            RemoteError::Disconnected { .. } | RemoteError::Timeout { .. }
+        ) {
+            self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        e
+    }
+
+    /// Run `fut`, but fail at once when the connection ends meanwhile
+    /// (russh-sftp would otherwise wait for each request's timeout).
+    async fn guard<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = Result<T, RemoteError>>,
+    ) -> Result<T, RemoteError> {
+        self.alive(op)?;
+        tokio::select! {
+            r = fut => r,
+            () = self.session.closed() => {
+                self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(RemoteError::Disconnected {
+                    op,
+                    message: "the host closed the connection".into(),
+                })
+            }
+        }
+    }
+
+    /// `Err` at once when an earlier request found the connection gone.
+    fn alive(&self, op: &'static str) -> Result<(), RemoteError> {
+        if self.lost.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(RemoteError::Disconnected {
+                op,
+                message: "the connection to the host was lost earlier".into(),
+            })
+        } else {
+            Ok(())
+        }
     }
 
     /// Read a whole file with the size cap, pipelining the chunk reads.
@@ -197,10 +240,15 @@ impl<'s> SftpRemote<'s> {
             .map_err(|e| self.err(op, path, e))?
             .handle;
         let result = self.fill(op, path, &handle, content, mode, owner).await;
+        if self.alive(op).is_err() {
+            // Nothing more can be sent; `clean_up` over a new connection
+            // removes the temp file.
+            return result;
+        }
         let closed = self.sftp.close(handle).await;
         let result = result.and(closed.map(|_| ()).map_err(|e| self.err(op, path, e)));
         if result.is_err() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.sftp.remove(path)).await;
+            self.remove_quietly(path).await;
         }
         result
     }
@@ -305,14 +353,15 @@ impl<'s> SftpRemote<'s> {
         Ok((real, attrs))
     }
 
-    /// A fresh temp name beside `target`.
-    fn temp_beside(target: &str) -> String {
+    /// A fresh temp name beside `target`, carrying this run's tag.
+    fn temp_beside(&self, target: &str) -> String {
         join(
             dir_name(target),
             &format!(
-                ".{}.swapcfg-{:016x}.tmp",
+                ".{}.swapcfg-{:016x}-{:08x}.tmp",
                 file_name(target),
-                rand::random::<u64>()
+                self.opts.tag,
+                rand::random::<u32>()
             ),
         )
     }
@@ -335,23 +384,76 @@ impl<'s> SftpRemote<'s> {
         }
     }
 
+    /// Remove temp files a dead apply left beside the config
+    /// (`.<name>.swapcfg-<hex>.tmp`, for the config, its backups and its
+    /// lock). Best effort: called only after taking over a stale lock.
+    async fn remove_stale_temps(&self) {
+        self.remove_temps(None).await
+    }
+
+    /// Remove swapcfg temp files beside the config: all of them, or only
+    /// those carrying `tag`.
+    async fn remove_temps(&self, tag: Option<u64>) {
+        let dir = dir_name(&self.path);
+        let Ok(handle) = self.sftp.opendir(dir).await.map(|h| h.handle) else {
+            return;
+        };
+        let name = file_name(&self.path);
+        let tagged = tag.map(|t| format!("{t:016x}-")).unwrap_or_default();
+        let prefixes = [
+            format!(".{name}.swapcfg-{tagged}"),
+            format!(".{name}.swapcfg-lock.swapcfg-{tagged}"),
+        ];
+        let mut stale = Vec::new();
+        for _ in 0..10_000 {
+            match self.sftp.readdir(&handle).await {
+                Ok(list) => stale.extend(list.files.into_iter().map(|f| f.filename).filter(|n| {
+                    prefixes.iter().any(|p| n.starts_with(p.as_str())) && n.ends_with(".tmp")
+                })),
+                Err(_) => break,
+            }
+        }
+        let _ = self.sftp.close(handle).await;
+        join_all(
+            stale
+                .iter()
+                .map(|n| self.remove_quietly_owned(join(dir, n))),
+        )
+        .await;
+    }
+
+    async fn remove_quietly_owned(&self, path: String) {
+        self.remove_quietly(&path).await
+    }
+
     async fn remove_quietly(&self, path: &str) {
+        if self.alive("remove").is_err() {
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.sftp.remove(path)).await;
     }
 
-    /// The lock record at `lock`, if one can be read (bounded).
-    async fn read_lock(&self, lock: &str) -> Option<super::LockInfo> {
-        let handle = self
+    /// The lock record at `lock`: `Ok(None)` when there is none or it is
+    /// not a swapcfg record; `Err` when the host could not be asked.
+    async fn read_lock(&self, lock: &str) -> Result<Option<super::LockInfo>, RemoteError> {
+        let handle = match self
             .sftp
             .open(lock, OpenFlags::READ, FileAttributes::empty())
             .await
-            .ok()?
-            .handle;
+        {
+            Ok(h) => h.handle,
+            Err(e) => {
+                return match self.err("lock", lock, e) {
+                    RemoteError::NotFound { .. } | RemoteError::PermissionDenied { .. } => Ok(None),
+                    other => Err(other),
+                }
+            }
+        };
         let data = self
             .read_range(lock, &handle, 0, super::names::MAX_LOCK_RECORD + 1)
             .await;
         let _ = self.sftp.close(handle).await;
-        super::LockInfo::parse(&data.ok()?)
+        Ok(super::LockInfo::parse(&data?))
     }
 
     fn backup_prefix(&self) -> String {
@@ -438,15 +540,21 @@ fn map_err(op: &'static str, path: &str, timeout: Duration, e: SftpError) -> Rem
     }
 }
 
-impl super::RemoteOps for SftpRemote<'_> {
-    async fn read(&self) -> Result<RemoteFile, RemoteError> {
+/// The operations themselves; the trait impl below runs each under
+/// [`SftpRemote::guard`].
+impl SftpRemote<'_> {
+    async fn op_read(&self) -> Result<RemoteFile, RemoteError> {
         self.read_file(&self.path).await
     }
 
-    async fn backup(&self, current: &RemoteFile, now: SystemTime) -> Result<String, RemoteError> {
+    async fn op_backup(
+        &self,
+        current: &RemoteFile,
+        now: SystemTime,
+    ) -> Result<String, RemoteError> {
         // Complete under a temp name first: an interrupted backup never
         // carries a backup's name.
-        let tmp = Self::temp_beside(&self.path);
+        let tmp = self.temp_beside(&self.path);
         self.create_exclusive(
             "backup",
             &tmp,
@@ -481,7 +589,7 @@ impl super::RemoteOps for SftpRemote<'_> {
         })
     }
 
-    async fn write(
+    async fn op_write(
         &self,
         content: &[u8],
         like: &RemoteFile,
@@ -502,7 +610,7 @@ impl super::RemoteOps for SftpRemote<'_> {
         let owner = owner_of(like).or_else(|| {
             (attrs.uid.is_some() || attrs.gid.is_some()).then_some((attrs.uid, attrs.gid))
         });
-        let tmp = Self::temp_beside(&real);
+        let tmp = self.temp_beside(&real);
         // Upload the temp file and re-read the target at the same time: the
         // compare then happens right before the rename.
         let (created, now) = tokio::join!(
@@ -544,7 +652,7 @@ impl super::RemoteOps for SftpRemote<'_> {
         renamed
     }
 
-    async fn lock(
+    async fn op_lock(
         &self,
         me: &super::LockInfo,
         now: u64,
@@ -560,7 +668,7 @@ impl super::RemoteOps for SftpRemote<'_> {
             Err(e) if self.sftp.lstat(&lock).await.is_err() => return Err(e),
             Err(_) => {}
         }
-        let holder = self.read_lock(&lock).await;
+        let holder = self.read_lock(&lock).await?;
         let stale = holder.as_ref().is_some_and(|h| h.expired(now));
         if !(stale || force) {
             return Err(RemoteError::Locked {
@@ -570,15 +678,20 @@ impl super::RemoteOps for SftpRemote<'_> {
         }
         // Take over atomically; if two take over at once, the last rename
         // wins and the read-back tells the other one.
-        let tmp = Self::temp_beside(&lock);
+        let tmp = self.temp_beside(&lock);
         self.create_exclusive("lock", &tmp, record.as_bytes(), Some(0o644), None)
             .await?;
         if let Err(e) = self.posix_rename(&tmp, &lock).await {
             self.remove_quietly(&tmp).await;
             return Err(e);
         }
-        match self.read_lock(&lock).await {
-            Some(h) if h.token == me.token => Ok(super::LockTaken::TookOver { previous: holder }),
+        match self.read_lock(&lock).await? {
+            Some(h) if h.token == me.token => {
+                // The previous holder is gone: its temp files will never be
+                // renamed or removed by it.
+                self.remove_stale_temps().await;
+                Ok(super::LockTaken::TookOver { previous: holder })
+            }
             other => Err(RemoteError::Locked {
                 path: self.path.clone(),
                 holder: other.map(Box::new),
@@ -586,9 +699,17 @@ impl super::RemoteOps for SftpRemote<'_> {
         }
     }
 
-    async fn unlock(&self, me: &super::LockInfo) -> Result<(), RemoteError> {
+    async fn op_clean_up(&self, me: Option<&super::LockInfo>) -> Result<(), RemoteError> {
+        self.remove_temps(Some(self.opts.tag)).await;
+        match me {
+            Some(me) => self.op_unlock(me).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn op_unlock(&self, me: &super::LockInfo) -> Result<(), RemoteError> {
         let lock = super::names::lock_path(&self.path);
-        match self.read_lock(&lock).await {
+        match self.read_lock(&lock).await? {
             Some(h) if h.token == me.token => self
                 .sftp
                 .remove(&lock)
@@ -599,15 +720,7 @@ impl super::RemoteOps for SftpRemote<'_> {
         }
     }
 
-    async fn restart(
-        &self,
-        command: &str,
-        timeout: Duration,
-    ) -> Result<RestartOutcome, RemoteError> {
-        super::run_restart(self.session, command, timeout).await
-    }
-
-    async fn list_backups(&self) -> Result<Vec<BackupEntry>, RemoteError> {
+    async fn op_list_backups(&self) -> Result<Vec<BackupEntry>, RemoteError> {
         let dir = dir_name(&self.path);
         let handle = self
             .sftp
@@ -643,17 +756,75 @@ impl super::RemoteOps for SftpRemote<'_> {
         Ok(super::order_backups(&self.path, out))
     }
 
-    async fn read_backup(&self, path: &str) -> Result<RemoteFile, RemoteError> {
+    async fn op_read_backup(&self, path: &str) -> Result<RemoteFile, RemoteError> {
         super::check_backup_path(&self.path, path)?;
         self.read_file(path).await
     }
 
-    async fn remove_backup(&self, path: &str) -> Result<(), RemoteError> {
+    async fn op_remove_backup(&self, path: &str) -> Result<(), RemoteError> {
         super::check_backup_path(&self.path, path)?;
         self.sftp
             .remove(path)
             .await
             .map(|_| ())
             .map_err(|e| self.err("remove backup", path, e))
+    }
+}
+
+impl super::RemoteOps for SftpRemote<'_> {
+    async fn read(&self) -> Result<RemoteFile, RemoteError> {
+        self.guard("read", self.op_read()).await
+    }
+
+    async fn backup(&self, current: &RemoteFile, now: SystemTime) -> Result<String, RemoteError> {
+        self.guard("backup", self.op_backup(current, now)).await
+    }
+
+    async fn write(
+        &self,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<(), RemoteError> {
+        self.guard("write", self.op_write(content, like, expect))
+            .await
+    }
+
+    async fn lock(
+        &self,
+        me: &super::LockInfo,
+        now: u64,
+        force: bool,
+    ) -> Result<super::LockTaken, RemoteError> {
+        self.guard("lock", self.op_lock(me, now, force)).await
+    }
+
+    async fn unlock(&self, me: &super::LockInfo) -> Result<(), RemoteError> {
+        self.guard("unlock", self.op_unlock(me)).await
+    }
+
+    async fn clean_up(&self, me: Option<&super::LockInfo>) -> Result<(), RemoteError> {
+        self.guard("clean up", self.op_clean_up(me)).await
+    }
+
+    async fn restart(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<RestartOutcome, RemoteError> {
+        super::run_restart(self.session, command, timeout).await
+    }
+
+    async fn list_backups(&self) -> Result<Vec<BackupEntry>, RemoteError> {
+        self.guard("list backups", self.op_list_backups()).await
+    }
+
+    async fn read_backup(&self, path: &str) -> Result<RemoteFile, RemoteError> {
+        self.guard("read backup", self.op_read_backup(path)).await
+    }
+
+    async fn remove_backup(&self, path: &str) -> Result<(), RemoteError> {
+        self.guard("remove backup", self.op_remove_backup(path))
+            .await
     }
 }

@@ -1,18 +1,55 @@
 //! `RemoteOps` as POSIX shell commands over exec channels, for hosts with no
 //! SFTP subsystem (dropbear, busybox).
 //!
-//! Owns: the shell scripts for each operation and the quoting that makes any
-//! file name safe in them. One exec round trip per operation.
+//! Owns: the shell scripts for each operation, the quoting that makes any
+//! file name safe in them, and the mapping of their exit codes to
+//! [`RemoteError`]. One exec round trip per operation (two for a contended
+//! lock).
 //!
-//! Invariants: every path reaches the shell single-quoted by [`quote`];
-//! writes go to a temp file in the target's directory and are moved over the
-//! (symlink-resolved) target with `mv -f`; backups use `set -C` so they never
-//! clobber a file; a failed write removes its temp file (shell `trap`); the
-//! temp file is synced (`sync FILE`, or a global `sync` on busybox) before `mv`.
+//! Invariants (the [`super`] contract, in shell terms):
+//! * every value reaches the shell single-quoted by [`quote`];
+//! * nothing unbounded runs: a path is tested with `[ -f ]` (after following
+//!   a symlink) before anything opens it, so a FIFO or a device is refused by
+//!   type ([`RemoteError::NotRegular`]) and never read; file bytes are read
+//!   with `head -c` (max + 1); sizes come from `stat`, else from `wc -c` on a
+//!   file already known to be regular;
+//! * new bytes (config or backup) go to a temp file made by `mktemp` in the
+//!   destination's directory (`O_EXCL`, random name, mode 0600, ours), which
+//!   is opened once as fd 3 and checked to be that same regular file, ours,
+//!   with one link; on Linux every later step (write, hash, chown, chmod, sync) goes
+//!   through `/proc/self/fd/3`, so no planted or swapped name is ever
+//!   followed, and nothing but that temp file is ever chmod'ed or chown'ed
+//!   (without `/proc`, each step re-checks the name is still a regular file
+//!   and not a symlink);
+//! * before a temp file is given its name, its length and digest are checked
+//!   against what the client sent: `sha256sum` where the host has it, else
+//!   POSIX `cksum` (CRC-32 and length, computed by [`cksum`] on the client);
+//!   a host with neither is refused ([`RemoteError::Unsupported`]). A short or
+//!   missing input (dropped connection, killed client, full disk) is
+//!   [`RemoteError::Incomplete`] and never reaches the rename;
+//! * the temp file is synced and given the old owner, group and mode (chown,
+//!   then chmod); a refused chown is accepted only when the file already has
+//!   that owner and group, else the write fails with nothing replaced (for a
+//!   backup, group and other bits are dropped instead);
+//! * the compare-and-swap hashes the target right before `mv` (same digest
+//!   tool; with `cksum`, the expected CRC is known only for bytes this remote
+//!   has seen, else the write is refused);
+//! * a symlinked config is resolved with `readlink -f` plus a sentinel, so a
+//!   target name ending in newlines is kept exactly; the link stays a link;
+//! * backups are linked (`ln`, which never replaces anything) from the
+//!   complete temp file to the first free name of `<config>.bak-STAMP`,
+//!   `.1` … `.99`; the lock is linked the same way, so both are exclusive
+//!   even against planted symlinks;
+//! * a failed script removes its temp file (an `EXIT` trap; `HUP`, `INT`,
+//!   `PIPE` and `TERM` exit through it) and drains its stdin.
 
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use super::{backup_path, BackupEntry, RemoteError, RemoteFile, RemoteOptions, RestartOutcome};
+use super::{
+    backup_path, names, BackupEntry, LockInfo, LockTaken, Mode, RemoteError, RemoteFile,
+    RemoteOptions, RestartOutcome,
+};
 use crate::transport::{Session, TransportError};
 
 /// Quote `s` for POSIX sh: `'…'`, with `'` written as `'\''`.
@@ -25,12 +62,131 @@ const E_NOENT: u32 = 66;
 const E_ACCES: u32 = 67;
 const E_ISDIR: u32 = 68;
 const E_TOOBIG: u32 = 69;
+const E_FIFO: u32 = 71;
+const E_CHR: u32 = 72;
+const E_BLK: u32 = 73;
+const E_SOCK: u32 = 74;
+const E_ODD: u32 = 75;
+const E_CHANGED: u32 = 76;
+const E_INCOMPLETE: u32 = 77;
+const E_LOCKED: u32 = 78;
+const E_NOHASH: u32 = 79;
+const E_TEMP: u32 = 80;
+const E_RESOLVE: u32 = 81;
+const E_TEMPGONE: u32 = 82;
+const E_OWNER: u32 = 83;
+const E_NAMES: u32 = 84;
+
+/// Shell functions every script starts with. Their own variables start
+/// with `_`; the scripts' variables never do.
+///
+/// `fail CODE [TEXT]`: print TEXT on stdout, drain stdin (so the client's
+/// upload always completes), exit CODE. `regular P`: fail unless P is a
+/// regular file after following links, naming what it is by exit code.
+/// `cap N P`: at most N bytes of P.
+const LIB: &str = r#"NL='
+'
+fail() { _c=$1; shift; if [ $# -gt 0 ]; then printf '%s\n' "$*"; fi; cat >/dev/null 2>&1; exit "$_c"; }
+has() { command -v "$1" >/dev/null 2>&1; }
+cap() { if head -c 0 </dev/null >/dev/null 2>&1; then head -c "$1" -- "$2"; else dd if="$2" bs="$1" count=1 2>/dev/null; fi; }
+regular() {
+  if [ -d "$1" ]; then fail 68; fi
+  if [ -f "$1" ]; then return 0; fi
+  if [ ! -e "$1" ]; then fail 66; fi
+  if [ -p "$1" ]; then fail 71; elif [ -c "$1" ]; then fail 72; elif [ -b "$1" ]; then fail 73; elif [ -S "$1" ]; then fail 74; fi
+  fail 75
+}
+dir_of() { case $1 in */*) D=${1%/*}; [ -n "$D" ] || D=/ ;; *) D=. ;; esac; }
+"#;
+
+/// Shell functions of the scripts that create files.
+///
+/// `new_temp DIR`: mktemp in DIR, opened as fd 3 and checked to be a
+/// regular file of ours with one link; `g` is the name later steps use
+/// (`/proc/self/fd/3` when the host has it and it is that same file).
+/// `ours`: without `/proc`, re-check the temp name before using it.
+/// `hashtool`: pick sha256sum, else cksum. `fill N SHA CKSUM`: stdin into the
+/// temp file, then check length and digest. `perm OWNER MODE STRICT`: chown
+/// then chmod. `flush`: sync the temp file.
+const TEMP_LIB: &str = r#"t=
+trap '[ -z "$t" ] || rm -f -- "$t"' EXIT
+trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
+umask 077
+ours() { if [ "$g" = "$t" ]; then { [ -f "$t" ] && [ ! -L "$t" ]; } || fail 82; fi; }
+new_temp() {
+  [ -w "$1" ] || fail 67
+  t=$(mktemp -- "$1/.swapcfg-XXXXXXXXXX") || fail 80
+  command exec 3<>"$t" || fail 80
+  g=$t
+  _a=$(stat -c '%d:%i:%u:%h' -- "$t" 2>/dev/null) || _a=
+  _b=$(stat -L -c '%d:%i:%u:%h' /proc/self/fd/3 2>/dev/null) || _b=
+  if [ -n "$_b" ]; then [ "$_a" = "$_b" ] || fail 82; g=/proc/self/fd/3; fi
+  if [ -n "$_a" ]; then
+    _u=$(id -u 2>/dev/null) || _u=
+    case $_a in *:${_u:-*}:1) ;; *) fail 82 ;; esac
+  fi
+  ours
+}
+hashtool() { if has sha256sum; then how=sha256; elif has cksum; then how=cksum; else fail 79; fi; }
+fill() {
+  _n=$1; _h=$2; _k=$3
+  cat >&3; _w=$?
+  [ "$_w" -eq 0 ] || cat >/dev/null 2>&1
+  _got=$(wc -c < "$g") || fail 1
+  _got=$((_got + 0))
+  [ "$_got" = "$_n" ] || fail 77 "$_got"
+  if [ "$how" = sha256 ]; then
+    _x=$(sha256sum < "$g") || fail 1; _x=${_x%% *}
+    [ "$_x" = "$_h" ] || fail 77 "$_got"
+  else
+    _x=$(cksum < "$g") || fail 1; set -- $_x
+    [ "$1 $2" = "$_k" ] || fail 77 "$_got"
+  fi
+}
+perm() {
+  _m=$2
+  if [ -n "$1" ]; then
+    ours
+    if ! chown "${1% *}:${1#* }" "$g" 2>/dev/null; then
+      _now=$(stat -L -c '%u %g' -- "$g" 2>/dev/null) || _now=
+      if [ "$_now" != "$1" ]; then
+        [ -z "$3" ] || fail 83 "$_now"
+        [ -z "$_m" ] || _m=$(printf '%o' $((0$_m & 0700)))
+      fi
+    fi
+  fi
+  if [ -n "$_m" ]; then ours; chmod "$_m" "$g" || fail 1; fi
+}
+flush() { ours; sync -- "$g" 2>/dev/null || sync; }
+"#;
 
 /// Shell implementation of [`super::RemoteOps`] for one config path.
 pub struct ShellRemote<'s> {
     session: &'s Session,
     path: String,
     opts: RemoteOptions,
+    /// sha256 → `cksum` line of bytes this remote has read or written: the
+    /// compare-and-swap's expected value on hosts without `sha256sum`.
+    seen: Mutex<Vec<(String, String)>>,
+}
+
+/// What a script run returned: exit status, stdout, trimmed stderr.
+struct Reply {
+    status: u32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Reply {
+    /// The first line of stdout.
+    fn line(&self) -> String {
+        let end = self
+            .stdout
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(self.stdout.len());
+        String::from_utf8_lossy(&self.stdout[..end]).into_owned()
+    }
 }
 
 impl<'s> ShellRemote<'s> {
@@ -39,6 +195,7 @@ impl<'s> ShellRemote<'s> {
             session,
             path: config_path.to_string(),
             opts,
+            seen: Mutex::new(Vec::new()),
         }
     }
 
@@ -48,79 +205,185 @@ impl<'s> ShellRemote<'s> {
         script: &str,
         stdin: Option<&[u8]>,
         cap: usize,
-    ) -> Result<(u32, Vec<u8>, String), RemoteError> {
+    ) -> Result<Reply, RemoteError> {
         let timeout = self.session.op_timeout();
         let out = self
             .session
             .exec(script, stdin, timeout, cap)
             .await
             .map_err(|e| transport_err(op, timeout, e))?;
-        let status = out.status.unwrap_or(255);
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let Some(status) = out.status else {
+            return Err(RemoteError::Disconnected {
+                op,
+                message: format!(
+                    "the remote shell ended without an exit status (connection lost or shell killed){}",
+                    if stderr.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {stderr}")
+                    }
+                ),
+            });
+        };
         if out.truncated && status == 0 {
             return Err(RemoteError::Failed {
                 op,
                 message: "output larger than expected".into(),
             });
         }
-        Ok((status, out.stdout, stderr))
+        Ok(Reply {
+            status,
+            stdout: out.stdout,
+            stderr,
+        })
+    }
+
+    /// Remember the digests of `bytes` (for the `cksum` compare-and-swap).
+    fn remember(&self, bytes: &[u8]) -> (String, String) {
+        let sha = sha256_hex(bytes);
+        let ck = cksum_line(bytes);
+        if let Ok(mut seen) = self.seen.lock() {
+            if !seen.iter().any(|(s, _)| *s == sha) {
+                if seen.len() >= 8 {
+                    seen.remove(0);
+                }
+                seen.push((sha.clone(), ck.clone()));
+            }
+        }
+        (sha, ck)
+    }
+
+    /// The `cksum` line of the bytes whose sha256 is `sha`, if known.
+    fn cksum_for(&self, sha: &str, like: &RemoteFile) -> Option<String> {
+        if sha256_hex(&like.bytes) == sha {
+            return Some(cksum_line(&like.bytes));
+        }
+        self.seen
+            .lock()
+            .ok()?
+            .iter()
+            .find(|(s, _)| s == sha)
+            .map(|(_, c)| c.clone())
     }
 
     async fn read_path(&self, path: &str) -> Result<RemoteFile, RemoteError> {
+        let max = self.opts.max_size;
         let script = format!(
-            "p={p}; if [ -d \"$p\" ]; then exit {E_ISDIR}; fi; \
-             if [ ! -e \"$p\" ]; then exit {E_NOENT}; fi; \
-             if [ ! -r \"$p\" ]; then exit {E_ACCES}; fi; \
-             s=$(wc -c < \"$p\") || exit 1; s=$((s+0)); \
-             if [ \"$s\" -gt {max} ]; then echo \"$s\" >&2; exit {E_TOOBIG}; fi; \
-             m=$(stat -L -c %a \"$p\" 2>/dev/null || echo -); printf '%s\\n' \"$m\"; exec cat -- \"$p\"",
+            r#"{LIB}p={p}; max={max}
+regular "$p"
+[ -r "$p" ] || fail 67
+s=; if has stat; then s=$(stat -L -c '%s %u %g %a' -- "$p" 2>/dev/null) || s=; fi
+if [ -z "$s" ]; then z=$(wc -c < "$p") || fail 1; s="$((z + 0)) - - -"; fi
+z=${{s%% *}}
+[ "$z" -le "$max" ] || fail 69 "$z"
+printf '%s\n' "$s"
+cap $((max + 1)) "$p"
+"#,
             p = quote(path),
-            max = self.opts.max_size,
         );
-        let cap = self.opts.max_size as usize + 64;
-        let (status, stdout, stderr) = self.run("read", &script, None, cap).await?;
-        match status {
+        let cap = max as usize + 128;
+        let reply = self.run("read", &script, None, cap).await?;
+        match reply.status {
             0 => {}
-            E_NOENT => return Err(RemoteError::NotFound { path: path.into() }),
-            E_ACCES => return Err(RemoteError::PermissionDenied { path: path.into() }),
-            E_ISDIR => return Err(RemoteError::IsDirectory { path: path.into() }),
             E_TOOBIG => {
                 return Err(RemoteError::TooLarge {
                     path: path.into(),
-                    size: stderr.parse().unwrap_or(0),
-                    limit: self.opts.max_size,
+                    size: reply.line().trim().parse().unwrap_or(0),
+                    limit: max,
                 })
             }
-            s => {
-                return Err(RemoteError::Failed {
-                    op: "read",
-                    message: format!("{path}: exit {s}: {stderr}"),
-                })
-            }
+            s => return Err(classify("read", path, s, &reply)),
         }
-        let nl = stdout
+        let nl = reply
+            .stdout
             .iter()
             .position(|&b| b == b'\n')
             .ok_or_else(|| RemoteError::Failed {
                 op: "read",
                 message: "malformed reply from the read script".into(),
             })?;
-        let mode = std::str::from_utf8(&stdout[..nl])
-            .ok()
-            .and_then(|m| u32::from_str_radix(m, 8).ok());
-        let bytes = stdout[nl + 1..].to_vec();
-        if bytes.len() as u64 > self.opts.max_size {
+        let head = String::from_utf8_lossy(&reply.stdout[..nl]).into_owned();
+        let fields: Vec<&str> = head.split_whitespace().collect();
+        let num = |i: usize, radix: u32| {
+            fields
+                .get(i)
+                .and_then(|f| u32::from_str_radix(f, radix).ok())
+        };
+        let mode = num(3, 8).map(|m| m & 0o7777);
+        let owner = num(1, 10).zip(num(2, 10));
+        let bytes = reply.stdout[nl + 1..].to_vec();
+        if bytes.len() as u64 > max {
             return Err(RemoteError::TooLarge {
                 path: path.into(),
                 size: bytes.len() as u64,
-                limit: self.opts.max_size,
+                limit: max,
             });
         }
-        Ok(RemoteFile {
-            bytes,
-            mode,
-            owner: None,
-        })
+        Ok(RemoteFile { bytes, mode, owner })
+    }
+
+    /// Read the lock's record (bounded) as the first script printed it.
+    fn holder(stdout: &[u8]) -> Option<LockInfo> {
+        LockInfo::parse(stdout)
+    }
+}
+
+/// Map the exit codes every script shares to an error about `path`.
+fn classify(op: &'static str, path: &str, status: u32, reply: &Reply) -> RemoteError {
+    let path = path.to_string();
+    let not_regular = |kind: &str| RemoteError::NotRegular {
+        path: path.clone(),
+        kind: kind.into(),
+    };
+    match status {
+        E_NOENT => RemoteError::NotFound { path },
+        E_ACCES => RemoteError::PermissionDenied { path },
+        E_ISDIR => RemoteError::IsDirectory { path },
+        E_FIFO => not_regular("a FIFO"),
+        E_CHR => not_regular("a character device"),
+        E_BLK => not_regular("a block device"),
+        E_SOCK => not_regular("a socket"),
+        E_ODD => not_regular("not a regular file"),
+        E_NOHASH => RemoteError::Unsupported {
+            op,
+            why: format!(
+                "the host has neither sha256sum nor cksum, so the bytes of {path} cannot be checked before they replace anything; nothing was written"
+            ),
+            instead: Some(Mode::Sftp),
+        },
+        E_TEMP => RemoteError::Failed {
+            op,
+            message: format!(
+                "{path}: cannot create a temp file beside it with mktemp: {}",
+                reply.stderr
+            ),
+        },
+        E_RESOLVE => RemoteError::Failed {
+            op,
+            message: format!("{path}: cannot resolve the symbolic link: {}", reply.stderr),
+        },
+        E_TEMPGONE => RemoteError::Failed {
+            op,
+            message: format!(
+                "{path}: the temp file was replaced by something else while it was written; nothing was replaced"
+            ),
+        },
+        E_OWNER => RemoteError::Failed {
+            op,
+            message: format!(
+                "{path}: cannot give the new file the old owner and group (chown refused; it would be {}); nothing was replaced",
+                reply.line()
+            ),
+        },
+        E_NAMES => RemoteError::Failed {
+            op,
+            message: format!("{path}: 100 backups already exist for this second"),
+        },
+        s => RemoteError::Failed {
+            op,
+            message: format!("{path}: exit {s}: {}", reply.stderr),
+        },
     }
 }
 
@@ -135,83 +398,316 @@ fn transport_err(op: &'static str, after: Duration, e: TransportError) -> Remote
     }
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// POSIX `cksum` of `bytes`: (CRC-32 over the bytes and their length,
+/// length), as the `cksum` utility computes it.
+pub fn cksum(bytes: &[u8]) -> (u32, u64) {
+    const fn table() -> [u32; 256] {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = (i as u32) << 24;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 0x8000_0000 != 0 {
+                    (c << 1) ^ 0x04C1_1DB7
+                } else {
+                    c << 1
+                };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    }
+    const T: [u32; 256] = table();
+    let step = |crc: u32, b: u8| (crc << 8) ^ T[((crc >> 24) as u8 ^ b) as usize];
+    let mut crc = bytes.iter().fold(0u32, |c, &b| step(c, b));
+    let mut n = bytes.len() as u64;
+    while n != 0 {
+        crc = step(crc, n as u8);
+        n >>= 8;
+    }
+    (!crc, bytes.len() as u64)
+}
+
+/// `cksum`'s output for stdin: `CRC LENGTH`.
+fn cksum_line(bytes: &[u8]) -> String {
+    let (crc, len) = cksum(bytes);
+    format!("{crc} {len}")
+}
+
 fn mode_arg(mode: Option<u32>) -> String {
-    mode.map(|m| format!("chmod {:o} \"$t\" || exit 1;", m & 0o7777))
-        .unwrap_or_default()
+    quote(
+        &mode
+            .map(|m| format!("{:o}", m & 0o7777))
+            .unwrap_or_default(),
+    )
+}
+
+fn owner_arg(owner: Option<(u32, u32)>) -> String {
+    quote(&owner.map(|(u, g)| format!("{u} {g}")).unwrap_or_default())
 }
 
 impl super::RemoteOps for ShellRemote<'_> {
     async fn read(&self) -> Result<RemoteFile, RemoteError> {
-        self.read_path(&self.path).await
+        let f = self.read_path(&self.path).await?;
+        self.remember(&f.bytes);
+        Ok(f)
     }
 
     async fn backup(&self, current: &RemoteFile, now: SystemTime) -> Result<String, RemoteError> {
+        let (sha, ck) = self.remember(&current.bytes);
         let script = format!(
-            "umask 077; b={b}; t=\"$b\"; n=0; \
-             while [ -e \"$t\" ] || [ -L \"$t\" ]; do n=$((n+1)); [ $n -gt 99 ] && exit 1; t=\"$b.$n\"; done; \
-             set -C; cat > \"$t\" || exit 1; {chmod} printf '%s\\n' \"$t\"",
+            r#"{LIB}{TEMP_LIB}p={p}; b={b}; n={n}; h={h}; k={k}; m={m}; o={o}
+hashtool
+if [ -z "$m" ] || [ -z "$o" ]; then
+  if [ -f "$p" ] && has stat; then
+    s=$(stat -L -c '%u %g %a' -- "$p" 2>/dev/null) || s=
+    if [ -n "$s" ]; then [ -n "$m" ] || m=${{s##* }}; [ -n "$o" ] || o=${{s% *}}; fi
+  fi
+fi
+dir_of "$b"
+new_temp "$D"
+fill "$n" "$h" "$k"
+perm "$o" "$m" ''
+flush
+i=0; c=$b
+while :; do
+  if [ ! -e "$c" ] && [ ! -L "$c" ]; then
+    if le=$(ln -- "$t" "$c" 2>&1); then
+      if [ "$c" -ef "$t" ] && [ ! -L "$c" ]; then
+        rm -f -- "$t"; t=
+        sync -- "$D" 2>/dev/null
+        printf '%s\n' "$c"; exit 0
+      fi
+      rm -f -- "$c/${{t##*/}}"
+    elif [ ! -e "$c" ] && [ ! -L "$c" ]; then
+      printf '%s\n' "$le" >&2; fail 1
+    fi
+  fi
+  i=$((i + 1)); [ "$i" -lt 100 ] || fail 84
+  c=$b.$i
+done
+"#,
+            p = quote(&self.path),
             b = quote(&backup_path(&self.path, now)),
-            chmod = mode_arg(current.mode),
+            n = current.bytes.len(),
+            h = quote(&sha),
+            k = quote(&ck),
+            m = mode_arg(current.mode),
+            o = owner_arg(current.owner),
         );
-        let (status, stdout, stderr) = self
-            .run("backup", &script, Some(&current.bytes), 8192)
+        let reply = self
+            .run("backup", &script, Some(&current.bytes), 64 * 1024)
             .await?;
-        if status != 0 {
-            return Err(RemoteError::Failed {
-                op: "backup",
-                message: format!("exit {status}: {stderr}"),
-            });
+        match reply.status {
+            0 => {}
+            E_INCOMPLETE => {
+                return Err(RemoteError::Incomplete {
+                    path: backup_path(&self.path, now),
+                    sent: current.bytes.len() as u64,
+                    got: reply.line().trim().parse().unwrap_or(0),
+                })
+            }
+            s => return Err(classify("backup", &self.path, s, &reply)),
         }
-        let path = String::from_utf8_lossy(&stdout)
-            .trim_end_matches('\n')
-            .to_string();
+        let out = String::from_utf8_lossy(&reply.stdout);
+        let path = out.strip_suffix('\n').unwrap_or(&out).to_string();
         super::check_backup_path(&self.path, &path)?;
         Ok(path)
-    }
-
-    async fn lock(
-        &self,
-        _me: &super::LockInfo,
-        _now: u64,
-        _force: bool,
-    ) -> Result<super::LockTaken, RemoteError> {
-        Err(RemoteError::Unsupported {
-            op: "lock",
-            why: "not yet in shell mode".into(),
-            instead: None,
-        })
-    }
-
-    async fn unlock(&self, _me: &super::LockInfo) -> Result<(), RemoteError> {
-        Ok(())
     }
 
     async fn write(
         &self,
         content: &[u8],
         like: &RemoteFile,
-        _expect: Option<&str>,
+        expect: Option<&str>,
     ) -> Result<(), RemoteError> {
-        let mode = like.mode;
+        let (sha, ck) = self.remember(content);
+        let expect = expect.map(|e| e.to_ascii_lowercase());
+        let expect_ck = expect
+            .as_deref()
+            .and_then(|e| self.cksum_for(e, like))
+            .unwrap_or_default();
         let script = format!(
-            "p={p}; r=\"$p\"; if [ -L \"$p\" ]; then r=$(readlink -f -- \"$p\") || exit 1; fi; \
-             m={m}; if [ -z \"$m\" ] && [ -e \"$r\" ]; then m=$(stat -c %a \"$r\" 2>/dev/null); fi; \
-             d=$(dirname -- \"$r\"); t=\"$d/.$(basename -- \"$r\").swapcfg-$$.tmp\"; \
-             umask 077; trap 'rm -f -- \"$t\"' EXIT; set -C; cat > \"$t\" || exit 1; \
-             if [ -n \"$m\" ]; then chmod \"$m\" \"$t\" || exit 1; fi; \
-             sync -- \"$t\" 2>/dev/null || sync; \
-             mv -f -- \"$t\" \"$r\" || exit 1; trap - EXIT",
+            r#"{LIB}{TEMP_LIB}p={p}; n={n}; h={h}; k={k}; e={e}; ek={ek}; m={m}; o={o}
+hashtool
+if [ -n "$e" ] && [ "$how" = cksum ] && [ -z "$ek" ]; then fail 79; fi
+r=$p
+if [ -L "$p" ]; then
+  r=$(readlink -f -- "$p" && echo .) || {{ [ -e "$p" ] || fail 66; fail 81; }}
+  r=${{r%.}}
+  case $r in *"$NL") r=${{r%"$NL"}} ;; *) fail 81 ;; esac
+  [ -n "$r" ] || fail 81
+fi
+if [ -e "$r" ] || [ -L "$r" ]; then
+  regular "$r"
+  if [ -z "$m" ] || [ -z "$o" ]; then
+    s=; if has stat; then s=$(stat -L -c '%u %g %a' -- "$r" 2>/dev/null) || s=; fi
+    if [ -n "$s" ]; then [ -n "$m" ] || m=${{s##* }}; [ -n "$o" ] || o=${{s% *}}; fi
+  fi
+elif [ -n "$e" ]; then
+  fail 66
+fi
+dir_of "$r"
+new_temp "$D"
+fill "$n" "$h" "$k"
+perm "$o" "$m" 1
+flush
+if [ -n "$e" ]; then
+  regular "$r"
+  if [ "$how" = sha256 ]; then
+    x=$(sha256sum < "$r") || fail 1; x=${{x%% *}}
+    [ "$x" = "$e" ] || fail 76 "$x"
+  else
+    x=$(cksum < "$r") || fail 1; set -- $x
+    [ "$1 $2" = "$ek" ] || fail 76 "cksum:$1:$2"
+  fi
+fi
+ours
+[ ! -d "$r" ] || fail 68
+mv -f -- "$t" "$r" || fail 1
+t=
+sync -- "$D" 2>/dev/null
+printf 'ok %s\n' "$how"
+"#,
             p = quote(&self.path),
-            m = mode.map(|m| format!("{:o}", m & 0o7777)).unwrap_or_default(),
+            n = content.len(),
+            h = quote(&sha),
+            k = quote(&ck),
+            e = quote(expect.as_deref().unwrap_or("")),
+            ek = quote(&expect_ck),
+            m = mode_arg(like.mode),
+            o = owner_arg(like.owner),
         );
-        let (status, _, stderr) = self.run("write", &script, Some(content), 8192).await?;
-        if status != 0 {
-            return Err(RemoteError::Failed {
+        let reply = self.run("write", &script, Some(content), 64 * 1024).await?;
+        match reply.status {
+            0 if reply.line().starts_with("ok ") => Ok(()),
+            0 => Err(RemoteError::Failed {
                 op: "write",
-                message: format!("{}: exit {status}: {stderr}", self.path),
+                message: format!("{}: the write script did not finish", self.path),
+            }),
+            E_INCOMPLETE => Err(RemoteError::Incomplete {
+                path: self.path.clone(),
+                sent: content.len() as u64,
+                got: reply.line().trim().parse().unwrap_or(0),
+            }),
+            E_CHANGED => Err(RemoteError::Changed {
+                path: self.path.clone(),
+                expected: expect.unwrap_or_default(),
+                found: reply.line(),
+            }),
+            s => Err(classify("write", &self.path, s, &reply)),
+        }
+    }
+
+    async fn lock(&self, me: &LockInfo, now: u64, force: bool) -> Result<LockTaken, RemoteError> {
+        let lock = names::lock_path(&self.path);
+        let record = me.to_record();
+        let max = names::MAX_LOCK_RECORD + 1;
+        let script = format!(
+            r#"{LIB}{TEMP_LIB}l={l}; rec={rec}
+dir_of "$l"
+new_temp "$D"
+printf '%s' "$rec" >&3 || fail 1
+perm '' 644 ''
+if [ ! -e "$l" ] && [ ! -L "$l" ]; then
+  if le=$(ln -- "$t" "$l" 2>&1); then
+    if [ "$l" -ef "$t" ] && [ ! -L "$l" ]; then rm -f -- "$t"; t=; exit 0; fi
+    rm -f -- "$l/${{t##*/}}"
+  elif [ ! -e "$l" ] && [ ! -L "$l" ]; then
+    printf '%s\n' "$le" >&2; fail 1
+  fi
+fi
+if [ -f "$l" ] && [ ! -L "$l" ]; then cap {max} "$l"; fi
+fail 78
+"#,
+            l = quote(&lock),
+            rec = quote(&record),
+        );
+        let reply = self.run("lock", &script, None, 64 * 1024).await?;
+        match reply.status {
+            0 => return Ok(LockTaken::Fresh),
+            E_LOCKED => {}
+            s => return Err(classify("lock", &lock, s, &reply)),
+        }
+        let holder = Self::holder(&reply.stdout);
+        let stale = holder.as_ref().is_some_and(|h| h.expired(now));
+        if !(stale || force) {
+            return Err(RemoteError::Locked {
+                path: self.path.clone(),
+                holder: holder.map(Box::new),
             });
         }
-        Ok(())
+        // Take over: only if the lock still names the holder just read (two
+        // takers racing mostly see each other here), by renaming a complete
+        // record over it, then reading it back.
+        let seen = holder.as_ref().map(|h| h.token.clone()).unwrap_or_default();
+        let script = format!(
+            r#"{LIB}{TEMP_LIB}l={l}; rec={rec}; seen={seen}
+dir_of "$l"
+new_temp "$D"
+printf '%s' "$rec" >&3 || fail 1
+perm '' 644 ''
+flush
+[ ! -d "$l" ] || fail 78
+if [ -n "$seen" ] && ! {{ cap {max} "$l" 2>/dev/null | grep -Fqx -e "token=$seen"; }}; then
+  if [ -f "$l" ] && [ ! -L "$l" ]; then cap {max} "$l"; fi
+  fail 78
+fi
+ours
+mv -f -- "$t" "$l" || fail 1
+t=
+if [ -f "$l" ] && [ ! -L "$l" ]; then cap {max} "$l"; fi
+"#,
+            l = quote(&lock),
+            rec = quote(&record),
+            seen = quote(&seen),
+        );
+        let reply = self.run("lock", &script, None, 64 * 1024).await?;
+        match reply.status {
+            0 | E_LOCKED => {}
+            s => return Err(classify("lock", &lock, s, &reply)),
+        }
+        match Self::holder(&reply.stdout) {
+            Some(h) if reply.status == 0 && h.token == me.token => {
+                Ok(LockTaken::TookOver { previous: holder })
+            }
+            other => Err(RemoteError::Locked {
+                path: self.path.clone(),
+                holder: other.map(Box::new),
+            }),
+        }
+    }
+
+    async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError> {
+        let lock = names::lock_path(&self.path);
+        // The token as the record stores it (control characters dropped).
+        let token = LockInfo::parse(me.to_record().as_bytes())
+            .map(|i| i.token)
+            .unwrap_or_else(|| me.token.clone());
+        let script = format!(
+            r#"{LIB}l={l}; tok={tok}
+if [ -f "$l" ] && [ ! -L "$l" ] && cap {max} "$l" | grep -Fqx -e "token=$tok"; then
+  rm -f -- "$l" || fail 1
+fi
+exit 0
+"#,
+            l = quote(&lock),
+            tok = quote(&token),
+            max = names::MAX_LOCK_RECORD + 1,
+        );
+        let reply = self.run("unlock", &script, None, 8192).await?;
+        match reply.status {
+            0 => Ok(()),
+            s => Err(classify("unlock", &lock, s, &reply)),
+        }
     }
 
     async fn restart(
@@ -223,35 +719,38 @@ impl super::RemoteOps for ShellRemote<'_> {
     }
 
     async fn list_backups(&self) -> Result<Vec<BackupEntry>, RemoteError> {
-        let (dir, name) = match self.path.rfind('/') {
-            Some(i) => (&self.path[..i.max(1)], &self.path[i + 1..]),
-            None => (".", self.path.as_str()),
-        };
+        // NUL-terminated `SIZE MTIME PATH` records: any file name survives.
         let script = format!(
-            "for f in {d}/{pre}*; do [ -f \"$f\" ] && printf '%s %s\\n' \"$(wc -c < \"$f\")\" \"$f\"; done; exit 0",
-            d = quote(dir),
-            pre = quote(&format!("{name}.bak-")),
+            r#"{LIB}st=; if has stat; then st=1; fi
+for f in {p}.bak-*; do
+  {{ [ -f "$f" ] && [ ! -L "$f" ]; }} || continue
+  s=; if [ -n "$st" ]; then s=$(stat -c '%s %Y' -- "$f" 2>/dev/null) || s=; fi
+  if [ -z "$s" ]; then z=$(wc -c < "$f") || continue; s="$((z + 0)) -"; fi
+  printf '%s %s\000' "$s" "$f"
+done
+exit 0
+"#,
+            p = quote(&self.path),
         );
-        let (status, stdout, stderr) = self
+        let reply = self
             .run("list backups", &script, None, crate::limits::MAX_LISTING)
             .await?;
-        if status != 0 {
-            return Err(RemoteError::Failed {
-                op: "list backups",
-                message: stderr,
-            });
+        if reply.status != 0 {
+            return Err(classify("list backups", &self.path, reply.status, &reply));
         }
-        let out: Vec<BackupEntry> = String::from_utf8_lossy(&stdout)
-            .lines()
-            .filter_map(|l| {
-                let (size, path) = l.trim_start().split_once(' ')?;
+        let out: Vec<BackupEntry> = reply
+            .stdout
+            .split(|&b| b == 0)
+            .filter_map(|rec| {
+                let rec = std::str::from_utf8(rec).ok()?;
+                let (size, rest) = rec.split_once(' ')?;
+                let (mtime, path) = rest.split_once(' ')?;
                 Some(BackupEntry {
                     path: path.to_string(),
-                    size: size.trim().parse().ok()?,
-                    mtime: None,
+                    size: size.parse().ok()?,
+                    mtime: mtime.parse().ok(),
                 })
             })
-            .filter(|b| super::check_backup_path(&self.path, &b.path).is_ok())
             .collect();
         Ok(super::order_backups(&self.path, out))
     }
@@ -263,27 +762,24 @@ impl super::RemoteOps for ShellRemote<'_> {
 
     async fn remove_backup(&self, path: &str) -> Result<(), RemoteError> {
         super::check_backup_path(&self.path, path)?;
-        let (status, _, stderr) = self
-            .run(
-                "remove backup",
-                &format!("rm -f -- {}", quote(path)),
-                None,
-                8192,
-            )
-            .await?;
-        if status != 0 {
-            return Err(RemoteError::Failed {
-                op: "remove backup",
-                message: stderr,
-            });
+        let script = format!(
+            r#"{LIB}f={f}
+[ ! -d "$f" ] || fail 68
+rm -f -- "$f" || fail 1
+"#,
+            f = quote(path),
+        );
+        let reply = self.run("remove backup", &script, None, 8192).await?;
+        match reply.status {
+            0 => Ok(()),
+            s => Err(classify("remove backup", path, s, &reply)),
         }
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::quote;
+    use super::{cksum, quote};
     use proptest::prelude::*;
 
     fn sh_echo(s: &str) -> Vec<u8> {
@@ -319,6 +815,32 @@ mod tests {
         #[test]
         fn quoting_round_trips(s in "[^\u{0}]{0,40}") {
             prop_assert_eq!(sh_echo(&s), s.as_bytes());
+        }
+    }
+
+    #[test]
+    fn cksum_matches_posix() {
+        // Values from POSIX `cksum` (GNU coreutils) on stdin.
+        assert_eq!(cksum(b""), (4_294_967_295, 0));
+        assert_eq!(cksum(b"hello"), (3_287_646_509, 5));
+        let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        if let Ok(out) = std::process::Command::new("cksum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                if let Some(mut i) = c.stdin.take() {
+                    i.write_all(&big)?;
+                }
+                c.wait_with_output()
+            })
+        {
+            let (crc, len) = cksum(&big);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                format!("{crc} {len}")
+            );
         }
     }
 }

@@ -54,14 +54,10 @@ pub enum PassphraseSource {
 
 /// Load a private key file, decrypting it if needed.
 pub fn load_key(path: &Path, source: PassphraseSource) -> Result<PrivateKey, KeyError> {
-    let meta = std::fs::metadata(path).map_err(|e| KeyError::Unreadable(e.to_string()))?;
-    if meta.len() > MAX_KEY_FILE {
-        return Err(KeyError::NotAKey(format!(
-            "{} bytes is too large for a key",
-            meta.len()
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(|e| KeyError::Unreadable(e.to_string()))?;
+    let bytes = crate::local::read_bounded(path, MAX_KEY_FILE).map_err(|e| match e {
+        crate::local::LocalReadError::Io(e) => KeyError::Unreadable(e.to_string()),
+        other => KeyError::NotAKey(format!("{other} for a key file")),
+    })?;
     let text = String::from_utf8(bytes).map_err(|_| KeyError::NotAKey("not text".into()))?;
     decode(&text, &path.display().to_string(), source)
 }

@@ -69,6 +69,13 @@ pub enum TransportError {
         op: String,
         secs: u64,
     },
+    #[error("{target}: {command:?} did not finish within {secs} s; {}", if *.stopped { "it was stopped on the host (its whole process group)" } else { "it could NOT be stopped on the host and may still be running" })]
+    CommandTimeout {
+        target: String,
+        command: String,
+        secs: f64,
+        stopped: bool,
+    },
     #[error("{target}: connection lost during {op}: {message}")]
     Disconnected {
         target: String,

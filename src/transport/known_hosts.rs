@@ -47,18 +47,18 @@ pub fn check(path: &Path, host_name: &str, key: &PublicKey) -> std::io::Result<H
     Ok(check_text(&text, path, host_name, key))
 }
 
+/// The file's text, bounded by bytes read; devices and FIFOs refused (a
+/// FIFO would block the connect, `/dev/zero` would never end).
 fn read_bounded(path: &Path) -> std::io::Result<Option<String>> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() > MAX_KNOWN_HOSTS => Err(std::io::Error::other(format!(
-            "{}: {} bytes, over the {MAX_KNOWN_HOSTS}-byte limit for a known_hosts file",
-            path.display(),
-            m.len()
+    use crate::local::LocalReadError;
+    match crate::local::read_bounded(path, MAX_KNOWN_HOSTS) {
+        Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+        Err(LocalReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(LocalReadError::Io(e)) => Err(e),
+        Err(e) => Err(std::io::Error::other(format!(
+            "{}: {e} (a known_hosts file holds at most {MAX_KNOWN_HOSTS} bytes)",
+            path.display()
         ))),
-        Ok(_) => Ok(Some(
-            String::from_utf8_lossy(&std::fs::read(path)?).into_owned(),
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
     }
 }
 

@@ -56,6 +56,8 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Budget for each later request (SFTP op, exec without its own timeout).
     pub op_timeout: Duration,
+    /// A host that answers no keepalive for this long is considered gone.
+    pub keepalive: Duration,
 }
 
 /// `~/.ssh/known_hosts`.

@@ -26,10 +26,13 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn client_config() -> Arc<client::Config> {
+/// Keepalives every third of `dead_after`; after three unanswered ones the
+/// session ends, so a silent host is noticed within `dead_after`.
+fn client_config(dead_after: Duration) -> Arc<client::Config> {
+    let every = (dead_after / 3).max(Duration::from_millis(200));
     Arc::new(client::Config {
-        keepalive_interval: Some(Duration::from_secs(15)),
-        keepalive_max: 3,
+        keepalive_interval: Some(every),
+        keepalive_max: 2,
         inactivity_timeout: None,
         nodelay: true,
         ..Default::default()
@@ -114,13 +117,14 @@ impl Session {
             policy: opts.host_key_policy,
             verdict: verdict.clone(),
         };
-        let mut handle = match client::connect_stream(client_config(), stream, handler).await {
-            Ok(h) => h,
-            Err(e) => {
-                let v = verdict.lock().ok().and_then(|v| v.clone());
-                return Err(host_key_error(label, opts, v, e));
-            }
-        };
+        let mut handle =
+            match client::connect_stream(client_config(opts.keepalive), stream, handler).await {
+                Ok(h) => h,
+                Err(e) => {
+                    let v = verdict.lock().ok().and_then(|v| v.clone());
+                    return Err(host_key_error(label, opts, v, e));
+                }
+            };
         set_phase("authenticating");
         super::auth::authenticate(&mut handle, opts, label).await?;
         Ok(Session {
@@ -187,6 +191,101 @@ impl Session {
         }
     }
 
+    /// Run `command` (a POSIX `sh` command line) in its own process group on
+    /// the host (`setsid` where present) within `timeout`. When the timeout
+    /// fires, the whole group is stopped over a second channel (TERM, then
+    /// KILL a second later), so nothing of it keeps running.
+    pub async fn exec_group(
+        &self,
+        command: &str,
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<ExecOutput, TransportError> {
+        // The inner shell prints its pid (= its process group when setsid
+        // ran) on stderr first, then becomes the command.
+        let inner = "printf 'swapcfg-pgid %s\\n' \"$$\" >&2; exec /bin/sh -c \"$1\"";
+        let script = format!(
+            "if command -v setsid >/dev/null 2>&1; then setsid /bin/sh -c {i} swapcfg \"$1\" & else /bin/sh -c {i} swapcfg \"$1\" & fi; wait $!",
+            i = sh_quote(inner)
+        );
+        let wrapped = format!(
+            "/bin/sh -c {} swapcfg {}",
+            sh_quote(&script),
+            sh_quote(command)
+        );
+        let pgid = Mutex::new(None::<u32>);
+        let run = async {
+            let mut ch = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| self.lost("exec", e))?;
+            ch.exec(true, wrapped.as_str())
+                .await
+                .map_err(|e| self.lost("exec", e))?;
+            ch.eof().await.map_err(|e| self.lost("exec", e))?;
+            let mut out = ExecOutput::default();
+            let mut marker_seen = false;
+            while let Some(msg) = ch.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => {
+                        push_bounded(&mut out.stdout, &data, max_output, &mut out.truncated)
+                    }
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        push_bounded(&mut out.stderr, &data, max_output, &mut out.truncated);
+                        if !marker_seen {
+                            if let Some(nl) = out.stderr.iter().position(|&b| b == b'\n') {
+                                marker_seen = true;
+                                let line = String::from_utf8_lossy(&out.stderr[..nl]).into_owned();
+                                if let Some(n) = line.strip_prefix("swapcfg-pgid ") {
+                                    if let (Ok(n), Ok(mut g)) = (n.trim().parse(), pgid.lock()) {
+                                        *g = Some(n);
+                                    }
+                                    out.stderr.drain(..=nl);
+                                }
+                            }
+                        }
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
+                    ChannelMsg::Failure => {
+                        return Err(TransportError::ExecRefused {
+                            target: self.label.clone(),
+                            message: "exec request denied".into(),
+                        })
+                    }
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            Ok(out)
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => {
+                let group = pgid.lock().ok().and_then(|g| *g);
+                let stopped = match group {
+                    Some(n) => {
+                        // `kill -SIG -PGID`: the form dash, bash and BusyBox
+                        // all accept (`kill -SIG -- -PGID` fails in dash).
+                        let kill = format!(
+                            "kill -TERM -{n} 2>/dev/null || kill -TERM {n} 2>/dev/null; sleep 1; kill -KILL -{n} 2>/dev/null || kill -KILL {n} 2>/dev/null; true"
+                        );
+                        self.exec(&kill, None, Duration::from_secs(10), 4096)
+                            .await
+                            .is_ok()
+                    }
+                    None => false,
+                };
+                Err(TransportError::CommandTimeout {
+                    target: self.label.clone(),
+                    command: truncate_for_message(command),
+                    secs: timeout.as_secs_f64(),
+                    stopped,
+                })
+            }
+        }
+    }
+
     /// Open a channel with the `sftp` subsystem requested; the caller builds
     /// its SFTP client on `channel.into_stream()`.
     pub async fn open_sftp_channel(
@@ -226,6 +325,21 @@ impl Session {
         }
     }
 
+    /// Whether the connection has ended (the host dropped it, or keepalives
+    /// went unanswered).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Resolves once the connection has ended (checked every 50 ms). Races
+    /// against requests whose library waits for a per-request timeout
+    /// instead of noticing the end of the connection.
+    pub async fn closed(&self) {
+        while !self.handle.is_closed() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Budget for each request on this session.
     pub fn op_timeout(&self) -> Duration {
         self.op_timeout
@@ -261,6 +375,11 @@ fn push_bounded(buf: &mut Vec<u8>, data: &[u8], cap: usize, truncated: &mut bool
         *truncated = true;
     }
     buf.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// `'…'` for POSIX sh, with `'` written as `'\''`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn truncate_for_message(s: &str) -> String {

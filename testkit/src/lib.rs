@@ -6,6 +6,8 @@
 //!   filesystem, with scripted exec, shell exec, forced-command wrapper verbs
 //!   and a fault plan (fail, deny, hang, drop at an operation's Nth call).
 //! * [`standin`]: a stand-in llama-swap HTTP endpoint (`/v1/models`).
+//! * [`proxy`]: a delaying, connection-breaking TCP proxy (real networks
+//!   and broken links in front of a real sshd).
 //! * [`sshd`]: a real OpenSSH `sshd` on loopback with a temp host key, shared
 //!   by the end-to-end tests and `cargo xtask bench`.
 //!
@@ -13,6 +15,7 @@
 //! it must agree on with the client (backup names, wrapper verbs) it computes
 //! itself.
 
+pub mod proxy;
 pub mod server;
 pub mod sshd;
 pub mod standin;

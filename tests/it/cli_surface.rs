@@ -91,3 +91,161 @@ fn local_devices_are_refused_without_reading() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("character device"), "{err}");
 }
+
+#[tokio::test]
+async fn bad_base_urls_ports_and_keys_are_refused_before_connecting() {
+    let fx = fixture(|b| b).await;
+    let cfg = path_str(&fx.config("config.yaml", b"models: {}\n", 0o640));
+    let new = fx.dir.path().join("new.yaml");
+    std::fs::write(&new, "models:\n  a:\n    cmd: a --port ${PORT}\n").expect("new");
+    let new = path_str(&new);
+    for (extra, env, needle) in [
+        (vec!["--base-url", "ftp://x"], None, "http://"),
+        (vec!["--base-url", "https://gpu1:8443"], None, "https"),
+        (vec!["--base-url", "http://h:70000"], None, "1 to 65535"),
+        (
+            vec!["--base-url", "http://bob:pw@h:8080"],
+            None,
+            "user:password@",
+        ),
+        (
+            vec!["--api-key-env", "SWAPCFG_T_KEY"],
+            Some("sk-1\r\nX-Evil: 1"),
+            "control characters",
+        ),
+    ] {
+        let mut args = vec![
+            "apply",
+            &new,
+            "--config-path",
+            &cfg,
+            "--restart-cmd",
+            "true",
+            "--yes",
+        ];
+        args.extend(extra.iter().copied());
+        let mut c = fx.cli(&args);
+        if let Some(v) = env {
+            c.env("SWAPCFG_T_KEY", v);
+        }
+        let out = output(c).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(
+            !err.contains("pw@") && !err.contains("sk-1"),
+            "no secret echoed: {err}"
+        );
+    }
+    assert_eq!(
+        fx.server.op_count(swapcfg_testkit::server::Op::Open),
+        0,
+        "never connected"
+    );
+    assert!(fx.server.exec_log().is_empty());
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), b"models: {}\n");
+    let out = output(fx.cli(&["get", "--config-path", &cfg, "--port", "0"])).await;
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn escape_sequences_from_the_host_never_reach_the_terminal_raw() {
+    let fx = fixture(|b| b).await;
+    // OSC 52 (clipboard write), a cursor move and a CR in a remote comment.
+    let hostile = b"# \x1b]52;c;ZXZpbA==\x07 \x1b[2J\x1b[1;1H fake\rprompt\nmodels:\n  a:\n    cmd: a --port ${PORT}\n";
+    let cfg = path_str(&fx.config("config.yaml", hostile, 0o640));
+    let new = fx.dir.path().join("new.yaml");
+    std::fs::write(&new, "models:\n  a:\n    cmd: a --port ${PORT}\n").expect("new");
+    let out = output(fx.cli(&["plan", &path_str(&new), "--config-path", &cfg])).await;
+    assert_eq!(out.status.code(), Some(2), "changes pending");
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(
+            !stream.contains(&0x1b) && !stream.contains(&b'\r'),
+            "raw control bytes"
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\\x1b]52;c;ZXZpbA==\\x07"),
+        "shown escaped: {text}"
+    );
+    // --json carries the exact text (JSON-escaped, not lost).
+    let out = output(fx.cli(&["plan", &path_str(&new), "--config-path", &cfg, "--json"])).await;
+    let v = json_of(&out);
+    assert!(
+        v["diff"].as_str().unwrap_or("").contains("\x1b]52;c;"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn dev_zero_and_fifos_as_local_file_flags_are_refused_quickly() {
+    let fx = fixture(|b| b).await;
+    let fifo = fx.dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    let fifo = path_str(&fifo);
+    let cfg = path_str(&fx.config("config.yaml", b"models: {}\n", 0o640));
+    let new = fx.dir.path().join("new.yaml");
+    std::fs::write(&new, "models:\n  a:\n    cmd: a --port ${PORT}\n").expect("new");
+    let new = path_str(&new);
+    for bad in ["/dev/zero", fifo.as_str()] {
+        for (flag_args, code) in [
+            (
+                vec![
+                    "apply",
+                    bad,
+                    "--config-path",
+                    &cfg,
+                    "--restart-cmd",
+                    "true",
+                    "--yes",
+                ],
+                2,
+            ),
+            (
+                vec![
+                    "apply",
+                    &new,
+                    "--config-path",
+                    &cfg,
+                    "--restart-cmd",
+                    "true",
+                    "--yes",
+                    "--inventory",
+                    bad,
+                ],
+                2,
+            ),
+            (vec!["--identity", bad], 3),
+            (vec!["--known-hosts", bad], 3),
+        ] {
+            let mut c = if flag_args[0] == "apply" {
+                fx.cli(&flag_args)
+            } else {
+                // Without the fixture's own key / known_hosts flags.
+                let mut c = swapcfg_cmd();
+                c.args(["get", "tester@127.0.0.1", "--config-path", &cfg])
+                    .args(["--port", &fx.server.port().to_string()])
+                    .args(&flag_args);
+                if flag_args[0] == "--identity" {
+                    c.arg("--known-hosts").arg(&fx.known_hosts);
+                } else {
+                    c.arg("--identity").arg(&fx.key_path);
+                }
+                c
+            };
+            c.env("HOME", fx.dir.path());
+            let run = output(c);
+            let out = tokio::time::timeout(std::time::Duration::from_secs(15), run)
+                .await
+                .unwrap_or_else(|_| panic!("{flag_args:?} hung"));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(code), "{flag_args:?}: {err}");
+            assert!(err.contains("not a regular file"), "{flag_args:?}: {err}");
+        }
+    }
+}

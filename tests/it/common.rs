@@ -66,6 +66,7 @@ impl Fixture {
             host_key_policy: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(2),
+            keepalive: Duration::from_secs(15),
         }
     }
 
@@ -115,12 +116,13 @@ pub fn swapcfg_cmd() -> std::process::Command {
 }
 
 impl Fixture {
-    /// `swapcfg ARGS… tester@127.0.0.1` with this fixture's key, known_hosts
-    /// and port.
+    /// `swapcfg SUBCOMMAND tester@127.0.0.1 ARGS…` with this fixture's key,
+    /// known_hosts and port.
     pub fn cli(&self, args: &[&str]) -> std::process::Command {
         let mut c = swapcfg_cmd();
-        c.args(args)
+        c.args(&args[..1])
             .arg("tester@127.0.0.1")
+            .args(&args[1..])
             .arg("--identity")
             .arg(&self.key_path)
             .arg("--known-hosts")

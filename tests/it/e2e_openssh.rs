@@ -203,8 +203,8 @@ fn shell_mode_without_sftp_subsystem() {
     let out = get(&s, &key, &cfg, &[], &[]);
     assert_eq!(
         out.status.code(),
-        Some(4),
-        "sftp mode must fail without the subsystem"
+        Some(3),
+        "sftp mode must fail without the subsystem (a connect failure)"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--mode shell"));
     let out = get(&s, &key, &cfg, &["--mode", "shell"], &[]);

@@ -10,13 +10,19 @@
 //! * `validate_rules`, `validate_corpus`, `validate_proptest`, `diff_patch`.
 //! * `e2e_openssh`: Debian's sshd on loopback (skips where absent).
 
+mod backups;
 mod cli_apply;
 mod cli_surface;
 mod common;
 mod diff_patch;
+mod e2e_faults;
 mod e2e_openssh;
+mod fault_matrix;
+mod nonregular;
 mod pipeline_mock;
 mod remote_ops;
+mod shell_mode;
+mod signals;
 mod transport_inprocess;
 mod validate_corpus;
 mod validate_proptest;

@@ -224,6 +224,7 @@ fn opts() -> ApplyOptions {
         keep_backups: None,
         lock: Some(me("mine")),
         break_lock: false,
+        stop: Default::default(),
     }
 }
 

@@ -261,8 +261,16 @@ async fn restart_reports_status_stderr_and_timeout() {
     }
     assert!(matches!(
         r.restart("restart-slow", Duration::from_millis(300)).await,
-        Err(RemoteError::Timeout { op: "restart", .. })
+        Err(RemoteError::Transport(
+            swapcfg::transport::TransportError::CommandTimeout { .. }
+        ))
     ));
+    // The restart runs under the process-group wrapper, its command last.
+    assert!(fx
+        .server
+        .raw_exec_log()
+        .iter()
+        .any(|c| c.ends_with("swapcfg 'restart-bad'")));
     assert!(fx.server.exec_log().contains(&"restart-bad".to_string()));
 }
 
@@ -282,12 +290,17 @@ async fn shell_mode_handles_awkward_file_names() {
         .await
         .expect("shell");
     let cur = r.read().await.expect("read");
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&cfg).expect("metadata");
+        (m.uid(), m.gid())
+    };
     assert_eq!(
         cur,
         RemoteFile {
             bytes: OLD.to_vec(),
             mode: Some(0o640),
-            owner: None,
+            owner: Some(owner),
         }
     );
     let now = SystemTime::now();

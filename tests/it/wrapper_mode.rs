@@ -14,7 +14,7 @@ use swapcfg::remote::wrapper::{Protocol, UNVERIFIED_WRITE_OP};
 use swapcfg::remote::{
     AnyRemote, LockInfo, LockTaken, Mode, RemoteError, RemoteOps, RemoteOptions,
 };
-use swapcfg_testkit::server::ScriptedExec;
+use swapcfg_testkit::server::{FaultAction, FaultPlan, Op, ScriptedExec};
 
 use crate::common::*;
 
@@ -476,7 +476,11 @@ async fn dropped_connection_mid_upload_leaves_the_old_file_and_no_temp() {
     assert!(matches!(protocol(&r), Some(Protocol::V1 { .. })));
     // 1 MiB reaches the script (its temp file exists by then: the pipe
     // holds 64 KiB), then the TCP connection is shut down.
-    fx.server.drop_after_stdin(1 << 20);
+    fx.server.set_faults(FaultPlan::one(
+        Op::Exec,
+        fx.server.op_count(Op::Exec) + 1,
+        FaultAction::DropAfterStdin(1 << 20),
+    ));
     let err = r
         .write(&new, &cur, Some(&sha256_hex(&old)))
         .await
@@ -979,6 +983,7 @@ fn apply_through_the_script_under_openssh() {
             host_key_policy: swapcfg::transport::HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(10),
             op_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(15),
         })
         .await
         .expect("connect");

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use swapcfg::health::{HealthCheck, HealthError};
 use swapcfg::pipeline::{self, ApplyError, ApplyOptions, ApplyReport, Hooks, Step, Warning};
-use swapcfg::remote::{LockInfo, RemoteOps};
+use swapcfg::remote::{LockInfo, RemoteOps, RemoteOptions};
+use swapcfg::stop::{Phase, Stop};
 use swapcfg::validate::Severity;
 
 use crate::cli::args::ApplyArgs;
@@ -90,7 +91,8 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         Err(f) => return early_failure(f, &early),
     };
     let connect_ms = t.elapsed().as_millis() as u64;
-    let remote = match conn.remote(settings).await {
+    let remote_opts = RemoteOptions::default();
+    let remote = match conn.remote(settings, remote_opts).await {
         Ok(r) => r,
         Err(f) => return early_failure(f, &early),
     };
@@ -107,6 +109,7 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         keep_backups: job.change.keep_backups,
         lock: (!job.dry_run).then(|| lock_record(settings)),
         break_lock: job.change.break_lock,
+        stop: Stop::default(),
     };
     let out_style = Style::for_stdout();
     let mut hooks = CliHooks {
@@ -117,6 +120,9 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         progress: Style::for_stderr().color,
         settings: settings.clone(),
         config_path: config_path.clone(),
+        remote_opts,
+        stop: opts.stop.clone(),
+        signals: None,
     };
     let mut rep = pipeline::apply(&remote, job.new, &opts, &mut hooks).await;
     rep.timings_ms.insert(0, (Step::Connect, connect_ms));
@@ -173,6 +179,67 @@ pub struct CliHooks {
     /// To reconnect once after a lost reply.
     pub settings: Settings,
     pub config_path: String,
+    /// This run's remote options (the tag marks its temp files).
+    pub remote_opts: RemoteOptions,
+    /// Stop requests go here (from the signal handler).
+    pub stop: Stop,
+    /// The signal handler, installed once the host is about to change.
+    pub signals: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for CliHooks {
+    fn drop(&mut self) {
+        if let Some(h) = self.signals.take() {
+            h.abort();
+        }
+    }
+}
+
+/// SIGINT, SIGTERM, SIGHUP: the first asks the apply to stop safely (before
+/// the write: nothing changes; after it: the old config is put back); the
+/// second exits at once with 128 + the signal number, saying what the host
+/// holds.
+fn install_signals(stop: Stop, progress: bool) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).ok()?;
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    let mut hup = signal(SignalKind::hangup()).ok()?;
+    Some(tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            let (name, code) = tokio::select! {
+                _ = int.recv() => ("SIGINT", 130),
+                _ = term.recv() => ("SIGTERM", 143),
+                _ = hup.recv() => ("SIGHUP", 129),
+            };
+            seen += 1;
+            if seen == 1 {
+                stop.request();
+                let _ = progress;
+                eprintln!(
+                    "swapcfg: {name}: stopping safely ({}); send it again to exit at once",
+                    match stop.phase() {
+                        Phase::Untouched => "nothing was changed; removing the lock and temp files",
+                        Phase::Writing =>
+                            "letting the atomic write finish, then putting the old config back",
+                        _ => "putting the old config back, restarting, checking health",
+                    }
+                );
+                continue;
+            }
+            let state = match stop.phase() {
+                Phase::Untouched => "the old config is in place (nothing was written)",
+                Phase::Writing => {
+                    "a write was in flight: the config is the old one or the new one, check which"
+                }
+                Phase::NewInPlace => "the NEW config is in place and was NOT rolled back",
+                Phase::RollingBack => "the old config was being restored: check the host NOW",
+                Phase::Restored => "the old config was restored",
+            };
+            eprintln!("swapcfg: {name} again: exiting at once; {state}; the lock beside the config is left (its lease expires, or use --break-lock)");
+            std::process::exit(code);
+        }
+    }))
 }
 
 impl Hooks for CliHooks {
@@ -197,6 +264,11 @@ impl Hooks for CliHooks {
     }
 
     fn step(&mut self, step: Step) {
+        // Past the confirmation, signals stop the apply safely instead of
+        // killing the process.
+        if self.signals.is_none() && matches!(step, Step::Lock | Step::Backup) {
+            self.signals = install_signals(self.stop.clone(), self.progress);
+        }
         if self.progress && !self.json {
             eprintln!("  … {}", step.name());
         }
@@ -230,12 +302,13 @@ impl Hooks for CliHooks {
         r.map(|_| ())
     }
 
-    async fn reread(&mut self) -> Option<Vec<u8>> {
-        let (settings, path) = (&self.settings, &self.config_path);
+    async fn recover(&mut self, me: Option<&LockInfo>) -> Option<Vec<u8>> {
+        let (settings, path, opts) = (&self.settings, &self.config_path, self.remote_opts);
         let fresh = async {
             let host = Host::connect(settings, path).await.ok()?;
             let bytes = {
-                let remote = host.remote(settings).await.ok()?;
+                let remote = host.remote(settings, opts).await.ok()?;
+                let _ = remote.clean_up(me).await;
                 remote.read().await.ok().map(|f| f.bytes)
             };
             host.close().await;

@@ -6,7 +6,7 @@ use swapcfg::remote::RemoteOps;
 use crate::cli::args::BackupsArgs;
 use crate::cli::exit::Outcome;
 use crate::cli::host::Host;
-use crate::cli::render::Failure;
+use crate::cli::render::{term, Failure};
 use crate::cli::settings::Settings;
 use crate::cli::CmdResult;
 
@@ -15,11 +15,11 @@ pub fn run(args: BackupsArgs) -> CmdResult {
     let path = settings.config_path().map_err(Failure::usage)?;
     crate::cli::runtime()?.block_on(async {
         let host = Host::connect(&settings, &path).await?;
-        let remote = host.remote(&settings).await?;
+        let remote = host.remote(&settings, Default::default()).await?;
         let list = remote
             .list_backups()
             .await
-            .map_err(|e| Failure::at(Step::Read, e))?;
+            .map_err(|e| Failure::at(Step::Read, e).on(settings.host()))?;
         if args.json {
             let items: Vec<_> = list
                 .iter()
@@ -27,11 +27,16 @@ pub fn run(args: BackupsArgs) -> CmdResult {
                 .collect();
             println!("{}", serde_json::Value::Array(items));
         } else if list.is_empty() {
-            println!("no backups of {path} on {}", settings.host());
+            println!("no backups of {} on {}", term(&path), settings.host());
         } else {
             for b in &list {
                 let stamp = b.path.rsplit(".bak-").next().unwrap_or("");
-                println!("{stamp:<20} {:>10} bytes  {}", b.size, b.path);
+                println!(
+                    "{:<20} {:>10} bytes  {}",
+                    term(stamp),
+                    b.size,
+                    term(&b.path)
+                );
             }
         }
         drop(remote);

@@ -99,6 +99,7 @@ mod sandbox {
                 host_key_policy: HostKeyPolicy::Strict,
                 connect_timeout: Duration::from_secs(10),
                 op_timeout: Duration::from_secs(10),
+                keepalive: swapcfg::limits::KEEPALIVE,
             },
             mode: Mode::Sftp,
             config_path: Some(config_path.clone()),

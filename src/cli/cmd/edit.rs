@@ -44,11 +44,11 @@ pub fn run(args: EditArgs, ctx: &mut HintContext) -> CmdResult {
     let rt = crate::cli::runtime()?;
     let original = rt.block_on(async {
         let host = Host::connect(&settings, &path).await?;
-        let remote = host.remote(&settings).await?;
+        let remote = host.remote(&settings, Default::default()).await?;
         let f = remote
             .read()
             .await
-            .map_err(|e| Failure::at(Step::Read, e))?;
+            .map_err(|e| Failure::at(Step::Read, e).on(settings.host()))?;
         drop(remote);
         host.close().await;
         Ok::<_, Failure>(f.bytes)

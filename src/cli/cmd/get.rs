@@ -17,13 +17,22 @@ pub fn run(args: GetArgs) -> CmdResult {
     let path = settings.config_path().map_err(Failure::usage)?;
     crate::cli::runtime()?.block_on(async {
         let host = Host::connect(&settings, &path).await?;
-        let remote = host.remote(&settings).await?;
+        let remote = host.remote(&settings, Default::default()).await?;
         let file = remote
             .read()
             .await
-            .map_err(|e| Failure::at(Step::Read, e))?;
+            .map_err(|e| Failure::at(Step::Read, e).on(settings.host()))?;
+        // Byte-exact when piped; on a terminal, the host's control
+        // characters are shown escaped rather than interpreted.
         let mut out = std::io::stdout().lock();
-        out.write_all(&file.bytes)
+        let shown = if std::io::IsTerminal::is_terminal(&out) {
+            crate::cli::render::term(&String::from_utf8_lossy(&file.bytes))
+                .into_owned()
+                .into_bytes()
+        } else {
+            file.bytes
+        };
+        out.write_all(&shown)
             .and_then(|_| out.flush())
             .map_err(|e| Failure::usage(format!("writing to stdout: {e}")))?;
         drop(remote);

@@ -27,7 +27,7 @@ pub fn run(args: HealthArgs, ctx: &mut HintContext) -> CmdResult {
                     "healthy: {} lists {} model(s): {}",
                     hc.base_url,
                     r.listed_models.len(),
-                    r.listed_models.join(", ")
+                    render::term(&r.listed_models.join(", "))
                 );
             }
             Ok(Outcome::Success)

@@ -19,13 +19,13 @@ pub fn run(args: RollbackArgs, ctx: &mut HintContext) -> CmdResult {
         // ordinary apply job with them.
         let host = Host::connect(&settings, &path).await?;
         let fetched = async {
-            let remote = host.remote(&settings).await?;
+            let remote = host.remote(&settings, Default::default()).await?;
             let chosen = match &args.backup {
                 Some(b) => b.clone(),
                 None => remote
                     .list_backups()
                     .await
-                    .map_err(|e| Failure::at(Step::Read, e))?
+                    .map_err(|e| Failure::at(Step::Read, e).on(settings.host()))?
                     .pop()
                     .map(|b| b.path)
                     .ok_or_else(|| {
@@ -41,12 +41,22 @@ pub fn run(args: RollbackArgs, ctx: &mut HintContext) -> CmdResult {
             let file = remote
                 .read_backup(&chosen)
                 .await
-                .map_err(|e| Failure::at(Step::Read, e))?;
+                .map_err(|e| Failure::at(Step::Read, e).on(settings.host()))?;
             Ok::<_, Failure>((chosen, file.bytes))
         }
         .await;
         host.close().await;
         let (chosen, bytes) = fetched?;
+        if !args.change.json {
+            let why = if args.backup.is_some() {
+                "as named"
+            } else {
+                "the newest swapcfg backup, by the time in its name"
+            };
+            eprintln!(
+                "swapcfg: rollback: restoring {chosen} ({why}); the diff below is current → backup"
+            );
+        }
         let job = super::apply::Job {
             settings: &settings,
             change: Change::from(&args.change),

@@ -14,7 +14,7 @@ use russh::server::Msg;
 use russh::{Channel, ChannelMsg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ConnCtl, FaultAction, ScriptedExec, Shared};
+use super::{ConnCtl, FaultAction, ScriptedExec, Shared, ShellSpec};
 
 /// Bytes of stdin the server accepts for one exec (wrapper `write`, `sh`).
 const MAX_STDIN: usize = 64 * 1024 * 1024;
@@ -39,23 +39,40 @@ pub(crate) async fn run(
             finish(&channel, 1, b"", b"Permission denied\n").await;
             return;
         }
-        Some(FaultAction::Drop) => {
+        Some(FaultAction::Drop) | Some(FaultAction::WithholdThenDrop(_)) => {
             ctl.drop_connection();
             return;
         }
-        None => {}
+        Some(FaultAction::DoThenDrop)
+        | Some(FaultAction::DropAfterStdin(_))
+        | Some(FaultAction::CloseStdinAfter(_))
+        | None => {}
     }
+    let lose_reply = fault == Some(FaultAction::DoThenDrop);
+    let cut = match fault {
+        Some(FaultAction::DropAfterStdin(n)) => Some(StdinCut::Drop(n, ctl.clone())),
+        Some(FaultAction::CloseStdinAfter(n)) => Some(StdinCut::Close(n)),
+        _ => None,
+    };
     if let Some(script) = shared.forced_command.clone() {
+        // As sshd runs `command="…"`: the client's command only in the
+        // environment.
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg(&script).env("SSH_ORIGINAL_COMMAND", &command);
-        let drop_after = lock_take(&shared.drop_after_stdin).map(|n| (n, ctl));
-        piped(channel, cmd, drop_after).await;
+        piped(channel, cmd, cut, lose_reply.then_some(&ctl)).await;
     } else if let Some(config) = shared.wrapper.clone() {
         wrapper_verb(&shared, channel, command.trim(), &config).await;
     } else if let Some(script) = shared.script(&command) {
         scripted(&channel, &script).await;
     } else if shared.shell_exec {
-        shell(channel, &command).await;
+        shell(
+            &shared.shell,
+            channel,
+            &command,
+            cut,
+            lose_reply.then_some(&ctl),
+        )
+        .await;
     } else {
         finish(
             &channel,
@@ -202,25 +219,49 @@ fn wrapper_write(config: &Path, content: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Take the value out of a mutex (recovering from poisoning).
-fn lock_take<T>(m: &std::sync::Mutex<Option<T>>) -> Option<T> {
-    m.lock().unwrap_or_else(|e| e.into_inner()).take()
+/// Where a stdin fault cuts the command's input.
+enum StdinCut {
+    /// After N bytes, shut the connection down.
+    Drop(usize, Arc<ConnCtl>),
+    /// After N bytes, close the command's stdin (discard the rest).
+    Close(usize),
 }
 
-/// Run `command` with `/bin/sh -c`, wiring stdin/stdout/stderr to the channel.
-async fn shell(channel: Channel<Msg>, command: &str) {
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c").arg(command);
-    piped(channel, cmd, None).await;
+/// Run `command` with `/bin/sh -c` (or the configured shell), wiring
+/// stdin/stdout/stderr to the channel; `cut` ends its stdin early. With
+/// `lose_reply`, the command runs to its end and then the connection is
+/// dropped instead of sending the exit status.
+async fn shell(
+    spec: &ShellSpec,
+    channel: Channel<Msg>,
+    command: &str,
+    cut: Option<StdinCut>,
+    lose_reply: Option<&Arc<ConnCtl>>,
+) {
+    let Some((program, args)) = spec.program.split_first() else {
+        finish(&channel, 127, b"", b"sh: no shell configured\n").await;
+        return;
+    };
+    let command = match &spec.prelude {
+        Some(p) => format!("{p}\n{command}"),
+        None => command.to_string(),
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .arg("-c")
+        .arg(&command)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    piped(channel, cmd, cut, lose_reply).await;
 }
 
-/// Run `cmd` with stdin/stdout/stderr wired to the channel; the exit status
-/// (255 for a signal) ends it. With `drop_after`, the connection is shut
-/// down once that many stdin bytes were passed on (the child then sees EOF).
+/// Run `cmd` with stdin/stdout/stderr wired to the channel, ending with its
+/// exit status (255 for a signal); `cut` ends its stdin early; with
+/// `lose_reply` the connection is dropped instead of sending the status.
 async fn piped(
     channel: Channel<Msg>,
     mut cmd: tokio::process::Command,
-    drop_after: Option<(usize, Arc<ConnCtl>)>,
+    cut: Option<StdinCut>,
+    lose_reply: Option<&Arc<ConnCtl>>,
 ) {
     let child = cmd
         .stdin(Stdio::piped())
@@ -238,24 +279,28 @@ async fn piped(
     let (mut reader, writer) = channel.split();
     let mut stdin = child.stdin.take();
     let feed = async move {
-        let mut passed = 0usize;
+        let mut fed = 0usize;
         while let Some(msg) = reader.wait().await {
             match msg {
                 ChannelMsg::Data { data } => {
-                    let data = match &drop_after {
-                        Some((limit, _)) => &data[..data.len().min(limit - passed)],
-                        None => &data[..],
+                    let limit = match &cut {
+                        Some(StdinCut::Drop(n, _)) | Some(StdinCut::Close(n)) => *n,
+                        None => usize::MAX,
                     };
+                    let take = data.len().min(limit.saturating_sub(fed));
                     if let Some(s) = stdin.as_mut() {
-                        if s.write_all(data).await.is_err() {
+                        if s.write_all(&data[..take]).await.is_err() {
                             stdin = None;
                         }
                     }
-                    passed += data.len();
-                    if let Some((limit, ctl)) = &drop_after {
-                        if passed >= *limit {
-                            ctl.drop_connection();
-                            break;
+                    fed += take;
+                    if take < data.len() {
+                        match &cut {
+                            Some(StdinCut::Drop(_, ctl)) => {
+                                drop(stdin.take());
+                                ctl.drop_connection();
+                            }
+                            _ => drop(stdin.take()),
                         }
                     }
                 }
@@ -298,6 +343,10 @@ async fn piped(
         Ok(s) => s.code().map(|c| c as u32).unwrap_or(255),
         Err(_) => 255,
     };
+    if let Some(ctl) = lose_reply {
+        ctl.drop_connection();
+        return;
+    }
     let _ = writer.exit_status(status).await;
     let _ = writer.eof().await;
     let _ = writer.close().await;

@@ -7,7 +7,8 @@
 //! mode, the fixed seed-style wrapper verbs, or a real forced-command script
 //! run with `$SSH_ORIGINAL_COMMAND` as sshd does), and a fault plan that
 //! fails, hangs or drops the connection at a chosen operation on its Nth call
-//! (or after a forced command has received N bytes of stdin).
+//! (for shell commands and forced commands also: drop the connection, or
+//! close the command's stdin, after N bytes of its input).
 //!
 //! ```no_run
 //! # async fn demo(client_key: russh::keys::PublicKey) -> std::io::Result<()> {
@@ -70,6 +71,21 @@ pub enum FaultAction {
     Hang,
     /// Shut the TCP connection down at once, mid-operation.
     Drop,
+    /// Withhold the reply (the operation is not done) for this long, then
+    /// shut the connection down: a host that stops answering.
+    WithholdThenDrop(Duration),
+    /// SFTP: do the operation, then shut the connection down without
+    /// replying: the reply is lost after the work happened.
+    DoThenDrop,
+    /// Exec only (`/bin/sh` commands, forced commands): run the command, forward the first
+    /// N bytes of its stdin, then shut the TCP connection down (a link
+    /// dropped, or the client killed, mid-upload). Elsewhere: no fault.
+    DropAfterStdin(usize),
+    /// Exec only (`/bin/sh` commands, forced commands): forward the first N bytes of stdin,
+    /// then close the command's stdin early (it sees end of input while the
+    /// connection stays up; the rest of the upload is discarded).
+    /// Elsewhere: no fault.
+    CloseStdinAfter(usize),
 }
 
 /// One planned fault: `action` on the `nth` (1-based) call of `op`.
@@ -131,15 +147,59 @@ pub(crate) struct Shared {
     pub(crate) shell_exec: bool,
     pub(crate) wrapper: Option<PathBuf>,
     pub(crate) forced_command: Option<PathBuf>,
-    /// Drop the connection once a forced command has received this many
-    /// bytes of stdin (once; reset after firing).
-    pub(crate) drop_after_stdin: Mutex<Option<usize>>,
     pub(crate) posix_rename: bool,
     pub(crate) fsync: bool,
+    pub(crate) shell: ShellSpec,
     scripts: Mutex<HashMap<String, ScriptedExec>>,
     faults: Mutex<FaultPlan>,
     counts: Mutex<HashMap<Op, usize>>,
     exec_log: Mutex<Vec<String>>,
+}
+
+/// The last argument of a POSIX sh command line if it is single-quoted
+/// (`'…'` with `'\''` for a quote), unquoted.
+fn last_quoted_arg(command: &str) -> Option<String> {
+    let body = command.trim_end().strip_suffix('\'')?;
+    // Walk back over `'\''` escapes to the opening quote.
+    let mut end = body.len();
+    loop {
+        let open = body[..end].rfind('\'')?;
+        if body[..open].ends_with("'\\'") {
+            end = open - 3;
+            continue;
+        }
+        return Some(body[open + 1..].replace("'\\''", "'"));
+    }
+}
+
+/// `CMD` when `command` is `sh -c '…' swapcfg 'CMD'`.
+fn wrapped_command(command: &str) -> Option<String> {
+    let inner = last_quoted_arg(command)?;
+    let quoted = format!("'{}'", inner.replace('\'', "'\\''"));
+    command
+        .strip_suffix(&quoted)?
+        .trim_end()
+        .ends_with(" swapcfg")
+        .then_some(inner)
+}
+
+/// How shell-exec commands are run: `program args… -c COMMAND` with extra
+/// environment, the command prefixed by `prelude` (e.g. `ulimit -f 64`).
+#[derive(Debug, Clone)]
+pub(crate) struct ShellSpec {
+    pub(crate) program: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) prelude: Option<String>,
+}
+
+impl Default for ShellSpec {
+    fn default() -> Self {
+        ShellSpec {
+            program: vec!["/bin/sh".into()],
+            env: Vec::new(),
+            prelude: None,
+        }
+    }
 }
 
 /// Lock a mutex, recovering the data if a panicking test thread poisoned it.
@@ -163,8 +223,16 @@ impl Shared {
             .map(|f| f.action)
     }
 
+    /// The scripted outcome for `command`: registered for the whole command
+    /// line, or for the command a process-group wrapper hands to `sh` as its
+    /// last single-quoted argument (`… swapcfg 'CMD'`).
     pub(crate) fn script(&self, command: &str) -> Option<ScriptedExec> {
-        lock(&self.scripts).get(command).cloned()
+        let scripts = lock(&self.scripts);
+        if let Some(s) = scripts.get(command) {
+            return Some(s.clone());
+        }
+        let last = last_quoted_arg(command)?;
+        scripts.get(&last).cloned()
     }
 }
 
@@ -203,6 +271,7 @@ pub struct TestServerBuilder {
     forced_command: Option<PathBuf>,
     posix_rename: bool,
     fsync: bool,
+    shell: ShellSpec,
     scripts: HashMap<String, ScriptedExec>,
     faults: FaultPlan,
 }
@@ -226,6 +295,7 @@ impl TestServerBuilder {
             forced_command: None,
             posix_rename: true,
             fsync: true,
+            shell: ShellSpec::default(),
             scripts: HashMap::new(),
             faults: FaultPlan::default(),
         }
@@ -288,6 +358,30 @@ impl TestServerBuilder {
         self
     }
 
+    /// Run shell-exec commands as `program args… -c COMMAND` instead of
+    /// `/bin/sh -c COMMAND` (e.g. `["busybox", "sh"]`).
+    pub fn shell_program(mut self, program: &[&str]) -> Self {
+        if !program.is_empty() {
+            self.shell.program = program.iter().map(|s| s.to_string()).collect();
+        }
+        self
+    }
+
+    /// Set an environment variable for shell-exec commands (e.g. a `PATH`
+    /// holding only the tools a BusyBox host has).
+    pub fn shell_env(mut self, key: &str, value: &str) -> Self {
+        self.shell.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Run `prelude` (a line of shell) before every shell-exec command, in
+    /// the same shell: e.g. `ulimit -f 128` to make large writes fail the
+    /// way a full disk does.
+    pub fn shell_prelude(mut self, prelude: &str) -> Self {
+        self.shell.prelude = Some(prelude.to_string());
+        self
+    }
+
     /// Answer the exact exec `command` with `outcome` (in wrapper mode, the
     /// verb `restart` looks up the script registered as `"restart"`).
     pub fn restart_script(mut self, command: &str, outcome: ScriptedExec) -> Self {
@@ -324,9 +418,9 @@ impl TestServerBuilder {
             shell_exec: self.shell_exec,
             wrapper: self.wrapper,
             forced_command: self.forced_command,
-            drop_after_stdin: Mutex::new(None),
             posix_rename: self.posix_rename,
             fsync: self.fsync,
+            shell: self.shell,
             scripts: Mutex::new(self.scripts),
             faults: Mutex::new(self.faults),
             counts: Mutex::new(HashMap::new()),
@@ -441,14 +535,20 @@ impl TestServer {
         lock(&self.shared.scripts).insert(command.to_string(), outcome);
     }
 
-    /// Drop the TCP connection once the next forced-command exec has
-    /// received `bytes` bytes of stdin (a link that dies mid-upload).
-    pub fn drop_after_stdin(&self, bytes: usize) {
-        *lock(&self.shared.drop_after_stdin) = Some(bytes);
+    /// Every exec command received, in order.
+    ///
+    /// A command handed to a process-group wrapper (`sh -c '…' swapcfg
+    /// 'CMD'`, as swapcfg runs restarts) is logged as `CMD`; see
+    /// [`TestServer::raw_exec_log`] for the command lines as received.
+    pub fn exec_log(&self) -> Vec<String> {
+        lock(&self.shared.exec_log)
+            .iter()
+            .map(|c| wrapped_command(c).unwrap_or_else(|| c.clone()))
+            .collect()
     }
 
-    /// Every exec command received, in order.
-    pub fn exec_log(&self) -> Vec<String> {
+    /// Exec command lines exactly as received.
+    pub fn raw_exec_log(&self) -> Vec<String> {
         lock(&self.shared.exec_log).clone()
     }
 
@@ -524,7 +624,11 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         match self.shared.fault(Op::Subsystem) {
-            Some(FaultAction::Drop) => {
+            None
+            | Some(FaultAction::DropAfterStdin(_))
+            | Some(FaultAction::CloseStdinAfter(_))
+            | Some(FaultAction::DoThenDrop) => {}
+            Some(FaultAction::Drop) | Some(FaultAction::WithholdThenDrop(_)) => {
                 self.ctl.drop_connection();
                 return Ok(());
             }
@@ -532,11 +636,10 @@ impl russh::server::Handler for Conn {
                 self.ctl.hang().await;
                 return Ok(());
             }
-            Some(_) => {
+            Some(FaultAction::Fail) | Some(FaultAction::PermissionDenied) => {
                 session.channel_failure(channel_id)?;
                 return Ok(());
             }
-            None => {}
         }
         let channel = self.channels.remove(&channel_id);
         match channel {
@@ -573,6 +676,14 @@ impl russh::server::Handler for Conn {
             self.ctl.drop_connection();
             return Ok(());
         }
+        if let Some(FaultAction::WithholdThenDrop(d)) = fault {
+            let ctl = self.ctl.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                ctl.drop_connection();
+            });
+            return Ok(());
+        }
         tokio::spawn(exec::run(
             self.shared.clone(),
             self.ctl.clone(),
@@ -596,5 +707,23 @@ impl Conn {
         } else {
             Auth::reject()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_quoted_arg;
+
+    #[test]
+    fn last_quoted_arg_unquotes() {
+        assert_eq!(
+            last_quoted_arg("sh -c 'x' swapcfg 'restart-ok'"),
+            Some("restart-ok".into())
+        );
+        assert_eq!(
+            last_quoted_arg("sh -c 'x' swapcfg 'it'\\''s'"),
+            Some("it's".into())
+        );
+        assert_eq!(last_quoted_arg("restart-ok"), None);
     }
 }

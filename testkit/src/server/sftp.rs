@@ -46,9 +46,19 @@ impl SftpHandler {
     }
 
     /// Apply the fault plan for `op`: an error reply, or never replying.
-    async fn check(&self, op: Op) -> Result<(), StatusReply> {
+    /// `Ok(true)`: do the operation, then call [`Self::lose_reply`].
+    async fn check(&self, op: Op) -> Result<bool, StatusReply> {
         match self.shared.fault(op) {
-            None => Ok(()),
+            None | Some(FaultAction::DropAfterStdin(_)) | Some(FaultAction::CloseStdinAfter(_)) => {
+                Ok(false)
+            }
+            Some(FaultAction::DoThenDrop) => Ok(true),
+            Some(FaultAction::WithholdThenDrop(d)) => {
+                tokio::time::sleep(d).await;
+                self.ctl.drop_connection();
+                self.ctl.hang().await;
+                Err(StatusCode::Failure.into())
+            }
             Some(FaultAction::Fail) => Err(StatusCode::Failure.with_message("injected failure")),
             Some(FaultAction::PermissionDenied) => {
                 Err(StatusCode::PermissionDenied.with_message("Permission denied"))
@@ -63,6 +73,13 @@ impl SftpHandler {
                 Err(StatusCode::Failure.into())
             }
         }
+    }
+
+    /// The operation was done; drop the connection instead of replying.
+    async fn lose_reply(&self) -> StatusReply {
+        self.ctl.drop_connection();
+        self.ctl.hang().await;
+        StatusCode::Failure.into()
     }
 
     fn insert(&mut self, h: OpenHandle) -> Result<String, StatusReply> {
@@ -213,10 +230,13 @@ impl russh_sftp::server::Handler for SftpHandler {
         offset: u64,
         data: Vec<u8>,
     ) -> Result<Status, Self::Error> {
-        self.check(Op::Write).await?;
+        let lose = self.check(Op::Write).await?;
         let f = self.file(&handle)?;
         f.seek(SeekFrom::Start(offset)).map_err(io_err)?;
         f.write_all(&data).map_err(io_err)?;
+        if lose {
+            return Err(self.lose_reply().await);
+        }
         Ok(ok(id))
     }
 
@@ -232,19 +252,18 @@ impl russh_sftp::server::Handler for SftpHandler {
     async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
         self.check(Op::Stat).await?;
         let m = fs::metadata(&path).map_err(io_err)?;
-        Ok(Attrs {
-            id,
-            attrs: FileAttributes::from(&m),
-        })
+        let mut attrs = FileAttributes::from(&m);
+        // The full st_mode, file type included, as OpenSSH's server sends.
+        attrs.permissions = Some(m.mode());
+        Ok(Attrs { id, attrs })
     }
 
     async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
         self.check(Op::Stat).await?;
         let m = self.file(&handle)?.metadata().map_err(io_err)?;
-        Ok(Attrs {
-            id,
-            attrs: FileAttributes::from(&m),
-        })
+        let mut attrs = FileAttributes::from(&m);
+        attrs.permissions = Some(m.mode());
+        Ok(Attrs { id, attrs })
     }
 
     async fn setstat(
@@ -349,12 +368,15 @@ impl russh_sftp::server::Handler for SftpHandler {
         oldpath: String,
         newpath: String,
     ) -> Result<Status, Self::Error> {
-        self.check(Op::Rename).await?;
+        let lose = self.check(Op::Rename).await?;
         // Like OpenSSH's sftp-server: plain rename never replaces a file.
         if fs::symlink_metadata(&newpath).is_ok() {
             return Err(StatusCode::Failure.with_message(format!("{newpath}: file exists")));
         }
         fs::rename(&oldpath, &newpath).map_err(io_err)?;
+        if lose {
+            return Err(self.lose_reply().await);
+        }
         Ok(ok(id))
     }
 
@@ -385,13 +407,16 @@ impl russh_sftp::server::Handler for SftpHandler {
         let mut pos = 0;
         match request.as_str() {
             "posix-rename@openssh.com" if self.shared.posix_rename => {
-                self.check(Op::Rename).await?;
+                let lose = self.check(Op::Rename).await?;
                 let (Some(old), Some(new)) =
                     (take_string(&data, &mut pos), take_string(&data, &mut pos))
                 else {
                     return Err(StatusCode::BadMessage.into());
                 };
                 fs::rename(&old, &new).map_err(io_err)?;
+                if lose {
+                    return Err(self.lose_reply().await);
+                }
                 Ok(Packet::Status(ok(id)))
             }
             "fsync@openssh.com" if self.shared.fsync => {

@@ -1,0 +1,334 @@
+//! The write-path fault matrix against Debian's real OpenSSH (SFTP mode),
+//! with the faults made by a TCP proxy in front of sshd: the connection cut
+//! mid-upload of a 3 MiB config, replies withheld then the link cut, the
+//! client SIGKILLed mid-transfer on a slow link, and a really full disk (a
+//! 4 MiB tmpfs, where the test may mount one). Each test checks the files on
+//! the host afterwards. Skips where /usr/sbin/sshd is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use swapcfg_testkit::proxy::{Break, Proxy, ProxyOptions};
+use swapcfg_testkit::sshd::{self, available, Options, Sshd};
+
+fn big_config(model: &str, bytes: usize) -> Vec<u8> {
+    let mut s = format!("models:\n  {model}:\n    cmd: srv --port ${{PORT}}\n");
+    let line = format!("# {}\n", "y".repeat(77));
+    while s.len() < bytes {
+        s.push_str(&line);
+    }
+    s.into_bytes()
+}
+
+struct Host {
+    sshd: Sshd,
+    key: PathBuf,
+    dir: PathBuf,
+    cfg: PathBuf,
+    new: PathBuf,
+    old_bytes: Vec<u8>,
+    new_bytes: Vec<u8>,
+}
+
+fn host(dir: Option<PathBuf>, size: usize) -> Host {
+    let sshd = Sshd::start(Options { sftp: true }).expect("sshd");
+    let key = sshd.client_key("k", "ed25519", "", "").expect("key");
+    let dir = dir.unwrap_or_else(|| sshd.dir.path().join("etc"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let old_bytes = big_config("old", size);
+    let new_bytes = big_config("new", size);
+    let cfg = dir.join("config.yaml");
+    std::fs::write(&cfg, &old_bytes).expect("cfg");
+    let new = sshd.dir.path().join("new.yaml");
+    std::fs::write(&new, &new_bytes).expect("new");
+    Host {
+        sshd,
+        key,
+        dir,
+        cfg,
+        new,
+        old_bytes,
+        new_bytes,
+    }
+}
+
+impl Host {
+    /// `swapcfg apply --json` through `port` (a proxy's, or sshd's own).
+    fn apply(&self, port: u16, extra: &[&str]) -> Command {
+        let kh = self.sshd.dir.path().join(format!("kh-{port}"));
+        std::fs::write(&kh, format!("[127.0.0.1]:{port} {}\n", self.sshd.host_pub)).expect("kh");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_swapcfg"));
+        c.env_clear()
+            .env("HOME", self.sshd.dir.path())
+            .env("USER", sshd::whoami())
+            .arg("apply")
+            .arg(format!("{}@127.0.0.1:{port}", sshd::whoami()))
+            .arg(&self.new)
+            .arg("--config-path")
+            .arg(&self.cfg)
+            .arg("--identity")
+            .arg(&self.key)
+            .arg("--known-hosts")
+            .arg(&kh)
+            .args(["--restart-cmd", "true", "--yes", "--json"])
+            .args(extra)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn leftovers(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.dir)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "config.yaml" && !n.starts_with("config.yaml.bak-"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn backups(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("config.yaml.bak-"))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+async fn run(c: Command) -> Output {
+    let mut c = c;
+    tokio::task::spawn_blocking(move || c.output().expect("run"))
+        .await
+        .expect("join")
+}
+
+fn sshd_addr(h: &Host) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], h.sshd.port))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_link_cut_or_stalled_mid_upload_leaves_old_bytes_and_nothing_else() {
+    if !available() {
+        return;
+    }
+    // Uploads: the lock record, the 3 MiB backup, then the 3 MiB config:
+    // 4.5 MiB in is the middle of the config.
+    for brk in [
+        Break::CutAfterUpload(4_500_000),
+        Break::StallAfterUpload(4_500_000, Duration::from_millis(700)),
+    ] {
+        let h = host(None, 3 << 20);
+        let proxy = Proxy::start(
+            sshd_addr(&h),
+            ProxyOptions {
+                delay: Duration::ZERO,
+                first: Some(brk),
+            },
+        )
+        .await
+        .expect("proxy");
+        let out = run(h.apply(proxy.port(), &[])).await;
+        let v = json(&out);
+        assert_eq!(out.status.code(), Some(7), "{brk:?}: {v}");
+        assert_eq!(v["remote_state"].as_str(), Some("old"), "{brk:?}: {v}");
+        assert!(
+            std::fs::read(&h.cfg).expect("cfg") == h.old_bytes,
+            "{brk:?}"
+        );
+        assert_eq!(
+            h.leftovers(),
+            Vec::<String>::new(),
+            "{brk:?}: temp and lock cleaned"
+        );
+        let b = h.backups();
+        assert_eq!(b.len(), 1, "{brk:?}");
+        assert!(std::fs::read(&b[0]).expect("backup") == h.old_bytes);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_client_killed_mid_transfer_on_a_slow_link() {
+    if !available() {
+        return;
+    }
+    let h = host(None, 3 << 20);
+    let proxy = Proxy::start(
+        sshd_addr(&h),
+        ProxyOptions {
+            delay: Duration::from_millis(15),
+            first: None,
+        },
+    )
+    .await
+    .expect("proxy");
+    let mut c = h.apply(proxy.port(), &[]);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = c.spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while proxy.uploaded() < 4_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upload never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        std::fs::read(&h.cfg).expect("cfg") == h.old_bytes,
+        "old bytes after SIGKILL"
+    );
+    let left = h.leftovers();
+    assert!(
+        left.contains(&"config.yaml.swapcfg-lock".to_string()),
+        "{left:?}"
+    );
+
+    // The dead run's lock names it; --break-lock recovers and removes the
+    // dead run's temp files too.
+    let out = run(h.apply(h.sshd.port, &[])).await;
+    assert_eq!(out.status.code(), Some(5), "{}", json(&out));
+    let out = run(h.apply(h.sshd.port, &["--break-lock"])).await;
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert!(std::fs::read(&h.cfg).expect("cfg") == h.new_bytes);
+    assert_eq!(h.leftovers(), Vec::<String>::new());
+}
+
+/// A 4 MiB tmpfs, where this process may mount one (root with
+/// CAP_SYS_ADMIN); `None` (the test skips with a message) elsewhere.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = std::env::temp_dir().join(format!("swapcfg-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            Some(Tmpfs(dir))
+        } else {
+            eprintln!("skipping the real disk-full case: cannot mount a tmpfs here");
+            let _ = std::fs::remove_dir(&dir);
+            None
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_really_full_disk() {
+    if !available() {
+        return;
+    }
+    let Some(fs) = Tmpfs::mount("4m") else {
+        return;
+    };
+    // 1.5 MiB config + 1.5 MiB backup fit; the 1.5 MiB temp file does not.
+    let h = host(Some(fs.0.join("etc")), 1_500_000);
+    let out = run(h.apply(h.sshd.port, &[])).await;
+    let v = json(&out);
+    assert!(
+        matches!(out.status.code(), Some(6) | Some(7)),
+        "backup or write refused: {v}"
+    );
+    assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
+    assert!(std::fs::read(&h.cfg).expect("cfg") == h.old_bytes);
+    assert_eq!(h.leftovers(), Vec::<String>::new(), "no temp file, no lock");
+    for b in h.backups() {
+        assert!(
+            std::fs::read(&b).expect("backup") == h.old_bytes,
+            "complete backups only"
+        );
+    }
+    drop(h);
+    assert!(Path::new(&fs.0).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_fifo_config_is_refused_without_blocking_the_server() {
+    if !available() {
+        return;
+    }
+    let h = host(None, 1000);
+    std::fs::remove_file(&h.cfg).expect("rm");
+    let made = Command::new("mkfifo").arg(&h.cfg).status().expect("mkfifo");
+    assert!(made.success());
+    let t = std::time::Instant::now();
+    let out = run(h.apply(h.sshd.port, &[])).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(4), "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("FIFO"), "{v}");
+    // No sftp-server left blocked on the FIFO.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !h.sshd.session_pids().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sshd sessions left: {:?}",
+            h.sshd.session_pids()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.leftovers(), Vec::<String>::new(), "no lock, no temp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_host_that_stops_answering_is_noticed_within_the_keepalive() {
+    if !available() {
+        return;
+    }
+    let h = host(None, 3 << 20);
+    // Mid-upload the link goes silent for a minute (TCP stays open).
+    let proxy = Proxy::start(
+        sshd_addr(&h),
+        ProxyOptions {
+            delay: Duration::ZERO,
+            first: Some(Break::StallAfterUpload(4_500_000, Duration::from_secs(60))),
+        },
+    )
+    .await
+    .expect("proxy");
+    let t = std::time::Instant::now();
+    let out = run(h.apply(proxy.port(), &["--keepalive", "2"])).await;
+    let took = t.elapsed();
+    let v = json(&out);
+    assert!(took < Duration::from_secs(10), "noticed in {took:?}: {v}");
+    assert_eq!(out.status.code(), Some(7), "{v}");
+    assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
+    assert!(std::fs::read(&h.cfg).expect("cfg") == h.old_bytes);
+    assert_eq!(h.leftovers(), Vec::<String>::new());
+}

@@ -1,0 +1,300 @@
+//! Old bytes or new bytes, whatever happens (SFTP mode, through the CLI):
+//! faults injected where they really happen — mid-transfer on a config of
+//! several MB, a reply withheld then the connection dropped, the rename done
+//! but its reply lost, a full disk, the client killed mid-write, two applies
+//! at once. Every test checks the REMOTE STATE afterwards: the config's
+//! bytes, backups, temp files and the lock, and that `remote_state` in
+//! `--json` says what is really there.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::*;
+use swapcfg_testkit::server::{FaultAction, FaultPlan, Op, ScriptedExec};
+
+const RESTART: &str = "restart-ok";
+
+/// A valid config of about `mb` MiB: one model and a large comment block
+/// (cheap to validate, expensive to transfer: ~48 SFTP writes per 3 MiB).
+fn big_config(model: &str, mb: usize) -> Vec<u8> {
+    let mut s = format!("models:\n  {model}:\n    cmd: srv --port ${{PORT}}\n");
+    let line = format!("# {}\n", "x".repeat(77));
+    while s.len() < mb * 1024 * 1024 {
+        s.push_str(&line);
+    }
+    s.into_bytes()
+}
+
+struct Case {
+    fx: Fixture,
+    cfg: String,
+    new: String,
+    old_bytes: Vec<u8>,
+    new_bytes: Vec<u8>,
+}
+
+async fn case(plan: FaultPlan) -> Case {
+    let fx = fixture(|b| b.restart_script(RESTART, ScriptedExec::default())).await;
+    let old_bytes = big_config("old", 3);
+    let new_bytes = big_config("new", 3);
+    let cfg = path_str(&fx.config("config.yaml", &old_bytes, 0o640));
+    let new = fx.dir.path().join("incoming").join("new.yaml");
+    std::fs::create_dir_all(new.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&new, &new_bytes).expect("new");
+    fx.server.set_faults(plan);
+    Case {
+        cfg,
+        new: path_str(&new),
+        fx,
+        old_bytes,
+        new_bytes,
+    }
+}
+
+impl Case {
+    fn apply(&self, extra: &[&str]) -> std::process::Command {
+        let mut args = vec![
+            "apply",
+            &self.new,
+            "--config-path",
+            &self.cfg,
+            "--restart-cmd",
+            RESTART,
+            "--yes",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        self.fx.cli(&args)
+    }
+
+    /// Everything beside the config that is not the config or a backup.
+    fn leftovers(&self) -> Vec<String> {
+        self.fx
+            .listing()
+            .into_iter()
+            .filter(|n| n != "config.yaml" && n != "incoming" && !n.starts_with("config.yaml.bak-"))
+            .filter(|n| n != "id_test" && n != "known_hosts")
+            .collect()
+    }
+
+    fn backups(&self) -> Vec<String> {
+        self.fx
+            .listing()
+            .into_iter()
+            .filter(|n| n.starts_with("config.yaml.bak-"))
+            .collect()
+    }
+
+    fn config(&self) -> Vec<u8> {
+        std::fs::read(&self.cfg).expect("config")
+    }
+}
+
+fn assert_state(c: &Case, v: &serde_json::Value, state: &str) {
+    assert_eq!(v["remote_state"].as_str(), Some(state), "{v}");
+    let want = if state == "old" {
+        &c.old_bytes
+    } else {
+        &c.new_bytes
+    };
+    assert!(c.config() == *want, "the config holds the {state} bytes");
+    assert_eq!(mode_of(Path::new(&c.cfg)), 0o640, "mode kept");
+}
+
+#[tokio::test]
+async fn connection_dropped_mid_transfer_of_the_config_leaves_the_old_bytes() {
+    // Write #1 is the lock record, #2..#49 the backup, #50.. the new config.
+    let c = case(FaultPlan::one(Op::Write, 70, FaultAction::Drop)).await;
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(7), "{v}");
+    assert_state(&c, &v, "old");
+    let err = v["error"].as_str().unwrap_or("");
+    assert!(err.contains("intact") && err.contains("read back"), "{err}");
+    assert_eq!(
+        c.leftovers(),
+        Vec::<String>::new(),
+        "temp files and lock cleaned over a fresh connection"
+    );
+    assert_eq!(
+        c.backups().len(),
+        1,
+        "the backup made before the write stays"
+    );
+}
+
+#[tokio::test]
+async fn reply_withheld_then_connection_dropped_at_the_rename() {
+    let c = case(FaultPlan::one(
+        // Rename #1 gives the backup its name; #2 is the config's.
+        Op::Rename,
+        2,
+        FaultAction::WithholdThenDrop(Duration::from_millis(300)),
+    ))
+    .await;
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(7), "{v}");
+    assert_state(&c, &v, "old");
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn rename_done_but_reply_lost_is_reported_as_new() {
+    let c = case(FaultPlan::one(Op::Rename, 2, FaultAction::DoThenDrop)).await;
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(7), "{v}");
+    assert_state(&c, &v, "new");
+    let err = v["error"].as_str().unwrap_or("");
+    assert!(
+        err.contains("new config IS in place"),
+        "never claims intact: {err}"
+    );
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn disk_full_during_the_config_upload() {
+    // SFTP servers answer ENOSPC with SSH_FX_FAILURE, as this fault does.
+    let c = case(FaultPlan::one(Op::Write, 60, FaultAction::Fail)).await;
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(7), "{v}");
+    assert_state(&c, &v, "old");
+    assert_eq!(
+        c.leftovers(),
+        Vec::<String>::new(),
+        "temp removed on the same session"
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_backup_never_carries_a_backup_name() {
+    for action in [FaultAction::Drop, FaultAction::Fail] {
+        let c = case(FaultPlan::one(Op::Write, 20, action)).await;
+        let out = output(c.apply(&[])).await;
+        let v = json_of(&out);
+        assert_eq!(out.status.code(), Some(6), "{action:?}: {v}");
+        assert_state(&c, &v, "old");
+        assert_eq!(c.backups(), Vec::<String>::new(), "{action:?}");
+        assert_eq!(c.leftovers(), Vec::<String>::new(), "{action:?}");
+    }
+}
+
+#[tokio::test]
+async fn client_killed_mid_write_then_the_next_apply_recovers() {
+    let c = case(FaultPlan::one(Op::Write, 70, FaultAction::Hang)).await;
+    let mut cmd = c.apply(&[]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while c.fx.server.op_count(Op::Write) < 70 {
+        assert!(std::time::Instant::now() < deadline, "write never reached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(c.config() == c.old_bytes, "old bytes after SIGKILL");
+    let lock = std::fs::read_to_string(format!("{}.swapcfg-lock", c.cfg)).expect("lock left");
+    assert!(lock.contains(&format!("pid={}", child.id())), "{lock}");
+
+    // The next apply is refused, naming the dead holder…
+    c.fx.server.set_faults(FaultPlan::default());
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(5), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("pid {}", child.id())),
+        "{v}"
+    );
+    assert!(c.config() == c.old_bytes);
+    // …until told to break the lock; then the dead run's temp files go too.
+    let out = output(c.apply(&["--break-lock"])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_state(&c, &v, "new");
+    assert!(
+        v["warnings"].to_string().contains("took over the lock"),
+        "{v}"
+    );
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn two_applies_at_once_exactly_one_wins() {
+    let fx =
+        fixture(|b| b.restart_script(RESTART, ScriptedExec::ok_after(Duration::from_millis(800))))
+            .await;
+    let cfg = path_str(&fx.config(
+        "config.yaml",
+        b"models:\n  a:\n    cmd: a --port ${PORT}\n",
+        0o640,
+    ));
+    let mut files = Vec::new();
+    for (i, m) in ["x", "y"].iter().enumerate() {
+        let p = fx.dir.path().join(format!("new{i}.yaml"));
+        std::fs::write(
+            &p,
+            format!("models:\n  {m}:\n    cmd: {m} --port ${{PORT}}\n"),
+        )
+        .expect("new");
+        files.push(path_str(&p));
+    }
+    for round in 0..3 {
+        let runs: Vec<_> = files
+            .iter()
+            .map(|f| {
+                let mut c = fx.cli(&[
+                    "apply",
+                    f,
+                    "--config-path",
+                    &cfg,
+                    "--restart-cmd",
+                    RESTART,
+                    "--yes",
+                    "--json",
+                    "--force",
+                ]);
+                c.stdout(Stdio::piped()).stderr(Stdio::piped());
+                c.spawn().expect("spawn")
+            })
+            .collect();
+        let outs: Vec<_> = tokio::task::spawn_blocking(move || {
+            runs.into_iter()
+                .map(|c| c.wait_with_output().expect("wait"))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("join");
+        let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
+        let winners: Vec<usize> = (0..2).filter(|&i| codes[i] == Some(0)).collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one wins: {codes:?}"
+        );
+        let loser = 1 - winners[0];
+        assert_eq!(codes[loser], Some(5), "round {round}: the other exits 5");
+        let v = json_of(&outs[loser]);
+        let err = v["error"].as_str().unwrap_or("");
+        assert!(
+            err.contains("locked by") || err.contains("changed on the host"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&cfg).expect("cfg"),
+            std::fs::read(&files[winners[0]]).expect("winner"),
+            "round {round}: the file is the winner's"
+        );
+        assert!(
+            !Path::new(&format!("{cfg}.swapcfg-lock")).exists(),
+            "lock released"
+        );
+    }
+}
