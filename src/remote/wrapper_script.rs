@@ -31,19 +31,25 @@
 //!
 //! * `write`: stdin goes to a `mktemp` file beside the (symlink-resolved)
 //!   config; it must be exactly `LEN` bytes with sha256 `SHA256`, else exit 3
-//!   (`got=N` on stdout); it gets the config's owner, group and mode, is
+//!   (`got=N` on stdout); it gets the config's owner, group and mode (a
+//!   refused `chown` is accepted only when it already has them, else exit 1
+//!   with nothing replaced), is
 //!   synced, and, unless `EXPECT` is `-`, the config's sha256 is compared
 //!   with `EXPECT` right before the `mv` (exit 4, `found=SHA256`). A signal
 //!   or a failed check removes the temp file.
 //! * `backup`: the config is copied to a `mktemp` file beside it, must hash to
 //!   `SHA256` (the bytes the client read; else exit 4), gets the owner, group
-//!   and mode, is synced, and is then hard-linked (`ln`, which never replaces
+//!   and mode (where `chown` is refused, the group and other bits are dropped
+//!   instead), is synced, and is then hard-linked (`ln`, which never replaces
 //!   a file) to the first free name of `CONFIG.bak-STAMP`, `.1` … `.99`.
 //! * `lock`: the record (at most 4096 bytes, `swapcfg-lock 1` first, a hex
 //!   `token=`) is hard-linked to `CONFIG.swapcfg-lock`; when that exists and
 //!   its `expires=` is at or before `NOW` (or `FORCE` is 1) it is replaced
 //!   with `mv` and read back. A live holder: exit 5, its record on stdout.
 //!   `unlock` removes the lock only when its token matches.
+//!
+//! A failing `write` or `lock` reads the rest of its stdin before it exits,
+//! so the client hears the answer instead of a closed channel.
 //!
 //! Exit status: 0 done, 1 failed (message on stderr), 2 refused, 3
 //! incomplete, 4 changed, 5 locked, 6 not found, 7 not a regular file
@@ -190,6 +196,7 @@ CBASE=${CONFIG##*/}
 LOCKF=$CONFIG.swapcfg-lock
 STAMP_GLOB='[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z'
 TMP=
+DRAIN=
 
 cleanup() {
     if [ -n "$TMP" ]; then rm -f -- "$TMP"; fi
@@ -204,6 +211,9 @@ die() {
     code=$1
     shift
     printf 'swapcfg-wrapper 1: %s\n' "$*" >&2
+    # Read what the client still sends, so it hears this answer rather
+    # than a closed channel.
+    if [ -n "$DRAIN" ]; then cat >/dev/null 2>&1; fi
     exit "$code"
 }
 refuse() { die 2 "refused: $*"; }
@@ -271,13 +281,27 @@ sync_file() {
     sync -- "$1" 2>/dev/null || sync
 }
 
-# give $2 the owner, group and mode of $1 (the owner where allowed)
+owner_of() {
+    o=$(meta "$1") || return 1
+    set -- $o
+    printf '%s:%s\n' "$3" "$4"
+}
+
+# give $2 the owner, group and mode of $1. A refused chown is fine when $2
+# already has that owner and group; else with $3 = strict it fails, and
+# otherwise (a backup) the group and other bits are dropped instead.
 copy_meta() {
     m=$(meta "$1") || die 1 "cannot read the mode of $1 (needs stat)"
-    set -f
-    set -- "$2" $m
-    chown "$4:$5" "$1" 2>/dev/null || :
-    chmod "$3" "$1" || die 1 "cannot set mode $3 on $1"
+    set -- "$2" "$3" $m
+    want=$5:$6
+    mode=$4
+    if ! chown "$want" "$1" 2>/dev/null && [ "$(owner_of "$1")" != "$want" ]; then
+        if [ "$2" = strict ]; then
+            die 1 "cannot give the new file the config's owner and group $want (chown refused); nothing was replaced"
+        fi
+        mode=$(printf '%o' $((0$mode & 0700)))
+    fi
+    chmod "$mode" "$1" || die 1 "cannot set mode $mode on $1"
 }
 
 # the file behind the config path, in T
@@ -390,7 +414,7 @@ v_backup() {
             die 4 "$CONFIG changed since it was read; no backup made"
         fi
     fi
-    copy_meta "$T" "$TMP"
+    copy_meta "$T" "$TMP" lenient
     sync_file "$TMP"
     base=$CONFIG.bak-$stamp
     n=0
@@ -438,7 +462,7 @@ v_write() {
         printf 'got=%s\n' "$got"
         die 3 "the received bytes hash to $sha, not $want; nothing was replaced"
     fi
-    copy_meta "$T" "$TMP"
+    copy_meta "$T" "$TMP" strict
     sync_file "$TMP"
     if [ "$expect" != - ]; then
         cur=$(sha_or_die "$T") || exit 1
@@ -554,6 +578,7 @@ esac
 set -- $cmd
 verb=$1
 shift
+case $verb in write | lock) DRAIN=1 ;; esac
 case $verb in
     hello) v_hello "$@" ;;
     read) v_read "$@" ;;

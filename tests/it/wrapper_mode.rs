@@ -575,6 +575,55 @@ async fn short_stdin_is_incomplete_and_replaces_nothing() {
     );
 }
 
+#[tokio::test]
+async fn a_forced_command_that_cannot_chown_keeps_the_old_file() {
+    // The key's user is not the config's owner and cannot chown: the write
+    // is refused rather than leaving the config owned by someone else; the
+    // backup it made first is private to that user instead.
+    if !is_root() || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipping: needs root and setpriv to run the script as nobody");
+        return;
+    }
+    let h = host(OLD, 0o644, false);
+    let open = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    open(h._dir.path(), 0o755);
+    open(&h.bin, 0o755);
+    open(&h.script, 0o644);
+    open(&h.etc, 0o777);
+    let shim = h.bin.join("as-nobody.sh");
+    std::fs::write(
+        &shim,
+        format!(
+            "exec /usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups /bin/sh '{}'\n",
+            h.script.display()
+        ),
+    )
+    .expect("shim");
+    let fx = fixture(|b| b.forced_command(&shim)).await;
+    let (out, v) = apply(&fx, NEW, &["--restart-cmd", "none"]).await;
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(7), Some("write")),
+        "{v}"
+    );
+    let err = v["error"].as_str().expect("error");
+    assert!(err.contains("chown refused"), "{err}");
+    assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
+    assert_eq!(std::fs::read(&h.cfg).expect("cfg"), OLD);
+    assert_eq!((owner(&h.cfg), mode_of(&h.cfg)), ((0, 0), 0o644));
+    let backups = h.backups();
+    assert_eq!(backups.len(), 1, "{:?}", h.etc());
+    assert_eq!(std::fs::read(&backups[0]).expect("backup"), OLD);
+    assert_eq!(
+        (owner(&backups[0]), mode_of(&backups[0])),
+        ((65534, 65534), 0o600),
+        "not readable by the config's group and others"
+    );
+    assert_eq!(h.etc().len(), 2, "no temp, no lock: {:?}", h.etc());
+}
+
 // ---- compare-and-swap ----
 
 #[tokio::test]
@@ -1001,4 +1050,58 @@ fn apply_through_the_script_under_openssh() {
     });
     assert!(!pwned.exists());
     assert_eq!(std::fs::read(&h.cfg).expect("cfg"), NEW);
+}
+
+#[test]
+fn a_refused_write_under_openssh_is_answered_not_cut_off() {
+    // sshd closes the channel when the forced command exits: a script that
+    // refused a write without reading its stdin would leave a large upload
+    // hanging on a closed channel. The script reads it, so the client hears
+    // why.
+    use swapcfg_testkit::sshd::{available, Options, Sshd};
+    if !available() {
+        return;
+    }
+    let h = host(OLD, 0o640, false);
+    let s = Sshd::start(Options { sftp: false }).expect("sshd");
+    let key = s
+        .client_key(
+            "k",
+            "ed25519",
+            "",
+            &format!("command=\"sh {}\",restrict", h.script.display()),
+        )
+        .expect("client key");
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| b"xyz\n"[(i % 4) as usize])
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let session = swapcfg::transport::Session::connect(&swapcfg::transport::ConnectOptions {
+            target: swapcfg::target::Target::parse(&s.target()).expect("target"),
+            identity: Some(key.clone()),
+            known_hosts: s.known_hosts.clone(),
+            host_key_policy: swapcfg::transport::HostKeyPolicy::Strict,
+            connect_timeout: Duration::from_secs(10),
+            op_timeout: Duration::from_secs(20),
+            keepalive: Duration::from_secs(15),
+        })
+        .await
+        .expect("connect");
+        let r = wrapper(&session, RemoteOptions::default()).await;
+        let cur = r.read().await.expect("read");
+        // The config becomes a directory between the read and the write.
+        std::fs::remove_file(&h.cfg).expect("rm");
+        std::fs::create_dir(&h.cfg).expect("mkdir");
+        match r.write(&big, &cur, Some(&sha256_hex(OLD))).await {
+            Err(RemoteError::IsDirectory { path }) => assert_eq!(path, h.cfg()),
+            other => panic!("{other:?}\n{}", s.log()),
+        }
+        session.close().await;
+    });
+    assert_eq!(h.etc(), ["config.yaml"]);
+    assert!(h.cfg.is_dir());
 }
