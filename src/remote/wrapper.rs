@@ -13,7 +13,10 @@
 //!   `write` cannot tell a cut connection from a short file, so swapcfg does
 //!   not write through it (nor back up for a write) unless the caller opted
 //!   in ([`RemoteOptions::unverified_wrapper_write`]). It has no lock (the
-//!   pipeline warns) and no listing.
+//!   pipeline warns) and no listing. The refusal comes at `backup`, the
+//!   first step of every write, before anything is sent: an apply stops
+//!   with nothing created on the host (the binary's exit 6, "nothing
+//!   written").
 //!
 //! Detection costs no extra round trip with the project's script: the first
 //! `read` is sent as `read 1`, whose answer starts with the `hello` lines
@@ -22,10 +25,12 @@
 //! Any other first operation sends `hello`.
 //!
 //! Invariants: only the verbs above are ever sent, with arguments the client
-//! built from digits and hex; every reply is bounded ([`crate::limits`]) and
-//! parsed strictly (a backup path must be a swapcfg backup name of the
-//! config, [`super::names::is_backup`]); a non-zero exit is that verb's
-//! failure, reported with its (bounded) stderr.
+//! built from digits, hex and backup stamps; every reply is bounded
+//! ([`crate::limits`]) and parsed strictly (a backup path must be a swapcfg
+//! backup name of the config, [`super::names::is_backup`]); a non-zero exit
+//! is that verb's failure, reported with its (bounded) stderr; no exit
+//! status at all means the link was lost ([`RemoteError::Disconnected`]:
+//! whether the verb took effect is unknown, so the pipeline reads back).
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
