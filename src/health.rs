@@ -2,11 +2,13 @@
 //! hyper until it answers 200, with attempts, a delay between them and a
 //! per-attempt timeout.
 //!
-//! Owns: the HTTP/1 client (plain http; https is refused with advice), the
+//! Owns: the HTTP/1 client (http, and https through rustls with the system's
+//! roots plus an optional CA file), the
 //! bounded reading and parsing of the OpenAI-style model list, and the
 //! model-list comparison. Invariant: the API key is sent only as an
 //! `Authorization: Bearer` header and never appears in errors or `Debug`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty, Limited};
@@ -27,6 +29,9 @@ pub struct HealthCheck {
     pub attempt_timeout: Duration,
     /// When set, every id must be listed.
     pub expect_models: Option<Vec<String>>,
+    /// Extra trusted CA certificates (PEM) for an https base URL, besides
+    /// the system's.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for HealthCheck {
@@ -53,6 +58,8 @@ pub struct HealthReport {
 pub enum HealthError {
     #[error("bad base URL {url:?}: {why}")]
     BadUrl { url: String, why: String },
+    #[error("{url}: the TLS certificate was not accepted: {why}")]
+    Tls { url: String, why: String },
     #[error("{url} answered {status}: {}", if *.key_sent { "the API key sent was rejected" } else { "llama-swap requires an API key" })]
     Unauthorized {
         url: String,
@@ -94,21 +101,25 @@ pub async fn check(
             url: url.clone(),
             why: e.to_string(),
         })?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+    let tls = match uri.scheme_str() {
+        Some("http") => None,
+        Some("https") => Some(tls_config(hc).map_err(|why| HealthError::BadUrl {
+            url: url.clone(),
+            why,
+        })?),
+        _ => {
             return Err(HealthError::BadUrl {
                 url,
-                why: "https is not supported (swapcfg carries no TLS stack); use http on the LAN or an SSH-tunnelled port".into(),
+                why: "expected http:// or https://".into(),
             })
         }
-        _ => return Err(HealthError::BadUrl { url, why: "expected http://host:port".into() }),
-    }
+    };
     let attempts = hc.attempts.max(1);
     let mut last = String::from("no attempt made");
     for n in 1..=attempts {
         progress(n);
-        let result = tokio::time::timeout(hc.attempt_timeout, attempt(&uri, hc)).await;
+        let result =
+            tokio::time::timeout(hc.attempt_timeout, attempt(&uri, hc, tls.as_ref())).await;
         match result {
             Err(_) => last = format!("no answer within {:?}", hc.attempt_timeout),
             Ok(Attempt::Fatal(e)) => return Err(e),
@@ -149,20 +160,88 @@ pub async fn check(
     })
 }
 
-async fn attempt(uri: &Uri, hc: &HealthCheck) -> Attempt {
+/// The TLS client: the system's roots (rustls-native-certs) plus the PEM
+/// certificates in `hc.ca_pem`.
+fn tls_config(hc: &HealthCheck) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(pem) = &hc.ca_pem {
+        let mut n = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("the CA certificate file: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("the CA certificate file: {e}"))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err("the CA certificate file holds no PEM certificate".into());
+        }
+    }
+    if roots.is_empty() {
+        return Err(
+            "no trusted CA certificates: this system has none; pass a CA certificate file".into(),
+        );
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+async fn attempt(uri: &Uri, hc: &HealthCheck, tls: Option<&Arc<rustls::ClientConfig>>) -> Attempt {
     let host = uri
         .host()
         .unwrap_or("localhost")
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let stream = match tokio::net::TcpStream::connect((host.as_str(), port)).await {
         Ok(s) => s,
         Err(e) => return Attempt::Retry(format!("cannot connect: {e}")),
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    let Some(tls) = tls else {
+        return request(TokioIo::new(stream), uri, hc).await;
+    };
+    let name = match rustls::pki_types::ServerName::try_from(host.clone()) {
+        Ok(n) => n,
+        Err(e) => {
+            return Attempt::Fatal(HealthError::BadUrl {
+                url: uri.to_string(),
+                why: format!("{host:?} is not a TLS server name: {e}"),
+            })
+        }
+    };
+    match tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, stream)
+        .await
     {
+        Ok(s) => request(TokioIo::new(s), uri, hc).await,
+        // A certificate that does not verify will not start verifying.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Attempt::Fatal(HealthError::Tls {
+            url: uri.to_string(),
+            why: e.to_string(),
+        }),
+        Err(e) => Attempt::Retry(format!("TLS handshake: {e}")),
+    }
+}
+
+/// One GET over an established connection (plain or TLS).
+async fn request<S>(io: TokioIo<S>, uri: &Uri, hc: &HealthCheck) -> Attempt
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
         Ok(x) => x,
         Err(e) => return Attempt::Retry(format!("HTTP handshake: {e}")),
     };

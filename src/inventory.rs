@@ -41,6 +41,7 @@ const KEYS: &[&str] = &[
     "health_delay",
     "health_timeout",
     "verify_models",
+    "ca_cert",
 ];
 
 /// Settings for one host; every field optional.
@@ -65,6 +66,7 @@ pub struct HostSettings {
     pub health_delay: Option<Duration>,
     pub health_timeout: Option<Duration>,
     pub verify_models: Option<bool>,
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl HostSettings {
@@ -92,7 +94,8 @@ impl HostSettings {
             health_attempts,
             health_delay,
             health_timeout,
-            verify_models
+            verify_models,
+            ca_cert
         )
     }
 }
@@ -196,6 +199,7 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
             "base_url" => s.base_url = Some(text()?),
             "api_key_env" => s.api_key_env = Some(text()?),
             "schema" => s.schema = Some(PathBuf::from(text()?)),
+            "ca_cert" => s.ca_cert = Some(PathBuf::from(text()?)),
             other => {
                 return Err(err(
                     path,

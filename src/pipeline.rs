@@ -381,7 +381,7 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
                 rep.warnings.push(Warning::LockUnsupported { why });
                 None
             }
-            Err(e) => fail!(Step::Conflict, e),
+            Err(e) => fail!(Step::Lock, e),
         },
     };
     if opts.stop.requested() {

@@ -158,6 +158,10 @@ pub struct ServiceArgs {
     /// Seconds each health attempt may take [default: 5].
     #[arg(long, value_name = "SECS")]
     pub health_timeout: Option<f64>,
+    /// Extra CA certificate(s), PEM, trusted for an https base URL (besides
+    /// the system's roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// Environment variable holding an API key for llama-swap's apiKeys.
     #[arg(long, value_name = "NAME")]
     pub api_key_env: Option<String>,

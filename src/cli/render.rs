@@ -146,6 +146,9 @@ fn health_hint(e: &HealthError, ctx: &HintContext) -> Option<String> {
             None => "check --api-key-env".into(),
         }),
         HealthError::BadUrl { .. } => Some("check --base-url".into()),
+        HealthError::Tls { .. } => {
+            Some("if llama-swap uses a private CA, pass it with --ca-cert FILE".into())
+        }
         _ => None,
     }
 }

@@ -57,6 +57,10 @@ pub struct Health {
     pub attempt_timeout: Duration,
     pub verify_models: bool,
     pub api_key: Option<ApiKey>,
+    /// Extra trusted CA certificates (PEM bytes, read once).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Where they came from (for the precedence test and messages).
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Everything one host command needs, resolved.
@@ -103,22 +107,18 @@ fn secs(s: f64) -> Duration {
     })
 }
 
-/// A base URL as llama-swap serves it: `http://` (https is refused until
-/// swapcfg has a TLS client), a host, a port from 1 to 65535 if given, no
-/// `user:password@`, no query or fragment.
+/// A base URL as llama-swap serves it: `http://` or `https://`, a host, a
+/// port from 1 to 65535 if given, no `user:password@`, no query or fragment.
 /// Checked before anything touches the host.
 pub fn check_base_url(url: &str) -> Result<String, String> {
     let bad = |why: &str| format!("--base-url {url:?}: {why}");
     let lower = url.to_ascii_lowercase();
     let rest = if let Some(r) = lower.strip_prefix("http://") {
         &url[url.len() - r.len()..]
-    } else if lower.starts_with("https://") {
-        // Refused here, before connecting, rather than after the write.
-        return Err(bad(
-            "https is not supported yet (no TLS client in swapcfg); use http on the LAN or an SSH-tunnelled port",
-        ));
+    } else if let Some(r) = lower.strip_prefix("https://") {
+        &url[url.len() - r.len()..]
     } else {
-        return Err(bad("must start with http://"));
+        return Err(bad("must start with http:// or https://"));
     };
     if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
         return Err(bad("contains spaces or control characters"));
@@ -228,6 +228,14 @@ impl Settings {
             }
             _ => None,
         };
+        let ca_cert = s.and_then(|s| s.ca_cert.clone()).or(host.ca_cert);
+        let ca_pem = match (&ca_cert, service) {
+            (Some(p), Some(_)) => Some(
+                swapcfg::local::read_bounded(p, limits::MAX_INVENTORY)
+                    .map_err(|e| format!("--ca-cert {}: {e}", p.display()))?,
+            ),
+            _ => None,
+        };
         let base_url = s
             .and_then(|s| s.base_url.clone())
             .or(host.base_url)
@@ -285,6 +293,8 @@ impl Settings {
                 verify_models: s.is_some_and(|s| s.verify_models)
                     || host.verify_models.unwrap_or(false),
                 api_key,
+                ca_pem,
+                ca_cert,
             },
             schema: s.and_then(|s| s.schema.clone()).or(host.schema),
             unverified_wrapper_write: args.unverified_wrapper_write,
@@ -329,6 +339,7 @@ impl Settings {
             delay: h.delay,
             attempt_timeout: h.attempt_timeout,
             expect_models: if h.verify_models { expect } else { None },
+            ca_pem: h.ca_pem.clone(),
         })
     }
 
@@ -383,6 +394,7 @@ mod tests {
             api_key_env: None,
             verify_models: false,
             schema: None,
+            ca_cert: None,
         }
     }
 
@@ -591,6 +603,7 @@ hosts:
     fn base_urls_are_checked_before_connecting() {
         for ok in [
             "http://gpu1:8080",
+            "https://gpu1:8443/",
             "http://10.0.0.5:8080/prefix",
             "http://[::1]:8080",
             "HTTP://gpu1",
@@ -599,7 +612,6 @@ hosts:
         }
         for bad in [
             "ftp://x",
-            "https://gpu1:8443/",
             "gpu1:8080",
             "http://h:70000",
             "http://h:0",

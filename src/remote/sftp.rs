@@ -285,8 +285,8 @@ impl<'s> SftpRemote<'s> {
                 None => None,
             }
         };
-        // Keep the owner where the server lets us; refusal is expected for
-        // non-root users and harmless (the file is then theirs already).
+        // Ask for the owner; whether it was kept is read from the fstat
+        // below (a non-root SFTP user may not give files away).
         let chown = async {
             if let Some((uid, gid)) = owner {
                 let mut a = FileAttributes::empty();
@@ -301,7 +301,8 @@ impl<'s> SftpRemote<'s> {
         for w in writes {
             w.map_err(|e| self.err(op, path, e))?;
         }
-        let got = size.map_err(|e| self.err(op, path, e))?.attrs.size;
+        let attrs = size.map_err(|e| self.err(op, path, e))?.attrs;
+        let got = attrs.size;
         if got != Some(content.len() as u64) {
             return Err(RemoteError::Incomplete {
                 path: path.to_string(),
@@ -314,6 +315,29 @@ impl<'s> SftpRemote<'s> {
         }
         if let Some(r) = chmod {
             r.map_err(|e| self.err(op, path, e))?;
+        }
+        if let Some((uid, gid)) = owner {
+            let kept = uid.is_none_or(|u| attrs.uid == Some(u))
+                && gid.is_none_or(|g| attrs.gid == Some(g));
+            if !kept {
+                if op == "write" {
+                    return Err(RemoteError::Failed {
+                        op,
+                        message: format!(
+                            "{path}: the new file cannot be given the config's owner {}:{} (this SFTP user may not chown); nothing was replaced",
+                            uid.map(|u| u.to_string()).unwrap_or_else(|| "?".into()),
+                            gid.map(|g| g.to_string()).unwrap_or_else(|| "?".into())
+                        ),
+                    });
+                }
+                // A backup owned by us instead: readable by nobody else.
+                let mut a = FileAttributes::empty();
+                a.permissions = Some(mode.unwrap_or(0o600) & 0o700);
+                self.sftp
+                    .fsetstat(handle, a)
+                    .await
+                    .map_err(|e| self.err(op, path, e))?;
+            }
         }
         Ok(())
     }
@@ -351,6 +375,20 @@ impl<'s> SftpRemote<'s> {
             .attrs;
         regular(&real, &attrs)?;
         Ok((real, attrs))
+    }
+
+    /// (size, mtime, mode) of `path`, following links.
+    async fn stat_of(
+        &self,
+        path: &str,
+    ) -> Result<(Option<u64>, Option<u32>, Option<u32>), RemoteError> {
+        let a = self
+            .sftp
+            .stat(path)
+            .await
+            .map_err(|e| self.err("write", path, e))?
+            .attrs;
+        Ok((a.size, a.mtime, a.permissions))
     }
 
     /// A fresh temp name beside `target`, carrying this run's tag.
@@ -522,6 +560,16 @@ fn map_err(op: &'static str, path: &str, timeout: Duration, e: SftpError) -> Rem
             StatusCode::PermissionDenied => RemoteError::PermissionDenied {
                 path: path.to_string(),
             },
+            // OpenSSH answers ENOSPC and EDQUOT with a bare "Failure".
+            StatusCode::Failure if matches!(op, "write" | "backup" | "lock") => {
+                RemoteError::Failed {
+                    op,
+                    message: format!(
+                        "{path}: the host refused to store the data ({}); a full disk or a quota is the usual cause",
+                        s.error_message
+                    ),
+                }
+            }
             _ => RemoteError::Failed {
                 op,
                 message: format!("{path}: {}", s.error_message),
@@ -611,13 +659,21 @@ impl SftpRemote<'_> {
             (attrs.uid.is_some() || attrs.gid.is_some()).then_some((attrs.uid, attrs.gid))
         });
         let tmp = self.temp_beside(&real);
-        // Upload the temp file and re-read the target at the same time: the
-        // compare then happens right before the rename.
+        // Upload the temp file and hash the target at the same time; then,
+        // right before the rename, one stat proves the target is still the
+        // file that was hashed (same size, mtime and mode).
         let (created, now) = tokio::join!(
             self.create_exclusive("write", &tmp, content, mode, owner),
             async {
                 match expect {
-                    Some(_) => Some(self.read_file(&real).await),
+                    Some(_) => Some(
+                        async {
+                            let before = self.stat_of(&real).await?;
+                            let file = self.read_file(&real).await?;
+                            Ok::<_, RemoteError>((before, file))
+                        }
+                        .await,
+                    ),
                     None => None,
                 }
             }
@@ -629,12 +685,28 @@ impl SftpRemote<'_> {
             return Err(e);
         }
         if let (Some(expected), Some(now)) = (expect, now) {
-            let found = match now {
-                Ok(f) => sha256_hex(&f.bytes),
+            let (before, found) = match now {
+                Ok((before, f)) => (before, sha256_hex(&f.bytes)),
                 Err(e) => {
                     self.remove_quietly(&tmp).await;
                     return Err(e);
                 }
+            };
+            let unchanged = match self.stat_of(&real).await {
+                Ok(after) => after == before,
+                Err(e) => {
+                    self.remove_quietly(&tmp).await;
+                    return Err(e);
+                }
+            };
+            let found = if unchanged {
+                found
+            } else {
+                // Changed after it was hashed: say so, with what is there now.
+                self.read_file(&real)
+                    .await
+                    .map(|f| sha256_hex(&f.bytes))
+                    .unwrap_or_else(|_| "(unreadable)".into())
             };
             if !found.eq_ignore_ascii_case(expected) {
                 self.remove_quietly(&tmp).await;
@@ -735,7 +807,12 @@ impl SftpRemote<'_> {
             match self.sftp.readdir(&handle).await {
                 Ok(name) => {
                     for f in name.files {
-                        if f.filename.starts_with(&prefix) && !f.attrs.is_dir() {
+                        // readdir gives lstat attributes: links and
+                        // directories named like backups are not backups.
+                        if f.filename.starts_with(&prefix)
+                            && !f.attrs.is_dir()
+                            && !f.attrs.is_symlink()
+                        {
                             out.push(BackupEntry {
                                 path: join(dir, &f.filename),
                                 size: f.attrs.size.unwrap_or(0),

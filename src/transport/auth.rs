@@ -111,6 +111,8 @@ pub(super) async fn authenticate(
     let user = opts.target.user.clone();
     let mut tried: Vec<String> = Vec::new();
     let mut methods = String::from("unknown");
+    let mut unusable: Option<(String, KeyError)> = None;
+    let mut agent_offered = 0usize;
     let rsa_hash = match handle.best_supported_rsa_hash().await {
         Ok(Some(h)) => h,           // server-sig-algs told us (None = only ssh-rsa)
         _ => Some(HashAlg::Sha256), // no ext-info: modern default
@@ -150,6 +152,7 @@ pub(super) async fn authenticate(
                         None
                     };
                     tried.push(format!("agent key {comment}"));
+                    agent_offered += 1;
                     match handle
                         .authenticate_publickey_with(&user, key, hash, &mut agent)
                         .await
@@ -164,8 +167,18 @@ pub(super) async fn authenticate(
         for path in default_key_files() {
             match load_key(&path, PassphraseSource::EnvOrPrompt) {
                 Ok(k) => keys.push((path.display().to_string(), k)),
-                Err(_) => tried.push(format!("{} (unusable)", path.display())),
+                Err(error) => {
+                    tried.push(format!("{} (unusable)", path.display()));
+                    unusable.get_or_insert((path.display().to_string(), error));
+                }
             }
+        }
+    }
+    // Nothing could be offered at all: say why the key was unusable
+    // (e.g. encrypted without a passphrase) rather than "rejected".
+    if keys.is_empty() && agent_offered == 0 {
+        if let Some((path, error)) = unusable {
+            return Err(TransportError::Key { path, error });
         }
     }
     if keys.is_empty() && tried.is_empty() {

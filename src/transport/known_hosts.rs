@@ -189,6 +189,24 @@ pub fn entry_line(host_name: &str, key: &PublicKey) -> String {
     format!("{host_name} {encoded}")
 }
 
+/// `|1|salt|hmac key`: the entry with the host name hashed as OpenSSH's
+/// HashKnownHosts writes it (HMAC-SHA1 keyed with a random 20-byte salt).
+pub fn hashed_entry_line(host_name: &str, key: &PublicKey) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let salt: [u8; 20] = rand::random();
+    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return entry_line(host_name, key);
+    };
+    mac.update(host_name.as_bytes());
+    let plain = entry_line(host_name, key);
+    let encoded = plain.split_once(' ').map(|(_, k)| k).unwrap_or("");
+    format!(
+        "|1|{}|{} {encoded}",
+        b64.encode(salt),
+        b64.encode(mac.finalize().into_bytes())
+    )
+}
+
 /// Append an entry, creating the file (0600) and its directory (0700).
 pub fn append(path: &Path, host_name: &str, key: &PublicKey) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -200,10 +218,12 @@ pub fn append(path: &Path, host_name: &str, key: &PublicKey) -> std::io::Result<
                 .create(dir)?;
         }
     }
-    let needs_newline = match std::fs::read(path) {
-        Ok(bytes) => !bytes.is_empty() && !bytes.ends_with(b"\n"),
-        Err(_) => false,
-    };
+    let existing = crate::local::read_bounded(path, MAX_KNOWN_HOSTS).unwrap_or_default();
+    let needs_newline = !existing.is_empty() && !existing.ends_with(b"\n");
+    // A file whose entries are hashed (HashKnownHosts) gets a hashed one.
+    let hashed = String::from_utf8_lossy(&existing)
+        .lines()
+        .any(|l| l.starts_with("|1|"));
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -213,7 +233,11 @@ pub fn append(path: &Path, host_name: &str, key: &PublicKey) -> std::io::Result<
     if needs_newline {
         line.push('\n');
     }
-    line.push_str(&entry_line(host_name, key));
+    if hashed {
+        line.push_str(&hashed_entry_line(host_name, key));
+    } else {
+        line.push_str(&entry_line(host_name, key));
+    }
     line.push('\n');
     f.write_all(line.as_bytes())?;
     f.sync_all()
@@ -337,5 +361,35 @@ mod tests {
             Some(HostKeyStatus::Unknown)
         );
         assert!(fingerprint(&k).starts_with("SHA256:"));
+    }
+
+    #[test]
+    fn accept_new_hashes_when_the_file_is_hashed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kh = dir.path().join("known_hosts");
+        let other = key();
+        std::fs::write(
+            &kh,
+            format!("{}\n", hashed_entry_line("[10.0.0.1]:22", &other)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let k = key();
+        append(&kh, "[127.0.0.1]:2222", &k).unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(&kh).unwrap_or_default();
+        assert!(
+            !text.contains("127.0.0.1"),
+            "host name not written in clear: {text}"
+        );
+        assert_eq!(text.lines().filter(|l| l.starts_with("|1|")).count(), 2);
+        assert!(matches!(
+            check(&kh, "[127.0.0.1]:2222", &k).unwrap_or_else(|e| panic!("{e}")),
+            HostKeyStatus::Known
+        ));
+        // A plain file stays plain.
+        let plain = dir.path().join("plain");
+        append(&plain, "gpu1", &k).unwrap_or_else(|e| panic!("{e}"));
+        assert!(std::fs::read_to_string(&plain)
+            .unwrap_or_default()
+            .starts_with("gpu1 "));
     }
 }

@@ -181,6 +181,18 @@ impl Session {
             }
             Ok(out)
         };
+        // A connection that ends while the upload waits for window space
+        // would otherwise only be noticed when the timeout fires.
+        let run = async {
+            tokio::select! {
+                r = run => r,
+                () = self.closed() => Err(TransportError::Disconnected {
+                    target: self.label.clone(),
+                    op: "exec".into(),
+                    message: "the connection to the host was lost".into(),
+                }),
+            }
+        };
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout {
@@ -258,6 +270,18 @@ impl Session {
                 }
             }
             Ok(out)
+        };
+        // A connection that ends while the upload waits for window space
+        // would otherwise only be noticed when the timeout fires.
+        let run = async {
+            tokio::select! {
+                r = run => r,
+                () = self.closed() => Err(TransportError::Disconnected {
+                    target: self.label.clone(),
+                    op: "exec".into(),
+                    message: "the connection to the host was lost".into(),
+                }),
+            }
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,

@@ -20,6 +20,8 @@ struct State {
 /// A running stand-in endpoint; stops when dropped.
 pub struct Standin {
     addr: SocketAddr,
+    /// PEM of the self-signed certificate when serving https.
+    cert_pem: Option<String>,
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -31,6 +33,43 @@ fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 impl Standin {
     /// Start on 127.0.0.1:0 listing `models`, requiring `api_key` if given.
     pub async fn start(models: Vec<String>, api_key: Option<String>) -> std::io::Result<Standin> {
+        Self::start_with(models, api_key, None).await
+    }
+
+    /// The same over https, with a fresh self-signed certificate for
+    /// `127.0.0.1` and `localhost` ([`Standin::cert_pem`]).
+    pub async fn start_tls(
+        models: Vec<String>,
+        api_key: Option<String>,
+    ) -> std::io::Result<Standin> {
+        let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+            .map_err(|e| other(&e))?;
+        let cert_pem = ck.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| other(&e))?
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .map_err(|e| other(&e))?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mut s = Self::start_with(models, api_key, Some(acceptor)).await?;
+        s.cert_pem = Some(cert_pem);
+        Ok(s)
+    }
+
+    /// PEM of the https stand-in's certificate.
+    pub fn cert_pem(&self) -> Option<&str> {
+        self.cert_pem.as_deref()
+    }
+
+    async fn start_with(
+        models: Vec<String>,
+        api_key: Option<String>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Standin> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
@@ -46,18 +85,32 @@ impl Standin {
                     continue;
                 };
                 let st = st.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let st = st.clone();
                         async move { Ok::<_, std::convert::Infallible>(answer(&st, &req)) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
-        Ok(Standin { addr, state, task })
+        Ok(Standin {
+            addr,
+            cert_pem: None,
+            state,
+            task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -65,7 +118,12 @@ impl Standin {
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.cert_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn set_models(&self, models: Vec<String>) {

@@ -101,7 +101,6 @@ async fn bad_base_urls_ports_and_keys_are_refused_before_connecting() {
     let new = path_str(&new);
     for (extra, env, needle) in [
         (vec!["--base-url", "ftp://x"], None, "http://"),
-        (vec!["--base-url", "https://gpu1:8443"], None, "https"),
         (vec!["--base-url", "http://h:70000"], None, "1 to 65535"),
         (
             vec!["--base-url", "http://bob:pw@h:8080"],
@@ -248,4 +247,78 @@ async fn dev_zero_and_fifos_as_local_file_flags_are_refused_quickly() {
             assert!(err.contains("not a regular file"), "{flag_args:?}: {err}");
         }
     }
+}
+
+#[tokio::test]
+async fn an_encrypted_default_key_without_passphrase_says_so() {
+    let fx = fixture(|b| b).await;
+    let home = fx.dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
+    let key = home.join(".ssh").join("id_ed25519");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "secret-pass", "-f"])
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let mut c = swapcfg_cmd();
+    c.args(["get", "tester@127.0.0.1", "--config-path", "/x"])
+        .args(["--port", &fx.server.port().to_string()])
+        .arg("--known-hosts")
+        .arg(&fx.known_hosts)
+        .env("HOME", &home)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("SWAPCFG_KEY_PASSPHRASE");
+    let out = output(c).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("encrypted")
+            && err.contains("SWAPCFG_KEY_PASSPHRASE")
+            && !err.contains("unknown"),
+        "{err}"
+    );
+    assert!(!err.contains("secret-pass"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_health_with_a_private_ca_and_refused_without_it() {
+    let st = swapcfg_testkit::standin::Standin::start_tls(vec!["a".into()], None)
+        .await
+        .expect("tls standin");
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, st.cert_pem().expect("pem")).expect("ca");
+    let mut c = swapcfg_cmd();
+    c.args(["health", "gpu", "--base-url", &st.base_url(), "--json"])
+        .arg("--ca-cert")
+        .arg(&ca);
+    let out = output(c).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["models"][0].as_str(), Some("a"), "{v}");
+    // Without the CA the certificate is refused at once (not retried), with
+    // the flag that fixes it.
+    let mut c = swapcfg_cmd();
+    c.args([
+        "health",
+        "gpu",
+        "--base-url",
+        &st.base_url(),
+        "--health-attempts",
+        "5",
+    ]);
+    let t = std::time::Instant::now();
+    let out = output(c).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(9), "{err}");
+    assert!(
+        err.contains("certificate") && err.contains("--ca-cert"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "not retried"
+    );
 }

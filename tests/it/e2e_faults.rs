@@ -56,6 +56,11 @@ fn host(dir: Option<PathBuf>, size: usize) -> Host {
 impl Host {
     /// `swapcfg apply --json` through `port` (a proxy's, or sshd's own).
     fn apply(&self, port: u16, extra: &[&str]) -> Command {
+        self.apply_with(port, "true", extra)
+    }
+
+    /// [`Host::apply`] with this restart command.
+    fn apply_with(&self, port: u16, restart: &str, extra: &[&str]) -> Command {
         let kh = self.sshd.dir.path().join(format!("kh-{port}"));
         std::fs::write(&kh, format!("[127.0.0.1]:{port} {}\n", self.sshd.host_pub)).expect("kh");
         let mut c = Command::new(env!("CARGO_BIN_EXE_swapcfg"));
@@ -71,7 +76,7 @@ impl Host {
             .arg(&self.key)
             .arg("--known-hosts")
             .arg(&kh)
-            .args(["--restart-cmd", "true", "--yes", "--json"])
+            .args(["--restart-cmd", restart, "--yes", "--json"])
             .args(extra)
             .stdin(Stdio::null());
         c
@@ -262,6 +267,10 @@ async fn openssh_really_full_disk() {
         "backup or write refused: {v}"
     );
     assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("full disk"),
+        "says what a bare SFTP Failure usually means: {v}"
+    );
     assert!(std::fs::read(&h.cfg).expect("cfg") == h.old_bytes);
     assert_eq!(h.leftovers(), Vec::<String>::new(), "no temp file, no lock");
     for b in h.backups() {
@@ -331,4 +340,52 @@ async fn openssh_host_that_stops_answering_is_noticed_within_the_keepalive() {
     assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
     assert!(std::fs::read(&h.cfg).expect("cfg") == h.old_bytes);
     assert_eq!(h.leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_restart_past_its_timeout_leaves_no_process() {
+    if !available() {
+        return;
+    }
+    let h = host(None, 1000);
+    let tag = format!("6{}.75", std::process::id() % 1000);
+    let mark = h.dir.join("restarted-once");
+    let restart = format!(
+        "if [ -e '{m}' ]; then exit 0; fi; : > '{m}'; sleep {tag}1 & sleep {tag}2",
+        m = mark.display()
+    );
+    let c = h.apply_with(h.sshd.port, &restart, &["--restart-timeout", "1"]);
+    let out = run(c).await;
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(8), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stopped on the host"),
+        "{v}"
+    );
+    assert!(
+        std::fs::read(&h.cfg).expect("cfg") == h.old_bytes,
+        "rolled back"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            String::from_utf8_lossy(
+                &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+            )
+            .replace('\0', " ")
+            .contains(&format!("sleep {tag}"))
+        })
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<u32>::new(),
+        "OpenSSH: the restart's process group was stopped"
+    );
 }

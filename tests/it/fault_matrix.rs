@@ -298,3 +298,54 @@ async fn two_applies_at_once_exactly_one_wins() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_owner_that_cannot_be_kept_refuses_the_write_and_narrows_the_backup() {
+    // setstat calls: #1 the lock's mode, #2/#3 the backup's mode/owner,
+    // #4/#5 the new config's mode/owner. A refused chown is what a non-root
+    // SFTP user gets.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root to give the config another owner");
+        return;
+    }
+    let owned = |c: &Case| {
+        std::os::unix::fs::chown(&c.cfg, Some(1234), Some(2345)).expect("chown");
+    };
+    let c = case(FaultPlan::one(
+        Op::Setstat,
+        5,
+        FaultAction::PermissionDenied,
+    ))
+    .await;
+    owned(&c);
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(7), "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("owner"), "{v}");
+    assert_state(&c, &v, "old");
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+
+    let c = case(FaultPlan::one(
+        Op::Setstat,
+        3,
+        FaultAction::PermissionDenied,
+    ))
+    .await;
+    owned(&c);
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    let b = v["backup_path"].as_str().expect("backup");
+    assert_eq!(
+        mode_of(Path::new(b)),
+        0o600,
+        "a backup we could not chown is ours alone"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&c.cfg).expect("cfg");
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (1234, 2345),
+        "the new config keeps its owner"
+    );
+}

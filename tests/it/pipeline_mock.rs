@@ -330,7 +330,7 @@ async fn a_live_lock_stops_the_apply_before_anything_is_written() {
     let m = Mock::new(OLD);
     *m.lock.borrow_mut() = Some(me("theirs"));
     let r = apply(&m, NEW, &opts(), &mut hooks()).await;
-    assert_eq!((r.ok, r.step), (false, Step::Conflict));
+    assert_eq!((r.ok, r.step), (false, Step::Lock));
     match &r.error {
         Some(ApplyError::Remote(RemoteError::Locked {
             holder: Some(h), ..

@@ -718,7 +718,7 @@ async fn lock_held_is_a_conflict_naming_the_holder_and_expired_leases_are_taken_
     let (out, v) = apply(&fx, NEW, &["--restart-cmd", "none"]).await;
     assert_eq!(
         (out.status.code(), v["step"].as_str()),
-        (Some(5), Some("conflict")),
+        (Some(5), Some("lock")),
         "{v}"
     );
     let err = v["error"].as_str().expect("error");

@@ -113,6 +113,8 @@ mod sandbox {
                 attempt_timeout: Duration::from_secs(2),
                 verify_models: true,
                 api_key: None,
+                ca_pem: None,
+                ca_cert: None,
             },
             schema: None,
             unverified_wrapper_write: false,
