@@ -49,6 +49,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Edit the remote config in $VISUAL/$EDITOR, validate, then apply.
     Edit(EditArgs),
+    /// Print the forced-command script for a wrapper-mode key (POSIX sh).
+    WrapperScript(WrapperScriptArgs),
     /// Run the real pipeline against an embedded sandbox host.
     Demo,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -88,7 +90,7 @@ pub enum ModeArg {
     Sftp,
     /// POSIX shell commands over exec channels (hosts without SFTP).
     Shell,
-    /// Fixed verbs `read`, `backup`, `write`, `restart` to a forced command.
+    /// Verbs to an authorized_keys forced command (see `wrapper-script`).
     Wrapper,
 }
 
@@ -125,6 +127,11 @@ pub struct TargetArgs {
     /// Inventory file with `defaults:` and `hosts:` (TARGET may name a host).
     #[arg(long, value_name = "FILE", env = "SWAPCFG_INVENTORY")]
     pub inventory: Option<PathBuf>,
+    /// Wrapper mode: write through a seed-style forced command although its
+    /// `write` carries no length or checksum (a cut connection can install a
+    /// truncated config). Prefer the script `wrapper-script` prints.
+    #[arg(long)]
+    pub unverified_wrapper_write: bool,
 }
 
 /// Flags for the llama-swap service on the host: restart and health.
@@ -246,6 +253,17 @@ pub struct EditArgs {
     pub service: ServiceArgs,
     #[command(flatten)]
     pub change: ChangeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WrapperScriptArgs {
+    /// The config file the script owns on the host (absolute).
+    #[arg(long, value_name = "PATH")]
+    pub config_path: String,
+    /// Command the script's `restart` verb runs (omit, or `none`, for a
+    /// script without `restart`: llama-swap with -watch-config).
+    #[arg(long, value_name = "CMD")]
+    pub restart_cmd: Option<String>,
 }
 
 #[derive(Debug, Args)]

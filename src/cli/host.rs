@@ -6,7 +6,7 @@ use swapcfg::remote::{AnyRemote, RemoteOptions};
 use swapcfg::transport::Session;
 
 use super::render::Failure;
-use super::settings::Settings;
+use super::settings::{Restart, Settings};
 use swapcfg::pipeline::Step;
 
 /// A connected host.
@@ -34,6 +34,12 @@ impl Host {
         settings: &Settings,
         opts: RemoteOptions,
     ) -> Result<AnyRemote<'_>, Failure> {
+        // The wrapper choices come from the settings, whoever built `opts`.
+        let opts = RemoteOptions {
+            unverified_wrapper_write: settings.unverified_wrapper_write,
+            wrapper_restart: matches!(settings.restart, Restart::Command(_)),
+            ..opts
+        };
         AnyRemote::open(&self.session, settings.mode, &self.config_path, opts)
             .await
             .map_err(|e| Failure::at(Step::Connect, e))

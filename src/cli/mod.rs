@@ -37,6 +37,7 @@ pub fn run() -> Outcome {
         Command::Backups(a) => cmd::backups::run(a),
         Command::Rollback(a) => cmd::rollback::run(a, &mut ctx),
         Command::Edit(a) => cmd::edit::run(a, &mut ctx),
+        Command::WrapperScript(a) => cmd::wrapper_script::run(a),
         Command::Demo => cmd::demo::run(),
         Command::Completions(a) => cmd::completions::run(a),
     };

@@ -111,8 +111,15 @@ pub fn hint(e: &CliError, ctx: &HintContext) -> Option<String> {
 }
 
 fn remote_hint(e: &RemoteError) -> Option<String> {
+    use swapcfg::remote::wrapper::{NO_RESTART_OP, UNVERIFIED_WRITE_OP};
     match e {
         RemoteError::Transport(t) => transport_hint(t),
+        RemoteError::Unsupported { op, .. } if *op == UNVERIFIED_WRITE_OP => Some(
+            "make the key's forced command the script `swapcfg wrapper-script --config-path PATH` prints (it checks length and sha256), or pass --unverified-wrapper-write to write through this one anyway".into(),
+        ),
+        RemoteError::Unsupported { op, .. } if *op == NO_RESTART_OP => Some(
+            "pass --restart-cmd none if llama-swap reloads by itself (-watch-config), or regenerate the script with `swapcfg wrapper-script --restart-cmd CMD`".into(),
+        ),
         RemoteError::Unsupported {
             instead: Some(m), ..
         } => Some(match m {

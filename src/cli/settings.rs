@@ -73,6 +73,8 @@ pub struct Settings {
     pub restart_timeout: Duration,
     pub health: Health,
     pub schema: Option<PathBuf>,
+    /// Wrapper mode: write through a seed-style forced command anyway.
+    pub unverified_wrapper_write: bool,
 }
 
 /// Per-invocation choices of the commands that change a host.
@@ -295,6 +297,7 @@ impl Settings {
                 ca_cert,
             },
             schema: s.and_then(|s| s.schema.clone()).or(host.schema),
+            unverified_wrapper_write: args.unverified_wrapper_write,
         })
     }
 
@@ -375,6 +378,7 @@ mod tests {
             connect_timeout: None,
             keepalive: None,
             inventory: None,
+            unverified_wrapper_write: false,
         }
     }
 

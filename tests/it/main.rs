@@ -27,3 +27,4 @@ mod transport_inprocess;
 mod validate_corpus;
 mod validate_proptest;
 mod validate_rules;
+mod wrapper_mode;

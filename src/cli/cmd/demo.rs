@@ -117,6 +117,7 @@ mod sandbox {
                 ca_cert: None,
             },
             schema: None,
+            unverified_wrapper_write: false,
         };
         let change = Change {
             yes: true,

@@ -12,6 +12,7 @@ pub mod get;
 pub mod health;
 pub mod rollback;
 pub mod validate;
+pub mod wrapper_script;
 
 use std::path::Path;
 

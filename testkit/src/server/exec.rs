@@ -1,5 +1,6 @@
-//! Exec channels of the test server: wrapper verbs, scripted commands and
-//! `/bin/sh -c` for shell mode.
+//! Exec channels of the test server: a forced-command script, the built-in
+//! seed-style wrapper verbs, scripted commands and `/bin/sh -c` for shell
+//! mode.
 //!
 //! Invariant: every exec ends with an exit status, EOF and close, except
 //! under a `Hang` fault (which waits for the connection to close).
@@ -48,16 +49,22 @@ pub(crate) async fn run(
         | None => {}
     }
     let lose_reply = fault == Some(FaultAction::DoThenDrop);
-    if let Some(config) = shared.wrapper.clone() {
+    let cut = match fault {
+        Some(FaultAction::DropAfterStdin(n)) => Some(StdinCut::Drop(n, ctl.clone())),
+        Some(FaultAction::CloseStdinAfter(n)) => Some(StdinCut::Close(n)),
+        _ => None,
+    };
+    if let Some(script) = shared.forced_command.clone() {
+        // As sshd runs `command="…"`: the client's command only in the
+        // environment.
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg(&script).env("SSH_ORIGINAL_COMMAND", &command);
+        piped(channel, cmd, cut, lose_reply.then_some(&ctl)).await;
+    } else if let Some(config) = shared.wrapper.clone() {
         wrapper_verb(&shared, channel, command.trim(), &config).await;
     } else if let Some(script) = shared.script(&command) {
         scripted(&channel, &script).await;
     } else if shared.shell_exec {
-        let cut = match fault {
-            Some(FaultAction::DropAfterStdin(n)) => Some(StdinCut::Drop(n, ctl.clone())),
-            Some(FaultAction::CloseStdinAfter(n)) => Some(StdinCut::Close(n)),
-            _ => None,
-        };
         shell(
             &shared.shell,
             channel,
@@ -239,11 +246,24 @@ async fn shell(
         Some(p) => format!("{p}\n{command}"),
         None => command.to_string(),
     };
-    let child = tokio::process::Command::new(program)
-        .args(args)
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
         .arg("-c")
         .arg(&command)
-        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    piped(channel, cmd, cut, lose_reply).await;
+}
+
+/// Run `cmd` with stdin/stdout/stderr wired to the channel, ending with its
+/// exit status (255 for a signal); `cut` ends its stdin early; with
+/// `lose_reply` the connection is dropped instead of sending the status.
+async fn piped(
+    channel: Channel<Msg>,
+    mut cmd: tokio::process::Command,
+    cut: Option<StdinCut>,
+    lose_reply: Option<&Arc<ConnCtl>>,
+) {
+    let child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

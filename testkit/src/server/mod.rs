@@ -4,10 +4,11 @@
 //! Owns: a loopback server with public-key auth, an SFTP subsystem over the
 //! real filesystem (absolute paths, no chroot: tests use their own temp
 //! dirs), exec handling (scripted restart commands, `/bin/sh -c` for shell
-//! mode, the fixed wrapper verbs of a forced command), and a fault plan that
+//! mode, the fixed seed-style wrapper verbs, or a real forced-command script
+//! run with `$SSH_ORIGINAL_COMMAND` as sshd does), and a fault plan that
 //! fails, hangs or drops the connection at a chosen operation on its Nth call
-//! (for shell commands also: drop the connection, or close the command's
-//! stdin, after N bytes of its input).
+//! (for shell commands and forced commands also: drop the connection, or
+//! close the command's stdin, after N bytes of its input).
 //!
 //! ```no_run
 //! # async fn demo(client_key: russh::keys::PublicKey) -> std::io::Result<()> {
@@ -22,7 +23,8 @@
 //! ```
 //!
 //! Invariants: the server process never runs anything for the client except
-//! `/bin/sh -c` in shell-exec mode; a `Hang` fault never blocks other
+//! `/bin/sh -c` in shell-exec mode and `/bin/sh SCRIPT` for a forced
+//! command; a `Hang` fault never blocks other
 //! connections and ends when its connection closes; dropping the
 //! [`TestServer`] stops the listener and shuts every connection down.
 
@@ -75,11 +77,11 @@ pub enum FaultAction {
     /// SFTP: do the operation, then shut the connection down without
     /// replying: the reply is lost after the work happened.
     DoThenDrop,
-    /// Exec only (`/bin/sh` commands): run the command, forward the first
+    /// Exec only (`/bin/sh` commands, forced commands): run the command, forward the first
     /// N bytes of its stdin, then shut the TCP connection down (a link
     /// dropped, or the client killed, mid-upload). Elsewhere: no fault.
     DropAfterStdin(usize),
-    /// Exec only (`/bin/sh` commands): forward the first N bytes of stdin,
+    /// Exec only (`/bin/sh` commands, forced commands): forward the first N bytes of stdin,
     /// then close the command's stdin early (it sees end of input while the
     /// connection stays up; the rest of the upload is discarded).
     /// Elsewhere: no fault.
@@ -144,6 +146,7 @@ pub(crate) struct Shared {
     pub(crate) sftp: bool,
     pub(crate) shell_exec: bool,
     pub(crate) wrapper: Option<PathBuf>,
+    pub(crate) forced_command: Option<PathBuf>,
     pub(crate) posix_rename: bool,
     pub(crate) fsync: bool,
     pub(crate) shell: ShellSpec,
@@ -265,6 +268,7 @@ pub struct TestServerBuilder {
     sftp: bool,
     shell_exec: bool,
     wrapper: Option<PathBuf>,
+    forced_command: Option<PathBuf>,
     posix_rename: bool,
     fsync: bool,
     shell: ShellSpec,
@@ -288,6 +292,7 @@ impl TestServerBuilder {
             sftp: true,
             shell_exec: true,
             wrapper: None,
+            forced_command: None,
             posix_rename: true,
             fsync: true,
             shell: ShellSpec::default(),
@@ -329,6 +334,15 @@ impl TestServerBuilder {
     /// Forced-command mode: every exec is a wrapper verb acting on `config_path`.
     pub fn wrapper(mut self, config_path: impl Into<PathBuf>) -> Self {
         self.wrapper = Some(config_path.into());
+        self
+    }
+
+    /// A forced command, as `command="/bin/sh SCRIPT"` in authorized_keys:
+    /// every exec runs `/bin/sh script` with `SSH_ORIGINAL_COMMAND` set to
+    /// the client's command, stdin/stdout/stderr wired to the channel; the
+    /// SFTP subsystem is refused.
+    pub fn forced_command(mut self, script: impl Into<PathBuf>) -> Self {
+        self.forced_command = Some(script.into());
         self
     }
 
@@ -403,6 +417,7 @@ impl TestServerBuilder {
             sftp: self.sftp,
             shell_exec: self.shell_exec,
             wrapper: self.wrapper,
+            forced_command: self.forced_command,
             posix_rename: self.posix_rename,
             fsync: self.fsync,
             shell: self.shell,
@@ -629,7 +644,10 @@ impl russh::server::Handler for Conn {
         let channel = self.channels.remove(&channel_id);
         match channel {
             Some(channel)
-                if name == "sftp" && self.shared.sftp && self.shared.wrapper.is_none() =>
+                if name == "sftp"
+                    && self.shared.sftp
+                    && self.shared.wrapper.is_none()
+                    && self.shared.forced_command.is_none() =>
             {
                 session.channel_success(channel_id)?;
                 let handler = sftp::SftpHandler::new(self.shared.clone(), self.ctl.clone());
