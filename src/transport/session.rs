@@ -145,7 +145,7 @@ impl Session {
         max_output: usize,
     ) -> Result<ExecOutput, TransportError> {
         let run = async {
-            let mut ch = self
+            let ch = self
                 .handle
                 .channel_open_session()
                 .await
@@ -153,13 +153,29 @@ impl Session {
             ch.exec(true, command)
                 .await
                 .map_err(|e| self.lost("exec", e))?;
-            if let Some(data) = stdin {
-                ch.data(data)
-                    .await
-                    .map_err(|e| self.lost("exec stdin", e))?;
+            // Send stdin while reading the replies: a command that ends
+            // without reading all its input (it refused the upload) must
+            // not leave the upload waiting for window space until the
+            // timeout fires.
+            let (mut reader, writer) = ch.split();
+            let send = async {
+                if let Some(data) = stdin {
+                    writer
+                        .data(data)
+                        .await
+                        .map_err(|e| self.lost("exec stdin", e))?;
+                }
+                writer.eof().await.map_err(|e| self.lost("exec", e))
+            };
+            let recv = self.collect(&mut reader, max_output, |_| {});
+            tokio::pin!(send, recv);
+            tokio::select! {
+                out = &mut recv => out,
+                sent = &mut send => {
+                    sent?;
+                    recv.await
+                }
             }
-            ch.eof().await.map_err(|e| self.lost("exec", e))?;
-            self.collect(&mut ch, max_output, |_| {}).await
         };
         let run = self.until_closed(run);
         match tokio::time::timeout(timeout, run).await {
@@ -196,7 +212,7 @@ impl Session {
         );
         let pgid = Mutex::new(None::<u32>);
         let run = async {
-            let mut ch = self
+            let ch = self
                 .handle
                 .channel_open_session()
                 .await
@@ -205,8 +221,9 @@ impl Session {
                 .await
                 .map_err(|e| self.lost("exec", e))?;
             ch.eof().await.map_err(|e| self.lost("exec", e))?;
+            let (mut reader, _writer) = ch.split();
             let mut marker_seen = false;
-            self.collect(&mut ch, max_output, |stderr: &mut Vec<u8>| {
+            self.collect(&mut reader, max_output, |stderr: &mut Vec<u8>| {
                 if marker_seen {
                     return;
                 }
@@ -255,7 +272,7 @@ impl Session {
     /// `on_stderr` sees stderr after each chunk (it may edit it).
     async fn collect(
         &self,
-        ch: &mut russh::Channel<russh::client::Msg>,
+        ch: &mut russh::ChannelReadHalf,
         max_output: usize,
         mut on_stderr: impl FnMut(&mut Vec<u8>),
     ) -> Result<ExecOutput, TransportError> {

@@ -349,3 +349,38 @@ async fn an_owner_that_cannot_be_kept_refuses_the_write_and_narrows_the_backup()
         "the new config keeps its owner"
     );
 }
+
+#[tokio::test]
+async fn shell_mode_reply_withheld_then_dropped_and_disk_full_through_the_cli() {
+    // Exec #1 reads, #2 locks, #3 backs up, #4 writes the config.
+    for (plan, label) in [
+        (
+            FaultPlan::one(
+                Op::Exec,
+                4,
+                FaultAction::WithholdThenDrop(Duration::from_millis(300)),
+            ),
+            "withheld then dropped",
+        ),
+        (
+            FaultPlan::one(Op::Exec, 4, FaultAction::Fail),
+            "the host fails the write",
+        ),
+    ] {
+        let c = case(plan).await;
+        let t = std::time::Instant::now();
+        let out = output(c.apply(&["--mode", "shell"])).await;
+        let v = json_of(&out);
+        // The refused upload is noticed when the command ends, not when
+        // the 30 s operation timeout fires.
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{label}: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(7), "{label}: {v}");
+        assert_state(&c, &v, "old");
+        assert_eq!(c.leftovers(), Vec::<String>::new(), "{label}");
+        assert_eq!(c.backups().len(), 1, "{label}: the complete backup stays");
+    }
+}

@@ -187,6 +187,16 @@ async fn sigint_during_the_backup_upload_changes_nothing_and_exits_11() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigint_exits_at_once_and_says_what_the_host_holds() {
+    for (sig, code) in [
+        (libc::SIGINT, 130),
+        (libc::SIGTERM, 143),
+        (libc::SIGHUP, 129),
+    ] {
+        second_signal(sig, code).await;
+    }
+}
+
+async fn second_signal(sig: i32, code: i32) {
     let fx = fixture(|b| b).await;
     let cfg = path_str(&fx.config("config.yaml", OLD, 0o600));
     let mark = path_str(&fx.dir.path().join("restarted-once"));
@@ -212,13 +222,13 @@ async fn a_second_sigint_exits_at_once_and_says_what_the_host_holds() {
             >= 2
     })
     .await;
-    signal(&child, libc::SIGINT);
+    signal(&child, sig);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    signal(&child, libc::SIGINT);
+    signal(&child, sig);
     let t = Instant::now();
     let out = finish(child).await;
     assert!(t.elapsed() < Duration::from_secs(5));
-    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(out.status.code(), Some(code));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("exiting at once") && err.contains("being restored"),
