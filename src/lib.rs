@@ -16,6 +16,8 @@
 //!     JSON Schema, and llama-swap's loader rules, every finding with
 //!     `line:column`.
 //!   - [`diff`]: unified diff of old and new bytes.
+//!   - [`redact`]: config text with secret values (`apiKeys`, secret env
+//!     items, metadata and keys) replaced by hash markers, for diffs.
 //!   - [`target`]: `[user@]host[:port]` parsing.
 //!   - [`limits`]: every bound and default budget, defined once.
 //! * I/O:
@@ -38,6 +40,7 @@ pub mod inventory;
 pub mod limits;
 pub mod local;
 pub mod pipeline;
+pub mod redact;
 pub mod remote;
 pub mod stop;
 pub mod target;
