@@ -247,6 +247,9 @@ pub struct ApplyOptions {
     pub break_lock: bool,
     /// Stop requests (signals) and the phase, shared with the caller.
     pub stop: Stop,
+    /// Redacts secrets (apiKeys, secret env values…) in the diff; `None`
+    /// shows them.
+    pub redactor: Option<crate::redact::Redactor>,
 }
 
 /// The parts of an apply that are not remote file operations.
@@ -324,12 +327,22 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
     let old_sha = sha256_hex(&current.bytes);
     rep.old_sha256 = Some(old_sha.clone());
     rep.remote_state = Some(RemoteState::Old);
-    rep.diff = crate::diff::unified_diff(
-        &current.bytes,
-        new,
-        &format!("{}:{}", opts.host, opts.config_path),
-        &opts.new_label,
-    );
+    // The report never holds a secret unless asked: both sides are
+    // redacted with one redactor, so a changed secret still shows.
+    rep.diff = match &opts.redactor {
+        Some(r) => crate::diff::unified_diff(
+            &r.redact(&current.bytes),
+            &r.redact(new),
+            &format!("{}:{}", opts.host, opts.config_path),
+            &opts.new_label,
+        ),
+        None => crate::diff::unified_diff(
+            &current.bytes,
+            new,
+            &format!("{}:{}", opts.host, opts.config_path),
+            &opts.new_label,
+        ),
+    };
     if let Some(expected) = &opts.expect_sha256 {
         if !expected.eq_ignore_ascii_case(&old_sha) {
             fail!(

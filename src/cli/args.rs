@@ -179,6 +179,10 @@ pub struct ChangeArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Show secret values (apiKeys, secret env values, …) in diffs instead
+    /// of `[redacted hmac:…]` markers.
+    #[arg(long)]
+    pub show_secrets: bool,
     /// Keep the new config (and the backup) when restart or health fails.
     #[arg(long)]
     pub no_rollback: bool,
@@ -289,4 +293,7 @@ pub struct ValidateArgs {
 pub struct DiffFilesArgs {
     pub old: PathBuf,
     pub new: PathBuf,
+    /// Show secret values instead of redaction markers.
+    #[arg(long)]
+    pub show_secrets: bool,
 }

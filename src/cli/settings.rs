@@ -85,6 +85,7 @@ pub struct Change {
     pub keep_backups: Option<usize>,
     pub json: bool,
     pub break_lock: bool,
+    pub show_secrets: bool,
 }
 
 impl From<&ChangeArgs> for Change {
@@ -95,6 +96,7 @@ impl From<&ChangeArgs> for Change {
             keep_backups: a.keep_backups,
             json: a.json,
             break_lock: a.break_lock,
+            show_secrets: a.show_secrets,
         }
     }
 }

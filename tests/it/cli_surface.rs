@@ -2,6 +2,7 @@
 //! and the exit codes made consistent across commands.
 
 use crate::common::*;
+use swapcfg_testkit::server::ScriptedExec;
 
 #[test]
 fn version_names_the_commit() {
@@ -321,4 +322,70 @@ async fn https_health_with_a_private_ca_and_refused_without_it() {
         t.elapsed() < std::time::Duration::from_secs(5),
         "not retried"
     );
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_diff_unless_asked() {
+    let fx = fixture(|b| b.restart_script("ok", ScriptedExec::default())).await;
+    let old = "apiKeys:\n  - sk-old-secret-0001\nmodels:\n  a:\n    cmd: a --port ${PORT}\n    env:\n      - HF_TOKEN=hf_oldtoken123\n      - CUDA_VISIBLE_DEVICES=0\n";
+    let new = "apiKeys:\n  - sk-new-secret-0002\nmodels:\n  a:\n    cmd: a --port ${PORT}\n    env:\n      - HF_TOKEN=hf_newtoken456\n      - CUDA_VISIBLE_DEVICES=1\n";
+    let cfg = path_str(&fx.config("config.yaml", old.as_bytes(), 0o640));
+    let newf = fx.dir.path().join("new.yaml");
+    std::fs::write(&newf, new).expect("new");
+    let newf = path_str(&newf);
+    let secrets = [
+        "sk-old-secret-0001",
+        "sk-new-secret-0002",
+        "hf_oldtoken123",
+        "hf_newtoken456",
+    ];
+    for extra in [vec![], vec!["--json"]] {
+        let mut args = vec!["plan", &newf, "--config-path", &cfg];
+        args.extend(extra.iter().copied());
+        let out = output(fx.cli(&args)).await;
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        for s in secrets {
+            assert!(!all.contains(s), "{extra:?}: {s} leaked:\n{all}");
+        }
+        assert!(all.contains("[redacted"), "{all}");
+        assert!(
+            all.contains("CUDA_VISIBLE_DEVICES=1"),
+            "non-secrets shown: {all}"
+        );
+    }
+    // A real apply with --json: the diff field is redacted too.
+    let out = output(fx.cli(&[
+        "apply",
+        &newf,
+        "--config-path",
+        &cfg,
+        "--restart-cmd",
+        "ok",
+        "--yes",
+        "--json",
+    ]))
+    .await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    for s in secrets {
+        assert!(!v.to_string().contains(s), "{s} in --json");
+    }
+    // --show-secrets opts out.
+    std::fs::write(&cfg, old).expect("reset");
+    let out = output(fx.cli(&["plan", &newf, "--config-path", &cfg, "--show-secrets"])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sk-new-secret-0002"));
+    // diff-files redacts as well.
+    let oldf = fx.dir.path().join("old.yaml");
+    std::fs::write(&oldf, old).expect("old");
+    let out = swapcfg_cmd()
+        .args(["diff-files", &path_str(&oldf), &newf])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("sk-new-secret-0002"));
 }

@@ -225,6 +225,7 @@ fn opts() -> ApplyOptions {
         lock: Some(me("mine")),
         break_lock: false,
         stop: Default::default(),
+        redactor: None,
     }
 }
 

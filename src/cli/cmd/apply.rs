@@ -110,6 +110,7 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         lock: (!job.dry_run).then(|| lock_record(settings)),
         break_lock: job.change.break_lock,
         stop: Stop::default(),
+        redactor: (!job.change.show_secrets).then(run_redactor),
     };
     let out_style = Style::for_stdout();
     let mut hooks = CliHooks {
@@ -148,6 +149,12 @@ fn early_failure(f: Failure, early: &dyn Fn(Step, ApplyError) -> CmdResult) -> C
         _ => return Err(f),
     };
     early(Step::Connect, error)
+}
+
+/// A redactor keyed for this run: markers show that a secret changed
+/// without offering a hash of a short secret to guess against.
+pub fn run_redactor() -> swapcfg::redact::Redactor {
+    swapcfg::redact::Redactor::keyed(&rand::random::<[u8; 32]>())
 }
 
 /// The lock record for an apply from this process.

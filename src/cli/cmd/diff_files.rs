@@ -9,6 +9,12 @@ use crate::cli::CmdResult;
 pub fn run(args: DiffFilesArgs) -> CmdResult {
     let old = super::read_local(&args.old)?;
     let new = super::read_local(&args.new)?;
+    let (old, new) = if args.show_secrets {
+        (old, new)
+    } else {
+        let r = super::apply::run_redactor();
+        (r.redact(&old), r.redact(&new))
+    };
     let diff = swapcfg::diff::unified_diff(
         &old,
         &new,
