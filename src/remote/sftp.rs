@@ -89,7 +89,7 @@ impl<'s> SftpRemote<'s> {
                 self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
                 Err(RemoteError::Disconnected {
                     op,
-                    message: "the host closed the connection".into(),
+                    message: self.session.why_closed(),
                 })
             }
         }

@@ -16,6 +16,8 @@ pub struct Session {
     handle: Handle<ClientHandler>,
     label: String,
     op_timeout: Duration,
+    keepalive: Duration,
+    started: std::time::Instant,
 }
 
 impl std::fmt::Debug for Session {
@@ -131,6 +133,8 @@ impl Session {
             handle,
             label: label.to_string(),
             op_timeout: opts.op_timeout,
+            keepalive: opts.keepalive,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -312,7 +316,7 @@ impl Session {
             () = self.closed() => Err(TransportError::Disconnected {
                 target: self.label.clone(),
                 op: "exec".into(),
-                message: "the connection to the host was lost".into(),
+                message: self.why_closed(),
             }),
         }
     }
@@ -354,6 +358,16 @@ impl Session {
                 secs: self.op_timeout.as_secs(),
             }),
         }
+    }
+
+    /// Why the connection ended, in words: the host closed it, or it did not
+    /// answer keepalives for the configured time.
+    pub fn why_closed(&self) -> String {
+        format!(
+            "the connection ended after {:.1} s (the host closed it, or answered no keepalive for {} s)",
+            self.started.elapsed().as_secs_f64(),
+            self.keepalive.as_secs()
+        )
     }
 
     /// Whether the connection has ended (the host dropped it, or keepalives

@@ -337,6 +337,11 @@ async fn openssh_host_that_stops_answering_is_noticed_within_the_keepalive() {
     let v = json(&out);
     assert!(took < Duration::from_secs(10), "noticed in {took:?}: {v}");
     assert_eq!(out.status.code(), Some(7), "{v}");
+    let err = v["error"].as_str().unwrap_or("");
+    assert!(
+        err.contains("write") && err.contains("no keepalive for 2 s"),
+        "says which operation was waiting and why it gave up: {err}"
+    );
     assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
     assert!(std::fs::read(&h.cfg).expect("cfg") == h.old_bytes);
     assert_eq!(h.leftovers(), Vec::<String>::new());
