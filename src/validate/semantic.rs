@@ -2,11 +2,17 @@
 //! enforces after decoding, which a schema cannot express, plus warnings for
 //! likely mistakes the loader lets through.
 //!
-//! Owns: one named rule per loader check (see `docs/validation.md` and the
-//! README for the list). Runs on the expanded config; defensive about types
-//! (the schema layer reports those), so it never panics on odd input.
+//! Owns: one named rule per loader check (the README's "Validation rules"
+//! table), run on the expanded config by [`check`], one function per rule
+//! group, in this order: top-level settings, aliases, each model's fields
+//! (timeouts, capabilities, `filters.setParamsByID`, proxy, cmd), routing
+//! (router, then groups or matrix), scheduler, hooks, API keys, peers,
+//! selectors, profiles. Also [`unknown_keys`] (run on the raw config) and
+//! [`listed_models`]. Defensive about types (the schema layer reports
+//! those), so it never panics on odd input.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
 
 use serde_json::Value;
 
@@ -178,11 +184,48 @@ fn go_duration(v: &Value) -> Option<f64> {
     Some(total)
 }
 
-/// All loader rules on the expanded config.
+/// All loader rules on the expanded config: one call per rule group of the
+/// README's table. The order is the order findings are emitted in; a
+/// routing error stops the checks, as it stops the loader.
 pub fn check(cfg: &Value, r: &mut Report) {
     let Some(top) = cfg.as_object() else { return };
     let models = obj(top.get("models")).cloned().unwrap_or_default();
+    check_settings(top, r);
+    let mut aliases = check_aliases(&models, r);
+    check_models(&models, &mut aliases, r);
+    let names = Names {
+        models: &models,
+        aliases: &aliases,
+    };
+    if check_routing(top, &names, r).is_break() {
+        return;
+    }
+    check_scheduler(top, &names, r);
+    check_hooks(top, &names, r);
+    check_api_keys(top, r);
+    let peer_models = check_peers(top, r);
+    let selectors = obj(top.get("selectors")).cloned().unwrap_or_default();
+    check_selectors(&selectors, &names, &peer_models, r);
+    check_profiles(top, &names, &peer_models, &selectors, r);
+}
 
+/// What a model reference may name: a model id or an alias (including the
+/// `filters.setParamsByID` keys, which the loader registers as aliases).
+struct Names<'a> {
+    models: &'a serde_json::Map<String, Value>,
+    aliases: &'a HashMap<String, String>,
+}
+
+impl Names<'_> {
+    fn resolves(&self, name: &str) -> bool {
+        self.models.contains_key(name) || self.aliases.contains_key(name)
+    }
+}
+
+/// Top-level settings: `health-check-timeout`, `performance-every`,
+/// `global-ttl`, `unload-timeout`, `store-path`, `upstream-ignore-path`,
+/// `log-to-stdout`.
+fn check_settings(top: &serde_json::Map<String, Value>, r: &mut Report) {
     if let Some(h) = int(top.get("healthCheckTimeout")) {
         if h < 15 {
             r.warn(
@@ -246,10 +289,16 @@ pub fn check(cfg: &Value, r: &mut Report) {
             );
         }
     }
+}
 
-    // Aliases (document order; the second use is the error).
+/// `duplicate-alias`: in document order, the second use of an alias is the
+/// error. Returns alias -> owning model id.
+fn check_aliases(
+    models: &serde_json::Map<String, Value>,
+    r: &mut Report,
+) -> HashMap<String, String> {
     let mut aliases: HashMap<String, String> = HashMap::new();
-    for (id, m) in &models {
+    for (id, m) in models {
         for (i, a) in strs(m.get("aliases")) {
             if let Some(owner) = aliases.get(&a) {
                 r.error(
@@ -264,80 +313,137 @@ pub fn check(cfg: &Value, r: &mut Report) {
             }
         }
     }
+    aliases
+}
 
+/// Each model's own fields, in sorted model-id order (the loader's).
+/// `filters.setParamsByID` keys are registered in `aliases`.
+fn check_models(
+    models: &serde_json::Map<String, Value>,
+    aliases: &mut HashMap<String, String>,
+    r: &mut Report,
+) {
     let mut ids: Vec<&String> = models.keys().collect();
     ids.sort();
     for id in ids {
         let m = &models[id];
         let mp = p(&["models", id]);
-        if int(m.get("ttl")).is_some_and(|t| t < -1) {
-            r.error(
-                &with(&mp, Seg::Key("ttl".into())),
-                "model-ttl",
-                format!(
-                    "model {id}: invalid TTL value (use 0 for never, -1 for globalTTL, or seconds)"
-                ),
-            );
-        }
-        if int(m.get("unloadTimeout")).is_some_and(|t| t < 0) {
-            r.error(
-                &with(&mp, Seg::Key("unloadTimeout".into())),
-                "model-unload-timeout",
-                format!("model {id}: invalid unloadTimeout value"),
-            );
-        }
-        if let Some(caps) = m.get("capabilities") {
-            for dir in ["in", "out"] {
-                for (i, modality) in strs(caps.get(dir)) {
-                    if !matches!(modality.as_str(), "text" | "audio" | "image") {
-                        r.error(&[mp.clone(), p(&["capabilities", dir]), vec![Seg::Index(i)]].concat(), "capabilities", format!("model {id}: capabilities.{dir}: invalid modality {modality:?}, must be one of: text, audio, image"));
-                    }
-                }
+        check_model_timeouts(id, m, &mp, r);
+        check_capabilities(id, m, &mp, r);
+        check_set_params_by_id(id, m, &mp, models, aliases, r);
+        check_model_proxy(id, m, &mp, r);
+        check_model_cmd(id, m, &mp, r);
+    }
+}
+
+/// `model-ttl`, `model-unload-timeout`.
+fn check_model_timeouts(id: &str, m: &Value, mp: &[Seg], r: &mut Report) {
+    if int(m.get("ttl")).is_some_and(|t| t < -1) {
+        r.error(
+            &with(mp, Seg::Key("ttl".into())),
+            "model-ttl",
+            format!(
+                "model {id}: invalid TTL value (use 0 for never, -1 for globalTTL, or seconds)"
+            ),
+        );
+    }
+    if int(m.get("unloadTimeout")).is_some_and(|t| t < 0) {
+        r.error(
+            &with(mp, Seg::Key("unloadTimeout".into())),
+            "model-unload-timeout",
+            format!("model {id}: invalid unloadTimeout value"),
+        );
+    }
+}
+
+/// `capabilities`: modalities and context.
+fn check_capabilities(id: &str, m: &Value, mp: &[Seg], r: &mut Report) {
+    let Some(caps) = m.get("capabilities") else {
+        return;
+    };
+    for dir in ["in", "out"] {
+        for (i, modality) in strs(caps.get(dir)) {
+            if !matches!(modality.as_str(), "text" | "audio" | "image") {
+                r.error(&[mp.to_vec(), p(&["capabilities", dir]), vec![Seg::Index(i)]].concat(), "capabilities", format!("model {id}: capabilities.{dir}: invalid modality {modality:?}, must be one of: text, audio, image"));
             }
-            if int(caps.get("context")).is_some_and(|c| c < 0) {
-                r.error(
-                    &[mp.clone(), p(&["capabilities", "context"])].concat(),
-                    "capabilities",
-                    format!("model {id}: capabilities.context: must be >= 0"),
-                );
-            }
-        }
-        if let Some(keys) = obj(m.get("filters").and_then(|f| f.get("setParamsByID"))) {
-            for key in keys.keys() {
-                if key == id {
-                    continue;
-                }
-                let at = [mp.clone(), p(&["filters", "setParamsByID", key])].concat();
-                if models.contains_key(key) {
-                    r.error_at_key(&at, "set-params-by-id", format!("model {id} filters.setParamsByID: key '{key}' conflicts with an existing model ID"));
-                } else if let Some(owner) = aliases.get(key) {
-                    if owner != id {
-                        r.error_at_key(&at, "set-params-by-id", format!("duplicate alias '{key}' in model {id} filters.setParamsByID, already used by model {owner}"));
-                    }
-                } else {
-                    aliases.insert(key.clone(), id.clone());
-                }
-            }
-        }
-        if let Some(proxy) = m.get("proxy").and_then(Value::as_str) {
-            if let Some(why) = url_error(proxy) {
-                r.error(
-                    &with(&mp, Seg::Key("proxy".into())),
-                    "proxy-url",
-                    format!("model {id}: invalid proxy URL {proxy:?}: {why}"),
-                );
-            }
-        }
-        if m.get("cmd")
-            .and_then(Value::as_str)
-            .is_none_or(|c| c.trim().is_empty())
-        {
-            r.warn(&mp, "empty-cmd", format!("model {id} has no cmd; llama-swap loads the config but cannot start this model"));
         }
     }
-    let resolves = |name: &str| models.contains_key(name) || aliases.contains_key(name);
+    if int(caps.get("context")).is_some_and(|c| c < 0) {
+        r.error(
+            &[mp.to_vec(), p(&["capabilities", "context"])].concat(),
+            "capabilities",
+            format!("model {id}: capabilities.context: must be >= 0"),
+        );
+    }
+}
 
-    // Routing: legacy groups/matrix vs routing.router.
+/// `set-params-by-id`: keys may not name another model or another model's
+/// alias; the others become aliases of this model.
+fn check_set_params_by_id(
+    id: &str,
+    m: &Value,
+    mp: &[Seg],
+    models: &serde_json::Map<String, Value>,
+    aliases: &mut HashMap<String, String>,
+    r: &mut Report,
+) {
+    let Some(keys) = obj(m.get("filters").and_then(|f| f.get("setParamsByID"))) else {
+        return;
+    };
+    for key in keys.keys() {
+        if key.as_str() == id {
+            continue;
+        }
+        let at = [mp.to_vec(), p(&["filters", "setParamsByID", key])].concat();
+        if models.contains_key(key) {
+            r.error_at_key(&at, "set-params-by-id", format!("model {id} filters.setParamsByID: key '{key}' conflicts with an existing model ID"));
+        } else if let Some(owner) = aliases.get(key) {
+            if owner.as_str() != id {
+                r.error_at_key(&at, "set-params-by-id", format!("duplicate alias '{key}' in model {id} filters.setParamsByID, already used by model {owner}"));
+            }
+        } else {
+            aliases.insert(key.clone(), id.to_string());
+        }
+    }
+}
+
+/// `proxy-url`.
+fn check_model_proxy(id: &str, m: &Value, mp: &[Seg], r: &mut Report) {
+    if let Some(proxy) = m.get("proxy").and_then(Value::as_str) {
+        if let Some(why) = url_error(proxy) {
+            r.error(
+                &with(mp, Seg::Key("proxy".into())),
+                "proxy-url",
+                format!("model {id}: invalid proxy URL {proxy:?}: {why}"),
+            );
+        }
+    }
+}
+
+/// `empty-cmd` (warning).
+fn check_model_cmd(id: &str, m: &Value, mp: &[Seg], r: &mut Report) {
+    if m.get("cmd")
+        .and_then(Value::as_str)
+        .is_none_or(|c| c.trim().is_empty())
+    {
+        r.warn(
+            mp,
+            "empty-cmd",
+            format!(
+                "model {id} has no cmd; llama-swap loads the config but cannot start this model"
+            ),
+        );
+    }
+}
+
+/// Routing: legacy top-level `groups`/`matrix` vs `routing.router`
+/// (`routing-conflict`, `routing-router`, `groups-and-matrix`), then the
+/// groups or the matrix in use. `Break` when the loader stops here.
+fn check_routing(
+    top: &serde_json::Map<String, Value>,
+    names: &Names,
+    r: &mut Report,
+) -> ControlFlow<()> {
     let router = top.get("routing").and_then(|x| x.get("router"));
     let legacy = !top.get("matrix").is_none_or(Value::is_null)
         || obj(top.get("groups")).is_some_and(|g| !g.is_empty());
@@ -353,7 +459,7 @@ pub fn check(cfg: &Value, r: &mut Report) {
         || obj(settings.and_then(|s| s.get("groups"))).is_some_and(|g| !g.is_empty());
     let (groups, groups_path, matrix, matrix_path) = if legacy && has_routing {
         r.error(&p(&["routing", "router"]), "routing-conflict", "config uses both the legacy top-level 'matrix'/'groups' keys and 'routing.router'; move the top-level keys into routing.router");
-        return;
+        return ControlFlow::Break(());
     } else if legacy {
         (
             top.get("groups"),
@@ -370,7 +476,7 @@ pub fn check(cfg: &Value, r: &mut Report) {
                     .filter(|m| !m.is_null());
                 if m.is_none() {
                     r.error(&p(&["routing", "router", "use"]), "routing-router", "routing.router.use is 'matrix' but routing.router.settings.matrix is not set");
-                    return;
+                    return ControlFlow::Break(());
                 }
                 (
                     None,
@@ -391,7 +497,7 @@ pub fn check(cfg: &Value, r: &mut Report) {
                     "routing-router",
                     format!("routing.router.use: unknown router {other:?} (valid: group, matrix)"),
                 );
-                return;
+                return ControlFlow::Break(());
             }
         }
     };
@@ -403,50 +509,61 @@ pub fn check(cfg: &Value, r: &mut Report) {
             "config cannot use both 'groups' and 'matrix'",
         );
     } else if let Some(mx) = matrix {
-        check_matrix(mx, &matrix_path, &models, r);
+        check_matrix(mx, &matrix_path, names.models, r);
     } else {
-        let mut used: HashMap<String, String> = HashMap::new();
-        for (gid, g) in &groups {
-            let mut seen = HashSet::new();
-            for (i, member) in strs(g.get("members")) {
-                let at = [
-                    groups_path.clone(),
-                    p(&[gid, "members"]),
-                    vec![Seg::Index(i)],
-                ]
-                .concat();
-                if !seen.insert(member.clone()) {
-                    r.error(
-                        &at,
-                        "group-duplicate-member",
-                        format!("duplicate model member {member} found in group: {gid}"),
-                    );
-                    continue;
-                }
-                if let Some(other) = used.get(&member) {
-                    r.error(
-                        &at,
-                        "group-member-reused",
-                        format!(
-                            "model member {member} is used in multiple groups: {other} and {gid}"
-                        ),
-                    );
-                    continue;
-                }
-                used.insert(member.clone(), gid.clone());
-                if !models.contains_key(&member) {
-                    r.warn(
-                        &at,
-                        "group-member-unknown",
-                        format!(
-                            "group {gid} member {member:?} names no model (llama-swap ignores it)"
-                        ),
-                    );
-                }
+        check_groups(&groups, &groups_path, names.models, r);
+    }
+    ControlFlow::Continue(())
+}
+
+/// `group-duplicate-member`, `group-member-reused`, `group-member-unknown`
+/// (warning).
+fn check_groups(
+    groups: &serde_json::Map<String, Value>,
+    groups_path: &[Seg],
+    models: &serde_json::Map<String, Value>,
+    r: &mut Report,
+) {
+    let mut used: HashMap<String, String> = HashMap::new();
+    for (gid, g) in groups {
+        let mut seen = HashSet::new();
+        for (i, member) in strs(g.get("members")) {
+            let at = [
+                groups_path.to_vec(),
+                p(&[gid, "members"]),
+                vec![Seg::Index(i)],
+            ]
+            .concat();
+            if !seen.insert(member.clone()) {
+                r.error(
+                    &at,
+                    "group-duplicate-member",
+                    format!("duplicate model member {member} found in group: {gid}"),
+                );
+                continue;
+            }
+            if let Some(other) = used.get(&member) {
+                r.error(
+                    &at,
+                    "group-member-reused",
+                    format!("model member {member} is used in multiple groups: {other} and {gid}"),
+                );
+                continue;
+            }
+            used.insert(member.clone(), gid.clone());
+            if !models.contains_key(&member) {
+                r.warn(
+                    &at,
+                    "group-member-unknown",
+                    format!("group {gid} member {member:?} names no model (llama-swap ignores it)"),
+                );
             }
         }
     }
+}
 
+/// `routing-scheduler`: the scheduler name and `fifo.priority` references.
+fn check_scheduler(top: &serde_json::Map<String, Value>, names: &Names, r: &mut Report) {
     let scheduler = top.get("routing").and_then(|x| x.get("scheduler"));
     if let Some(u) = scheduler.and_then(|s| s.get("use")).and_then(Value::as_str) {
         if !u.is_empty() && u != "fifo" {
@@ -463,7 +580,7 @@ pub fn check(cfg: &Value, r: &mut Report) {
         .and_then(|f| f.get("priority")))
     {
         for k in prio.keys() {
-            if !resolves(k) {
+            if !names.resolves(k) {
                 r.error_at_key(
                     &p(&["routing", "scheduler", "settings", "fifo", "priority", k]),
                     "routing-scheduler",
@@ -474,12 +591,16 @@ pub fn check(cfg: &Value, r: &mut Report) {
             }
         }
     }
+}
+
+/// `preload-unknown` (warning).
+fn check_hooks(top: &serde_json::Map<String, Value>, names: &Names, r: &mut Report) {
     for (i, m) in strs(
         top.get("hooks")
             .and_then(|h| h.get("on_startup"))
             .and_then(|o| o.get("preload")),
     ) {
-        if !m.trim().is_empty() && !resolves(m.trim()) {
+        if !m.trim().is_empty() && !names.resolves(m.trim()) {
             r.warn(
                 &[p(&["hooks", "on_startup", "preload"]), vec![Seg::Index(i)]].concat(),
                 "preload-unknown",
@@ -487,20 +608,29 @@ pub fn check(cfg: &Value, r: &mut Report) {
             );
         }
     }
-    if let Some(keys) = top.get("apiKeys").and_then(Value::as_array) {
-        for (i, k) in keys.iter().enumerate() {
-            let at = with(&p(&["apiKeys"]), Seg::Index(i));
-            match k.as_str() {
-                Some("") => r.error(&at, "api-keys", "empty api key found in apiKeys"),
-                Some(s) if s.contains(' ') => r.error(
-                    &at,
-                    "api-keys",
-                    format!("apiKeys[{i}]: api key cannot contain spaces"),
-                ),
-                _ => {}
-            }
+}
+
+/// `api-keys`.
+fn check_api_keys(top: &serde_json::Map<String, Value>, r: &mut Report) {
+    let Some(keys) = top.get("apiKeys").and_then(Value::as_array) else {
+        return;
+    };
+    for (i, k) in keys.iter().enumerate() {
+        let at = with(&p(&["apiKeys"]), Seg::Index(i));
+        match k.as_str() {
+            Some("") => r.error(&at, "api-keys", "empty api key found in apiKeys"),
+            Some(s) if s.contains(' ') => r.error(
+                &at,
+                "api-keys",
+                format!("apiKeys[{i}]: api key cannot contain spaces"),
+            ),
+            _ => {}
         }
     }
+}
+
+/// `peer`. Returns the model names peers serve (`m` and `peer/m`).
+fn check_peers(top: &serde_json::Map<String, Value>, r: &mut Report) -> HashSet<String> {
     let peers = obj(top.get("peers")).cloned().unwrap_or_default();
     let mut peer_models: HashSet<String> = HashSet::new();
     for (pid, peer) in &peers {
@@ -530,13 +660,22 @@ pub fn check(cfg: &Value, r: &mut Report) {
             peer_models.insert(format!("{pid}/{m}"));
         }
     }
-    let selectors = obj(top.get("selectors")).cloned().unwrap_or_default();
-    for (sid, s) in &selectors {
+    peer_models
+}
+
+/// `selector`: names, strategy, targets (no chaining).
+fn check_selectors(
+    selectors: &serde_json::Map<String, Value>,
+    names: &Names,
+    peer_models: &HashSet<String>,
+    r: &mut Report,
+) {
+    for (sid, s) in selectors {
         let sp = p(&["selectors", sid]);
         if sid.trim().is_empty() {
             r.error_at_key(&sp, "selector", "selectors: selector names cannot be empty");
         }
-        if models.contains_key(sid) || aliases.contains_key(sid) {
+        if names.resolves(sid) {
             r.error_at_key(
                 &sp,
                 "selector",
@@ -560,7 +699,7 @@ pub fn check(cfg: &Value, r: &mut Report) {
             let at = [sp.clone(), p(&["targets"]), vec![Seg::Index(i)]].concat();
             if selectors.contains_key(&t) {
                 r.error(&at, "selector", format!("selectors.{sid}.targets[{i}] references selector {t:?}; selector chaining is not supported"));
-            } else if !resolves(&t) && !peer_models.contains(&t) {
+            } else if !names.resolves(&t) && !peer_models.contains(&t) {
                 r.error(
                     &at,
                     "selector",
@@ -569,50 +708,62 @@ pub fn check(cfg: &Value, r: &mut Report) {
             }
         }
     }
-    if let Some(profiles) = top.get("profiles").and_then(Value::as_object) {
-        for (name, prof) in profiles {
-            let pp = p(&["profiles", name]);
-            if name.trim().is_empty() {
-                r.error_at_key(&pp, "profile", "profiles: profile names cannot be empty");
-            }
-            let Some(pins) = prof
-                .get("pins")
-                .and_then(Value::as_object)
-                .filter(|p| !p.is_empty())
-            else {
-                r.error(
-                    &pp,
+}
+
+/// `profile`: names, at least one pin, pin names and targets.
+fn check_profiles(
+    top: &serde_json::Map<String, Value>,
+    names: &Names,
+    peer_models: &HashSet<String>,
+    selectors: &serde_json::Map<String, Value>,
+    r: &mut Report,
+) {
+    let Some(profiles) = top.get("profiles").and_then(Value::as_object) else {
+        return;
+    };
+    for (name, prof) in profiles {
+        let pp = p(&["profiles", name]);
+        if name.trim().is_empty() {
+            r.error_at_key(&pp, "profile", "profiles: profile names cannot be empty");
+        }
+        let Some(pins) = prof
+            .get("pins")
+            .and_then(Value::as_object)
+            .filter(|p| !p.is_empty())
+        else {
+            r.error(
+                &pp,
+                "profile",
+                format!("profiles.{name}.pins must contain at least one entry"),
+            );
+            continue;
+        };
+        for (pin, target) in pins {
+            let at = [pp.clone(), p(&["pins", pin])].concat();
+            if pin.trim().is_empty() {
+                r.error_at_key(
+                    &at,
                     "profile",
-                    format!("profiles.{name}.pins must contain at least one entry"),
+                    format!("profiles.{name}.pins: pin names cannot be empty"),
                 );
-                continue;
-            };
-            for (pin, target) in pins {
-                let at = [pp.clone(), p(&["pins", pin])].concat();
-                if pin.trim().is_empty() {
-                    r.error_at_key(
-                        &at,
-                        "profile",
-                        format!("profiles.{name}.pins: pin names cannot be empty"),
-                    );
-                }
-                let t = target.as_str().unwrap_or("");
-                if !t.is_empty()
-                    && !resolves(t)
-                    && !peer_models.contains(t)
-                    && !selectors.contains_key(t)
-                {
-                    r.error(
-                        &at,
-                        "profile",
-                        format!("profiles.{name}.pins.{pin} references unknown model {t:?}"),
-                    );
-                }
+            }
+            let t = target.as_str().unwrap_or("");
+            if !t.is_empty()
+                && !names.resolves(t)
+                && !peer_models.contains(t)
+                && !selectors.contains_key(t)
+            {
+                r.error(
+                    &at,
+                    "profile",
+                    format!("profiles.{name}.pins.{pin} references unknown model {t:?}"),
+                );
             }
         }
     }
 }
 
+/// `matrix`: at least one set, `vars`, `evict_costs`, set expressions.
 fn check_matrix(mx: &Value, mp: &[Seg], models: &serde_json::Map<String, Value>, r: &mut Report) {
     let vars: BTreeMap<String, String> = obj(mx.get("vars"))
         .map(|v| {
