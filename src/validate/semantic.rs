@@ -190,6 +190,19 @@ fn go_duration(v: &Value) -> Option<f64> {
 pub fn check(cfg: &Value, r: &mut Report) {
     let Some(top) = cfg.as_object() else { return };
     let models = obj(top.get("models")).cloned().unwrap_or_default();
+    if models.is_empty() {
+        // llama-swap starts with such a file and serves nothing.
+        let at = if top.contains_key("models") {
+            p(&["models"])
+        } else {
+            Vec::new()
+        };
+        r.warn(
+            &at,
+            "no-models",
+            "the config defines no models: llama-swap starts and serves nothing",
+        );
+    }
     check_settings(top, r);
     let mut aliases = check_aliases(&models, r);
     check_models(&models, &mut aliases, r);

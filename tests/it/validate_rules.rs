@@ -162,7 +162,11 @@ fn billion_laughs_is_refused_quickly() {
 fn cli_prints_file_line_col_and_exit_codes() {
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "globalTTL: -5\n").expect("write");
+    std::fs::write(
+        &bad,
+        "globalTTL: -5\nmodels:\n  a:\n    cmd: a --port ${PORT}\n",
+    )
+    .expect("write");
     let good = dir.path().join("good.yaml");
     std::fs::write(&good, OK_MODEL).expect("write");
     let bin = env!("CARGO_BIN_EXE_swapcfg");
@@ -202,4 +206,25 @@ fn cli_prints_file_line_col_and_exit_codes() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_config_without_models_is_valid_with_a_no_models_warning() {
+    let v = Validator::embedded();
+    for (src, line) in [
+        ("healthCheckTimeout: 120\n", 1),
+        ("logLevel: info\nmodels: {}\n", 2),
+    ] {
+        let out = v.validate(src.as_bytes());
+        assert!(out.is_valid(), "{src}");
+        let w: Vec<_> = out
+            .findings
+            .iter()
+            .filter(|f| f.rule == "no-models")
+            .collect();
+        assert_eq!(w.len(), 1, "{src}: {:?}", out.findings);
+        assert_eq!((w[0].severity, w[0].line), (Severity::Warning, line));
+    }
+    let out = v.validate(b"models:\n  a:\n    cmd: a --port ${PORT}\n");
+    assert!(out.findings.iter().all(|f| f.rule != "no-models"));
 }
