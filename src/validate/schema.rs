@@ -35,15 +35,11 @@ impl Schema {
 
     /// Load a user's schema file.
     pub fn from_file(path: &std::path::Path) -> Result<Schema, String> {
-        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if meta.len() > MAX_SCHEMA {
-            return Err(format!(
-                "{}: {} bytes is too large for a schema",
-                path.display(),
-                meta.len()
-            ));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Bounded by bytes read; devices and FIFOs refused by type.
+        let bytes = crate::local::read_bounded(path, MAX_SCHEMA)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
         let value: Value = serde_json::from_str(&text)
             .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
         Ok(Schema {

@@ -394,3 +394,48 @@ async fn openssh_restart_past_its_timeout_leaves_no_process() {
         "OpenSSH: the restart's process group was stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_sigint_during_the_health_wait_puts_the_old_config_back() {
+    if !available() {
+        return;
+    }
+    let h = host(None, 1000);
+    // The new model never appears on the stand-in: health keeps polling.
+    let st = swapcfg_testkit::standin::Standin::start(vec!["old".into()], None)
+        .await
+        .expect("standin");
+    let mut c = h.apply(
+        h.sshd.port,
+        &[
+            "--base-url",
+            &st.base_url(),
+            "--verify-models",
+            "--health-attempts",
+            "200",
+            "--health-delay",
+            "0.05",
+        ],
+    );
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while st.request_count() < 3 {
+        assert!(std::time::Instant::now() < deadline, "health never polled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(std::fs::read(&h.cfg).expect("cfg") == h.new_bytes);
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
+        .await
+        .expect("join");
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(12), "{v}");
+    assert_eq!(v["rolled_back"].as_bool(), Some(true), "{v}");
+    assert!(
+        std::fs::read(&h.cfg).expect("cfg") == h.old_bytes,
+        "old config back"
+    );
+    assert_eq!(h.leftovers(), Vec::<String>::new(), "no lock, no temp");
+}
