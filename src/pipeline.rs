@@ -517,10 +517,16 @@ async fn changing<R: RemoteOps, H: Hooks>(
     let failure: Option<(Step, ApplyError)> = if stop.requested() {
         Some((Step::Interrupted, ApplyError::InterruptedAfter))
     } else {
-        match stop.race(restart(remote, opts, hooks, rep)).await {
-            None => Some((Step::Interrupted, ApplyError::InterruptedAfter)),
-            Some(Err(e)) => Some((Step::Restart, e.into())),
-            Some(Ok(())) => match timed!(Step::Health, stop.race(hooks.health(false)).await) {
+        // The restart is not raced here: the session ends it on a stop
+        // request itself and stops it on the host, so the rollback's
+        // restart never runs beside it.
+        match restart(remote, opts, hooks, rep).await {
+            Err(RemoteError::Transport(TransportError::Cancelled { .. })) => {
+                Some((Step::Interrupted, ApplyError::InterruptedAfter))
+            }
+            Err(e) => Some((Step::Restart, e.into())),
+            Ok(()) if stop.requested() => Some((Step::Interrupted, ApplyError::InterruptedAfter)),
+            Ok(()) => match timed!(Step::Health, stop.race(hooks.health(false)).await) {
                 None => Some((Step::Interrupted, ApplyError::InterruptedAfter)),
                 Some(Err(e)) => Some((Step::Health, e.into())),
                 Some(Ok(())) => None,

@@ -281,7 +281,9 @@ pub(crate) fn restart_outcome(
     timeout: Duration,
 ) -> Result<RestartOutcome, RemoteError> {
     let out = out.map_err(|e| match e {
-        e @ TransportError::CommandTimeout { .. } => RemoteError::Transport(e),
+        e @ (TransportError::CommandTimeout { .. } | TransportError::Cancelled { .. }) => {
+            RemoteError::Transport(e)
+        }
         TransportError::Timeout { .. } => RemoteError::Timeout {
             op: "restart",
             after: timeout,

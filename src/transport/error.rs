@@ -76,6 +76,12 @@ pub enum TransportError {
         secs: f64,
         stopped: bool,
     },
+    #[error("{target}: {command:?} was stopped on request; {}", if *.stopped { "its process group on the host was stopped too" } else { "it could NOT be stopped on the host and may still be running" })]
+    Cancelled {
+        target: String,
+        command: String,
+        stopped: bool,
+    },
     #[error("{target}: connection lost during {op}: {message}")]
     Disconnected {
         target: String,

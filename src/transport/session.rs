@@ -18,6 +18,8 @@ pub struct Session {
     op_timeout: Duration,
     keepalive: Duration,
     started: std::time::Instant,
+    /// Commands run by `exec_group` end early when this stop is requested.
+    cancel: Mutex<Option<crate::stop::Stop>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -135,6 +137,7 @@ impl Session {
             op_timeout: opts.op_timeout,
             keepalive: opts.keepalive,
             started: std::time::Instant::now(),
+            cancel: Mutex::new(None),
         })
     }
 
@@ -245,9 +248,31 @@ impl Session {
             .await
         };
         let run = self.until_closed(run);
-        match tokio::time::timeout(timeout, run).await {
-            Ok(r) => r,
-            Err(_) => {
+        // A stop request (Ctrl-C) ends the command the way a timeout does,
+        // so the caller's next restart never runs beside this one.
+        // Only a stop requested while this command runs ends it, and never
+        // during a rollback: the rollback's restart runs to its end (a
+        // second signal exits the process instead).
+        let cancel = self
+            .cancel
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .filter(|c| !c.requested() && c.phase() != crate::stop::Phase::RollingBack);
+        let cancelled = async {
+            match &cancel {
+                Some(stop) => stop.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        let ended = tokio::select! {
+            r = tokio::time::timeout(timeout, run) => r.ok(),
+            () = cancelled => None,
+        };
+        let was_cancelled = cancel.as_ref().is_some_and(|c| c.requested());
+        match ended {
+            Some(r) => r,
+            None => {
                 let group = pgid.lock().ok().and_then(|g| *g);
                 let stopped = match group {
                     Some(n) => {
@@ -262,6 +287,13 @@ impl Session {
                     }
                     None => false,
                 };
+                if was_cancelled {
+                    return Err(TransportError::Cancelled {
+                        target: self.label.clone(),
+                        command: truncate_for_message(command),
+                        stopped,
+                    });
+                }
                 Err(TransportError::CommandTimeout {
                     target: self.label.clone(),
                     command: truncate_for_message(command),
@@ -357,6 +389,14 @@ impl Session {
                 op: "opening the SFTP subsystem".into(),
                 secs: self.op_timeout.as_secs(),
             }),
+        }
+    }
+
+    /// From now on, a request of `stop` ends a running `exec_group` command
+    /// (its process group is stopped on the host) instead of waiting for it.
+    pub fn cancel_on(&self, stop: crate::stop::Stop) {
+        if let Ok(mut c) = self.cancel.lock() {
+            *c = Some(stop);
         }
     }
 

@@ -110,7 +110,8 @@ async fn sigterm_during_a_slow_restart_puts_the_old_config_back() {
     let new = fx.dir.path().join("new.yaml");
     std::fs::write(&new, NEW).expect("new");
     // First restart is slow; the rollback's restart is quick.
-    let restart = format!("if [ -e '{mark}' ]; then exit 0; fi; : > '{mark}'; sleep 3");
+    let tag = format!("3.{}7", std::process::id() % 1000);
+    let restart = format!("if [ -e '{mark}' ]; then exit 0; fi; : > '{mark}'; sleep {tag}");
     let child = spawn(fx.cli(&[
         "apply",
         &path_str(&new),
@@ -141,6 +142,11 @@ async fn sigterm_during_a_slow_restart_puts_the_old_config_back() {
         .filter(|c| **c == restart)
         .count();
     assert_eq!(restarts, 2, "restarted again with the old config");
+    assert_eq!(
+        processes_with(&format!("sleep {tag}")),
+        Vec::<u32>::new(),
+        "the interrupted restart was stopped on the host, not left beside the rollback's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,6 +125,7 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         stop: opts.stop.clone(),
         signals: None,
     };
+    conn.session.cancel_on(opts.stop.clone());
     let mut rep = pipeline::apply(&remote, job.new, &opts, &mut hooks).await;
     rep.timings_ms.insert(0, (Step::Connect, connect_ms));
     if hooks.health.is_none() && rep.step == Step::Done {
