@@ -125,21 +125,44 @@ impl LockInfo {
             started: 0,
             expires: 0,
         };
+        // One bit per field: each must appear exactly once (a repeated
+        // field is not a record swapcfg wrote).
         let mut seen = 0u8;
         for line in lines {
             let (k, v) = line.split_once('=')?;
-            match k {
-                "token" => info.token = clean(v),
-                "client" => info.client = clean(v),
-                "user" => info.user = clean(v),
-                "pid" => info.pid = v.parse().ok()?,
-                "started" => info.started = v.parse().ok()?,
-                "expires" => info.expires = v.parse().ok()?,
+            let bit = match k {
+                "token" => {
+                    info.token = clean(v);
+                    1
+                }
+                "client" => {
+                    info.client = clean(v);
+                    2
+                }
+                "user" => {
+                    info.user = clean(v);
+                    4
+                }
+                "pid" => {
+                    info.pid = v.parse().ok()?;
+                    8
+                }
+                "started" => {
+                    info.started = v.parse().ok()?;
+                    16
+                }
+                "expires" => {
+                    info.expires = v.parse().ok()?;
+                    32
+                }
                 _ => continue,
+            };
+            if seen & bit != 0 {
+                return None;
             }
-            seen += 1;
+            seen |= bit;
         }
-        (seen >= 6 && !info.token.is_empty()).then_some(info)
+        (seen == 63 && !info.token.is_empty()).then_some(info)
     }
 
     /// Whether the lease has run out at `now` (epoch seconds).
@@ -255,5 +278,23 @@ mod tests {
         assert!(LockInfo::parse(b"swapcfg-lock 1\ntoken=a\n").is_none());
         assert!(LockInfo::parse(&vec![b'a'; MAX_LOCK_RECORD + 1]).is_none());
         assert!(back.to_string().contains("ann@laptop[2J (pid 42)"));
+    }
+
+    #[test]
+    fn lock_record_needs_each_field_once() {
+        // Found by the `lock_record` fuzz target: six lines of any known
+        // fields counted as complete, so a record without `expires` read
+        // as a lease that had run out at 1970 (and was taken over).
+        let six_tokens = format!("swapcfg-lock 1\n{}", "token=a\n".repeat(6));
+        assert!(LockInfo::parse(six_tokens.as_bytes()).is_none());
+        let full = "swapcfg-lock 1\ntoken=a\nclient=c\nuser=u\npid=1\nstarted=2\nexpires=3\n";
+        assert!(LockInfo::parse(full.as_bytes()).is_some());
+        let repeated = format!("{full}expires=99\n");
+        assert!(LockInfo::parse(repeated.as_bytes()).is_none());
+        // Over 255 field lines used to overflow the u8 counter (a panic
+        // with overflow checks on).
+        let many = format!("{full}{}", "pid=1\n".repeat(300));
+        assert!(many.len() <= MAX_LOCK_RECORD);
+        assert!(LockInfo::parse(many.as_bytes()).is_none());
     }
 }

@@ -111,6 +111,7 @@ pub fn parse(src: &str) -> Result<Node, YamlError> {
             message: "tab character used for indentation; YAML allows only spaces".into(),
         });
     }
+    let end = end_of(src);
     let mut parser = Parser::new_from_str(src);
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: std::collections::HashMap<usize, Node> = std::collections::HashMap::new();
@@ -119,13 +120,16 @@ pub fn parse(src: &str) -> Result<Node, YamlError> {
     let mut root: Option<Node> = None;
 
     for item in &mut parser {
-        let (event, span) = item.map_err(|e| YamlError {
-            line: e.marker().line(),
-            column: e.marker().col() + 1,
-            rule: "yaml-syntax",
-            message: e.info().to_string(),
+        let (event, span) = item.map_err(|e| {
+            let (line, column) = within(end, e.marker().line(), e.marker().col() + 1);
+            YamlError {
+                line,
+                column,
+                rule: "yaml-syntax",
+                message: e.info().to_string(),
+            }
         })?;
-        let (line, col) = (span.start.line(), span.start.col() + 1);
+        let (line, col) = within(end, span.start.line(), span.start.col() + 1);
         let node = match event {
             Event::DocumentStart(_) => {
                 documents += 1;
@@ -252,6 +256,33 @@ pub fn parse(src: &str) -> Result<Node, YamlError> {
         }
     }
     Ok(root.unwrap_or(Node::new(Kind::Null, 1, 1)))
+}
+
+/// The last position of `src` as saphyr counts them: 1-based line (breaks
+/// are `\n`, `\r\n` and a lone `\r`) and the column after its last
+/// character.
+fn end_of(src: &str) -> (usize, usize) {
+    let (mut line, mut col) = (1, 1);
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' | '\r' => (line, col) = (line + 1, 1),
+            _ => col += 1,
+        }
+    }
+    (line, col)
+}
+
+/// A position inside the text: saphyr puts the end of the stream on the
+/// line after a last line that has no line break; a finding there is
+/// reported at the end of the last line instead.
+fn within(end: (usize, usize), line: usize, col: usize) -> (usize, usize) {
+    if (line, col) > end {
+        end
+    } else {
+        (line, col)
+    }
 }
 
 fn syntax(line: usize, column: usize, message: &str) -> YamlError {
@@ -468,6 +499,23 @@ mod tests {
             "first merged wins"
         );
         assert_eq!(l.get("b").map(|v| v.kind.clone()), Some(Kind::Int(3)));
+    }
+
+    #[test]
+    fn positions_stay_inside_the_text() {
+        // Found by the `validate` fuzz target: with no line break after
+        // the last line, saphyr's end of stream (and an error found there)
+        // is on a line past the end of the file.
+        for (src, at) in [
+            ("a: 1\nb", (2, 2)),
+            ("a: 1\r\nbc", (2, 3)),
+            ("a: 1\nb\n", (3, 1)),
+        ] {
+            let e = parse(src).err().unwrap_or_else(|| panic!("{src:?}"));
+            assert_eq!((e.line, e.column), at, "{src:?}: {}", e.message);
+        }
+        assert_eq!(end_of(""), (1, 1));
+        assert_eq!(end_of("ab\rc\r\n"), (3, 1));
     }
 
     #[test]
