@@ -30,13 +30,16 @@ for t in "${targets[@]}"; do
     rc=$?
     runs="$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)"
     took="$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\2/p' "$log" | tail -1)"
-    corpus="$(find "$fuzz/corpus/$t" -type f | wc -l)"
+    # libFuzzer's own final corpus (inputs kept / their total size); the
+    # directory also holds inputs it later replaced by smaller ones.
+    corpus="$(sed -n 's/.*DONE .* corp: \([0-9]*\/[0-9]*[a-zA-Z]*\) .*/\1/p' "$log" | tail -1)"
+    corpus="${corpus:-$(find "$fuzz/corpus/$t" -type f | wc -l) files}"
     crashes=0
     if [ "$rc" -ne 0 ]; then
         crashes=1
         failed+=("$t")
         echo "fuzz: $t FAILED (exit $rc); the end of its log:" >&2
-        tail -40 "$log" >&2
+        tail -40 "$log" | cut -c1-400 >&2
     fi
     rows+=("$(printf '| %s | %ss | %s | %s | %s |' "$t" "${took:-?}" "${runs:-?}" "$corpus" "$crashes")")
 done

@@ -207,6 +207,76 @@ fn parse_file_line(bytes: &[u8]) -> Option<(RemoteFile, &[u8])> {
     ))
 }
 
+/// A `list` reply (`SIZE MTIME SUFFIX` lines) as backups of `path`, oldest
+/// first, names swapcfg does not make dropped.
+fn parse_listing(path: &str, out: Vec<u8>) -> Result<Vec<BackupEntry>, RemoteError> {
+    let text = String::from_utf8(out).map_err(|_| RemoteError::Failed {
+        op: "list backups",
+        message: "the forced-command script sent a non-UTF-8 listing".into(),
+    })?;
+    let mut list = Vec::new();
+    for l in text.lines() {
+        let mut w = l.split(' ');
+        let (Some(size), Some(mtime), Some(suffix), None) =
+            (w.next(), w.next(), w.next(), w.next())
+        else {
+            return Err(RemoteError::Failed {
+                op: "list backups",
+                message: format!("malformed listing line {l:?}"),
+            });
+        };
+        let (Ok(size), mtime) = (size.parse::<u64>(), mtime.parse::<u64>().ok()) else {
+            return Err(RemoteError::Failed {
+                op: "list backups",
+                message: format!("malformed listing line {l:?}"),
+            });
+        };
+        list.push(BackupEntry {
+            path: format!("{path}.bak-{suffix}"),
+            size,
+            mtime,
+        });
+    }
+    Ok(super::order_backups(path, list))
+}
+
+/// The pure reply parsers of this module, public only for the fuzz
+/// targets (`fuzz/`): not a stable API.
+#[doc(hidden)]
+pub mod replies {
+    use super::{BackupEntry, Protocol, RemoteError, RemoteFile};
+
+    /// The `hello` lines at the start of a reply, and the rest.
+    pub fn hello(bytes: &[u8]) -> Option<Result<(Protocol, &[u8]), RemoteError>> {
+        super::parse_hello(bytes)
+    }
+
+    /// A `file MODE UID GID` line (no bytes in the file), and the rest.
+    pub fn file_line(bytes: &[u8]) -> Option<(RemoteFile, &[u8])> {
+        super::parse_file_line(bytes)
+    }
+
+    /// The value of the first `key=` line of a failure reply.
+    pub fn field<'a>(out: &'a [u8], key: &str) -> Option<&'a str> {
+        super::field(out, key)
+    }
+
+    /// A path the script printed, when acceptable.
+    pub fn clean_path(s: &str) -> Option<String> {
+        super::clean_path(s)
+    }
+
+    /// A seed wrapper's `backup` reply: exactly one line.
+    pub fn backup_line(out: Vec<u8>) -> Result<String, RemoteError> {
+        super::WrapperRemote::one_line("backup", out)
+    }
+
+    /// A `list` reply as backups of `path`.
+    pub fn listing(path: &str, out: Vec<u8>) -> Result<Vec<BackupEntry>, RemoteError> {
+        super::parse_listing(path, out)
+    }
+}
+
 impl<'s> WrapperRemote<'s> {
     pub fn new(session: &'s Session, config_path: &str, opts: RemoteOptions) -> Self {
         WrapperRemote {
@@ -746,34 +816,7 @@ impl super::RemoteOps for WrapperRemote<'_> {
         let out = self
             .verb("list backups", "list", None, crate::limits::MAX_LISTING)
             .await?;
-        let text = String::from_utf8(out).map_err(|_| RemoteError::Failed {
-            op: "list backups",
-            message: "the forced-command script sent a non-UTF-8 listing".into(),
-        })?;
-        let mut list = Vec::new();
-        for l in text.lines() {
-            let mut w = l.split(' ');
-            let (Some(size), Some(mtime), Some(suffix), None) =
-                (w.next(), w.next(), w.next(), w.next())
-            else {
-                return Err(RemoteError::Failed {
-                    op: "list backups",
-                    message: format!("malformed listing line {l:?}"),
-                });
-            };
-            let (Ok(size), mtime) = (size.parse::<u64>(), mtime.parse::<u64>().ok()) else {
-                return Err(RemoteError::Failed {
-                    op: "list backups",
-                    message: format!("malformed listing line {l:?}"),
-                });
-            };
-            list.push(BackupEntry {
-                path: format!("{path}.bak-{suffix}"),
-                size,
-                mtime,
-            });
-        }
-        Ok(super::order_backups(&path, list))
+        parse_listing(&path, out)
     }
 
     async fn read_backup(&self, backup: &str) -> Result<RemoteFile, RemoteError> {
