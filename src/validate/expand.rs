@@ -13,12 +13,14 @@
 //! Invariant: returns `None` exactly when the loader would stop with a
 //! macro error; the findings then say why.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::{p, Report, Seg};
+use super::{field_of, get, p, Report, Seg};
 
 /// llama-swap's default upstream URL.
 pub const DEFAULT_PROXY: &str = "http://localhost:${PORT}";
@@ -90,29 +92,32 @@ pub const MODEL_KEYS: &[&str] = &[
 type MacroList = Vec<(String, Value)>;
 
 /// Expand `raw` as the loader does. `None` when the loader would fail.
-pub fn expand(raw: &Value, report: &mut Report) -> Option<Value> {
+/// Consumes `raw`: the expanded config reuses its values.
+pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
     let before = report.findings.len();
-    warn_env(raw, &mut Vec::new(), report);
+    warn_env(&raw, &mut Vec::new(), report);
     let Value::Object(top) = raw else { return None };
 
     let globals = macro_list(top.get("macros"), &p(&["macros"]), "", report);
-    let mut model_macros: Vec<(String, MacroList)> = Vec::new();
+    // Only the models that declare macros: the others have none.
+    let mut model_macros: HashMap<String, MacroList> = HashMap::new();
     if let Some(Value::Object(models)) = top.get("models") {
         for (id, m) in models {
-            let path = p(&["models", id]);
             match m {
                 Value::Object(mm) => {
-                    let list = macro_list(
-                        mm.get("macros"),
-                        &p(&["models", id, "macros"]),
-                        &format!("model {id}: "),
-                        report,
-                    );
-                    model_macros.push((id.clone(), list));
+                    if let Some(macros) = mm.get("macros") {
+                        let list = macro_list(
+                            Some(macros),
+                            &p(&["models", id, "macros"]),
+                            &format!("model {id}: "),
+                            report,
+                        );
+                        model_macros.insert(id.clone(), list);
+                    }
                 }
-                Value::Null => model_macros.push((id.clone(), Vec::new())),
+                Value::Null => {}
                 _ => report.error(
-                    &path,
+                    &p(&["models", id]),
                     "model-not-mapping",
                     format!(
                         "model {id:?} must be a mapping of settings (cmd, proxy, …), not {}",
@@ -129,16 +134,16 @@ pub fn expand(raw: &Value, report: &mut Report) -> Option<Value> {
         return None;
     }
 
+    let global_slugs = slugs(&globals);
     let mut out = Map::new();
-    for (k, v) in top {
+    for (k, mut v) in top {
         if k == "macros" {
             continue;
         }
-        if k == "models" {
-            out.insert(k.clone(), v.clone());
-        } else {
-            out.insert(k.clone(), substitute_list(v.clone(), &globals));
+        if k != "models" {
+            substitute(&mut v, &[&global_slugs]);
         }
+        out.insert(k, v);
     }
 
     let start_port = match out.get("startPort") {
@@ -163,64 +168,84 @@ pub fn expand(raw: &Value, report: &mut Report) -> Option<Value> {
     }
 
     if let Some(Value::Object(models)) = out.get_mut("models") {
-        let mut ids: Vec<String> = models.keys().cloned().collect();
-        ids.sort();
+        let mut sorted: Vec<(&String, &mut Value)> = models.iter_mut().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut next_port = start_port;
-        for id in ids {
-            let Some(Value::Object(model)) = models.get_mut(&id) else {
+        for (id, model) in sorted {
+            let Value::Object(model) = model else {
                 continue;
             };
-            model.remove("macros");
+            if model.keys().any(|k| k == "macros") {
+                model.remove("macros");
+            }
             for field in ["cmd", "cmdStop"] {
-                if let Some(Value::String(s)) = model.get(field) {
-                    let stripped = strip_comments(s);
-                    model.insert(field.to_string(), Value::String(stripped));
+                if let Some(Value::String(s)) = field_of(model, field) {
+                    if s.contains('#') {
+                        let stripped = strip_comments(s);
+                        model.insert(field.to_string(), Value::String(stripped));
+                    }
                 }
             }
-            if matches!(model.get("proxy"), None | Some(Value::Null)) {
+            if matches!(field_of(model, "proxy"), None | Some(Value::Null)) {
                 model.insert("proxy".into(), Value::String(DEFAULT_PROXY.into()));
             }
-            let own = model_macros
-                .iter()
-                .find(|(m, _)| *m == id)
-                .map(|(_, l)| l.clone())
-                .unwrap_or_default();
-            let macros = merge_macros(&id, &globals, &own);
-            let mut value = substitute_list(Value::Object(std::mem::take(model)), &macros);
-            if !substitute_param_keys(&mut value, &macros, &id, report) {
+            // Applied last-declared first: the model's own macros (which
+            // override global ones in place), the globals, then `MODEL_ID`.
+            let merged;
+            let model_id;
+            let lists: [&[Slug]; 2] = match model_macros.get(id.as_str()) {
+                Some(own) => {
+                    merged = slugs(&merge_macros(id, &globals, own));
+                    [&merged, &[]]
+                }
+                None => {
+                    model_id = [Slug {
+                        slug: Cow::Borrowed("${MODEL_ID}"),
+                        text: Cow::Borrowed(id),
+                        value: None,
+                    }];
+                    [&global_slugs, &model_id]
+                }
+            };
+            let mut value = Value::Object(std::mem::take(model));
+            substitute(&mut value, &lists);
+            if !substitute_param_keys(&mut value, &lists, id, report) {
                 return None;
             }
-            let cmd_port = value
-                .get("cmd")
+            let cmd_port = get(&value, "cmd")
                 .and_then(Value::as_str)
                 .is_some_and(|c| c.contains("${PORT}"));
-            let proxy_port = value
-                .get("proxy")
+            let proxy_port = get(&value, "proxy")
                 .and_then(Value::as_str)
                 .is_some_and(|c| c.contains("${PORT}"));
             if proxy_port && !cmd_port {
                 report.error(
-                    &p(&["models", &id, "proxy"]),
+                    &p(&["models", id, "proxy"]),
                     "proxy-port-without-cmd",
                     format!("model {id}: proxy uses ${{PORT}} but cmd does not - ${{PORT}} is only available when used in cmd (add --port ${{PORT}} to cmd, or give proxy a fixed port)"),
                 );
                 return None;
             }
             if cmd_port {
-                let port = vec![("PORT".to_string(), Value::from(next_port))];
-                value = substitute_list(value, &port);
-                if !substitute_param_keys(&mut value, &port, &id, report) {
+                let port_value = Value::from(next_port);
+                let port = [Slug {
+                    slug: Cow::Borrowed("${PORT}"),
+                    text: Cow::Owned(go_text(&port_value)),
+                    value: Some(port_value),
+                }];
+                substitute(&mut value, &[&port]);
+                if !substitute_param_keys(&mut value, &[&port], id, report) {
                     return None;
                 }
                 next_port += 1;
             }
-            if let Some(keys) = value
-                .pointer("/filters/setParamsByID")
+            if let Some(keys) = get(&value, "filters")
+                .and_then(|f| get(f, "setParamsByID"))
                 .and_then(Value::as_object)
             {
                 if let Some(k) = keys.keys().find(|k| MACRO_USE.is_match(k)) {
                     report.error(
-                        &p(&["models", &id, "filters", "setParamsByID"]),
+                        &p(&["models", id, "filters", "setParamsByID"]),
                         "unknown-macro",
                         format!("unknown macro in model {id} filters.setParamsByID key {k:?}"),
                     );
@@ -333,30 +358,98 @@ fn go_text(v: &Value) -> String {
     }
 }
 
-/// Apply macros last-declared first (as llama-swap does).
-fn substitute_list(mut v: Value, macros: &MacroList) -> Value {
-    for (name, value) in macros.iter().rev() {
-        v = substitute(v, &format!("${{{name}}}"), value);
-    }
-    v
+/// A macro ready to apply: `${name}`, its value as text, and its value.
+struct Slug<'a> {
+    slug: Cow<'a, str>,
+    text: Cow<'a, str>,
+    /// `None`: the value is the string `text`.
+    value: Option<Value>,
 }
 
-fn substitute(v: Value, slug: &str, value: &Value) -> Value {
+impl Slug<'_> {
+    fn value(&self) -> Value {
+        match &self.value {
+            Some(v) => v.clone(),
+            None => Value::String(self.text.to_string()),
+        }
+    }
+}
+
+/// `macros` in the order llama-swap applies them: last-declared first.
+fn slugs(macros: &[(String, Value)]) -> Vec<Slug<'static>> {
+    macros
+        .iter()
+        .rev()
+        .map(|(name, value)| Slug {
+            slug: Cow::Owned(format!("${{{name}}}")),
+            text: Cow::Owned(go_text(value)),
+            value: Some(value.clone()),
+        })
+        .collect()
+}
+
+/// Where `pat` (which starts with `$`) first occurs in `s`: like
+/// `s.find(pat)`, but only the `$` are searched for, so no searcher is set
+/// up for `pat` (the strings are short and most have no `$`).
+fn find_dollar(s: &str, pat: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = s.get(from..)?.find('$') {
+        let at = from + i;
+        if s.get(at..)?.starts_with(pat) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// `s` with every `slug` (which starts with `$`) replaced by `text`, as
+/// `str::replace` does (leftmost first, not overlapping); `None` when
+/// `slug` does not occur.
+fn replaced(s: &str, slug: &str, text: &str) -> Option<String> {
+    let mut at = find_dollar(s, slug)?;
+    let mut out = String::with_capacity(s.len() + text.len());
+    let mut done = 0;
+    loop {
+        out.push_str(s.get(done..at)?);
+        out.push_str(text);
+        done = at + slug.len();
+        match find_dollar(s.get(done..)?, slug) {
+            Some(i) => at = done + i,
+            None => break,
+        }
+    }
+    out.push_str(s.get(done..)?);
+    Some(out)
+}
+
+/// Apply the macros of `lists`, in order, to every string in `v`, in place.
+/// Each string goes through them all in turn (macro values are scalars, so
+/// this is the same as one pass over the tree per macro): a string that is
+/// exactly `${name}` takes the value (and its type); one that contains it
+/// gets the text.
+fn substitute(v: &mut Value, lists: &[&[Slug]]) {
     match v {
-        Value::String(s) if s == slug => value.clone(),
-        Value::String(s) if s.contains(slug) => Value::String(s.replace(slug, &go_text(value))),
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|i| substitute(i, slug, value))
-                .collect(),
-        ),
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, i)| (k, substitute(i, slug, value)))
-                .collect(),
-        ),
-        other => other,
+        Value::String(s) => {
+            // Every slug starts with `${`: a string without it never changes.
+            if !s.contains("${") {
+                return;
+            }
+            for m in lists.iter().flat_map(|l| l.iter()) {
+                match v {
+                    Value::String(s) if *s == m.slug => *v = m.value(),
+                    Value::String(s) => {
+                        if let Some(new) = replaced(s, &m.slug, &m.text) {
+                            *s = new;
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| substitute(i, lists)),
+        Value::Object(m) => m.values_mut().for_each(|i| substitute(i, lists)),
+        _ => {}
     }
 }
 
@@ -364,18 +457,23 @@ fn substitute(v: Value, slug: &str, value: &Value) -> Value {
 /// keys collide.
 fn substitute_param_keys(
     model: &mut Value,
-    macros: &MacroList,
+    lists: &[&[Slug]],
     id: &str,
     report: &mut Report,
 ) -> bool {
-    let Some(Value::Object(params)) = model.pointer_mut("/filters/setParamsByID") else {
+    let Some(Value::Object(params)) = model
+        .get_mut("filters")
+        .and_then(|f| f.get_mut("setParamsByID"))
+    else {
         return true;
     };
     let mut out = Map::new();
     for (k, v) in std::mem::take(params) {
         let mut nk = k.clone();
-        for (name, value) in macros.iter().rev() {
-            nk = nk.replace(&format!("${{{name}}}"), &go_text(value));
+        for m in lists.iter().flat_map(|l| l.iter()) {
+            if let Some(new) = replaced(&nk, &m.slug, &m.text) {
+                nk = new;
+            }
         }
         if out.contains_key(&nk) {
             report.error(&p(&["models", id, "filters", "setParamsByID"]), "set-params-by-id", format!("model {id} filters.setParamsByID: keys {k:?} and {nk:?} resolve to the same value"));
@@ -395,28 +493,46 @@ pub fn strip_comments(cmd: &str) -> String {
         .join("\n")
 }
 
-fn warn_env(v: &Value, path: &mut Vec<Seg>, report: &mut Report) {
+/// A path segment borrowed from the value being walked; turned into a
+/// [`Seg`] path only when a finding needs it.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn owned(path: &[Step]) -> Vec<Seg> {
+    path.iter()
+        .map(|s| match s {
+            Step::Key(k) => Seg::Key((*k).to_string()),
+            Step::Index(i) => Seg::Index(*i),
+        })
+        .collect()
+}
+
+fn warn_env<'a>(v: &'a Value, path: &mut Vec<Step<'a>>, report: &mut Report) {
     match v {
-        Value::String(s) => {
+        // `${env.` is in every match: most strings are skipped unscanned.
+        Value::String(s) if s.contains("${env.") => {
             let mut seen = Vec::new();
             for c in ENV_USE.captures_iter(s) {
                 let name = c[1].to_string();
                 if !seen.contains(&name) {
-                    report.warn(path, "env-macro", format!("${{env.{name}}} is read from llama-swap's environment on the host; swapcfg cannot check it (make sure {name} is set there)"));
+                    report.warn(&owned(path), "env-macro", format!("${{env.{name}}} is read from llama-swap's environment on the host; swapcfg cannot check it (make sure {name} is set there)"));
                     seen.push(name);
                 }
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                path.push(Seg::Index(i));
+                path.push(Step::Index(i));
                 warn_env(item, path, report);
                 path.pop();
             }
         }
         Value::Object(m) => {
             for (k, item) in m {
-                path.push(Seg::Key(k.clone()));
+                path.push(Step::Key(k));
                 warn_env(item, path, report);
                 path.pop();
             }
@@ -437,12 +553,13 @@ fn check_macro_uses(v: &Value, report: &mut Report) {
                 for (id, m) in models {
                     if let Value::Object(fields) = m {
                         for (field, fv) in fields {
-                            let mut path = p(&["models", id, field]);
+                            let mut path =
+                                vec![Step::Key("models"), Step::Key(id), Step::Key(field)];
                             find_macros(
                                 fv,
                                 &mut path,
                                 field == "cmdStop",
-                                &format!("{id}.{field}"),
+                                &|| format!("{id}.{field}"),
                                 report,
                             );
                         }
@@ -450,37 +567,74 @@ fn check_macro_uses(v: &Value, report: &mut Report) {
                 }
             }
         } else {
-            find_macros(value, &mut p(&[k]), false, k, report);
+            find_macros(value, &mut vec![Step::Key(k)], false, &|| k.clone(), report);
         }
     }
 }
 
-fn find_macros(v: &Value, path: &mut Vec<Seg>, allow_pid: bool, label: &str, report: &mut Report) {
+fn find_macros<'a>(
+    v: &'a Value,
+    path: &mut Vec<Step<'a>>,
+    allow_pid: bool,
+    label: &dyn Fn() -> String,
+    report: &mut Report,
+) {
     match v {
-        Value::String(s) => {
+        // `${` is in every match: most strings are skipped unscanned.
+        Value::String(s) if s.contains("${") => {
             for c in MACRO_USE.captures_iter(s) {
                 let name = &c[1];
                 if name == "PID" && allow_pid {
                     continue;
                 }
-                report.error(path, "unknown-macro", format!("unknown macro '${{{name}}}' found in {label}; declare it under `macros:` (top level or in the model)"));
+                report.error(&owned(path), "unknown-macro", format!("unknown macro '${{{name}}}' found in {}; declare it under `macros:` (top level or in the model)", label()));
                 return;
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                path.push(Seg::Index(i));
+                path.push(Step::Index(i));
                 find_macros(item, path, allow_pid, label, report);
                 path.pop();
             }
         }
         Value::Object(m) => {
             for (k, item) in m {
-                path.push(Seg::Key(k.clone()));
+                path.push(Step::Key(k));
                 find_macros(item, path, allow_pid, label, report);
                 path.pop();
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaced_is_str_replace() {
+        let slugs = ["${a}", "${ab}", "${PORT}", "$", "${a"];
+        let strings = [
+            "",
+            "${a}",
+            "x${a}y${a}z",
+            "${a}${a}",
+            "$${a}}",
+            "${ab}${a}",
+            "é${a}ü$",
+            "no macro",
+            "${PORT}:${PORT}",
+            "${a",
+            "$$$",
+        ];
+        for s in strings {
+            for slug in slugs {
+                let want = s.contains(slug).then(|| s.replace(slug, "<v>"));
+                assert_eq!(replaced(s, slug, "<v>"), want, "{s:?} {slug:?}");
+                assert_eq!(find_dollar(s, slug), s.find(slug), "{s:?} {slug:?}");
+            }
+        }
     }
 }

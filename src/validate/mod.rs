@@ -15,7 +15,6 @@ pub mod schema;
 pub mod semantic;
 pub mod yaml;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::{Map, Value};
@@ -94,71 +93,221 @@ pub fn display_path(segs: &[Seg]) -> String {
 }
 
 /// Where each value (and each mapping key) of the original document is.
+///
+/// A flat tree mirroring the document: the children of a collection are
+/// contiguous, and those of a mapping are sorted by key, so finding a path
+/// costs a binary search per segment and the whole index is a few dozen
+/// bytes per node (no path is stored).
 #[derive(Debug, Default, Clone)]
 pub struct Positions {
-    values: HashMap<Vec<Seg>, (usize, usize)>,
-    keys: HashMap<Vec<Seg>, (usize, usize)>,
+    /// Node 0 is the root; empty when the document was not a mapping.
+    nodes: Vec<PosNode>,
+    /// Mapping keys of all nodes, concatenated.
+    names: String,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum PosKind {
+    #[default]
+    Scalar,
+    Seq,
+    Map,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PosNode {
+    /// Key of this node in its parent mapping: `names[name_start..][..name_len]`.
+    name_start: u32,
+    name_len: u32,
+    line: u32,
+    column: u32,
+    /// Position of that key (0 when the parent is not a mapping).
+    key_line: u32,
+    key_column: u32,
+    /// Children: `nodes[first_child..][..count]`, where the low 30 bits of
+    /// `shape` are the count and the top 2 the kind (32 bytes a node).
+    first_child: u32,
+    shape: u32,
+}
+
+const COUNT_BITS: u32 = 30;
+
+impl PosNode {
+    fn set_shape(&mut self, kind: PosKind, count: u32) {
+        let kind = match kind {
+            PosKind::Scalar => 0,
+            PosKind::Seq => 1,
+            PosKind::Map => 2,
+        };
+        self.shape = (kind << COUNT_BITS) | count.min((1 << COUNT_BITS) - 1);
+    }
+
+    fn kind(&self) -> PosKind {
+        match self.shape >> COUNT_BITS {
+            1 => PosKind::Seq,
+            2 => PosKind::Map,
+            _ => PosKind::Scalar,
+        }
+    }
+
+    fn children(&self) -> usize {
+        (self.shape & ((1 << COUNT_BITS) - 1)) as usize
+    }
+}
+
+/// Positions and counts are small (a 16 MiB file, at most
+/// `yaml::MAX_NODES` nodes). Past 4 GiB of keys (only aliases repeating a
+/// huge key could do that) names read as empty and such findings point at
+/// the parent.
+fn small(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The key of `n` (empty if it did not fit in `u32` offsets).
+fn name_of<'a>(names: &'a str, n: &PosNode) -> &'a str {
+    let start = n.name_start as usize;
+    names.get(start..start + n.name_len as usize).unwrap_or("")
+}
+
+/// Values in the tree (mapping keys are not counted).
+fn count(node: &yaml::Node) -> usize {
+    1 + match &node.kind {
+        yaml::Kind::Seq(items) => items.iter().map(count).sum(),
+        yaml::Kind::Map(entries) => entries.iter().map(|(_, v)| count(v)).sum(),
+        _ => 0,
+    }
 }
 
 impl Positions {
+    fn name(&self, n: &PosNode) -> &str {
+        name_of(&self.names, n)
+    }
+
+    /// The node at `path`, or its deepest existing ancestor; and whether
+    /// the whole path was found.
+    fn find(&self, path: &[Seg]) -> Option<(&PosNode, bool)> {
+        let mut cur = self.nodes.first()?;
+        for seg in path {
+            let first = cur.first_child as usize;
+            let children = self.nodes.get(first..first + cur.children()).unwrap_or(&[]);
+            let next = match (cur.kind(), seg) {
+                (PosKind::Seq, Seg::Index(i)) => children.get(*i),
+                (PosKind::Map, Seg::Key(k)) => children
+                    .binary_search_by(|c| self.name(c).cmp(k.as_str()))
+                    .ok()
+                    .and_then(|i| children.get(i)),
+                _ => None,
+            };
+            match next {
+                Some(n) => cur = n,
+                None => return Some((cur, false)),
+            }
+        }
+        Some((cur, true))
+    }
+
     /// Position of the value at `path`, or of its nearest ancestor.
     pub fn value(&self, path: &[Seg]) -> (usize, usize) {
-        let mut p = path.to_vec();
-        loop {
-            if let Some(pos) = self.values.get(&p) {
-                return *pos;
-            }
-            if p.pop().is_none() {
-                return (1, 1);
-            }
+        match self.find(path) {
+            Some((n, _)) => (n.line as usize, n.column as usize),
+            None => (1, 1),
         }
     }
 
     /// Position of the key naming `path` (falls back to the value).
     pub fn key(&self, path: &[Seg]) -> (usize, usize) {
-        self.keys
-            .get(path)
-            .copied()
-            .unwrap_or_else(|| self.value(path))
+        match (self.find(path), path.last()) {
+            (Some((n, true)), Some(Seg::Key(_))) => (n.key_line as usize, n.key_column as usize),
+            _ => self.value(path),
+        }
     }
 }
 
-/// Convert the positioned tree to JSON, recording positions.
-pub fn to_json(node: &yaml::Node, path: &mut Vec<Seg>, pos: &mut Positions) -> Value {
-    pos.values.insert(path.clone(), (node.line, node.column));
-    match &node.kind {
+/// Convert the positioned tree to JSON, recording positions. Consumes the
+/// tree: its strings move into the JSON value.
+pub fn to_json(node: yaml::Node, pos: &mut Positions) -> Value {
+    pos.nodes.clear();
+    pos.names.clear();
+    pos.nodes.reserve_exact(count(&node));
+    pos.nodes.push(PosNode::default());
+    let value = build(node, 0, pos);
+    pos.names.shrink_to_fit();
+    value
+}
+
+/// Fill `pos.nodes[slot]` (all but the key) and convert `node`.
+fn build(node: yaml::Node, slot: usize, pos: &mut Positions) -> Value {
+    let (line, column) = (small(node.line), small(node.column));
+    let (kind, children) = match &node.kind {
+        yaml::Kind::Seq(items) => (PosKind::Seq, items.len()),
+        yaml::Kind::Map(entries) => (PosKind::Map, entries.len()),
+        _ => (PosKind::Scalar, 0),
+    };
+    let first = pos.nodes.len();
+    pos.nodes.resize(first + children, PosNode::default());
+    if let Some(n) = pos.nodes.get_mut(slot) {
+        n.line = line;
+        n.column = column;
+        n.first_child = small(first);
+        n.set_shape(kind, small(children));
+    }
+    match node.kind {
         yaml::Kind::Null => Value::Null,
-        yaml::Kind::Bool(b) => Value::Bool(*b),
-        yaml::Kind::Int(i) => Value::from(*i),
-        yaml::Kind::Float(f) => serde_json::Number::from_f64(*f)
+        yaml::Kind::Bool(b) => Value::Bool(b),
+        yaml::Kind::Int(i) => Value::from(i),
+        yaml::Kind::Float(f) => serde_json::Number::from_f64(f)
             .map(Value::Number)
             .unwrap_or(Value::Null),
-        yaml::Kind::Str(s) => Value::String(s.clone()),
+        yaml::Kind::Str(s) => Value::String(s),
         yaml::Kind::Seq(items) => Value::Array(
             items
-                .iter()
+                .into_iter()
                 .enumerate()
-                .map(|(i, n)| {
-                    path.push(Seg::Index(i));
-                    let v = to_json(n, path, pos);
-                    path.pop();
-                    v
-                })
+                .map(|(i, n)| build(n, first + i, pos))
                 .collect(),
         ),
         yaml::Kind::Map(entries) => {
-            let mut m = Map::new();
-            for (k, v) in entries {
-                let key = k.key_text();
-                path.push(Seg::Key(key.clone()));
-                pos.keys.insert(path.clone(), (k.line, k.column));
-                let value = to_json(v, path, pos);
-                path.pop();
+            // Exact for large mappings (`models:`); small ones grow as usual.
+            let mut m = if children > 8 {
+                Map::with_capacity(children)
+            } else {
+                Map::new()
+            };
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                let (key_line, key_column) = (small(k.line), small(k.column));
+                let key = k.into_key_text();
+                if let Some(n) = pos.nodes.get_mut(first + i) {
+                    n.name_start = small(pos.names.len());
+                    n.name_len = small(key.len());
+                    n.key_line = key_line;
+                    n.key_column = key_column;
+                }
+                pos.names.push_str(&key);
+                let value = build(v, first + i, pos);
                 m.insert(key, value);
+            }
+            // Keys are unique (the YAML layer rejects duplicates).
+            let Positions { nodes, names } = pos;
+            if let Some(block) = nodes.get_mut(first..first + children) {
+                block.sort_unstable_by(|a, b| name_of(names, a).cmp(name_of(names, b)));
             }
             Value::Object(m)
         }
     }
+}
+
+/// `m.get(key)`, scanning small mappings (cheaper than hashing the key).
+pub(crate) fn field_of<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if m.len() <= 8 {
+        m.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    } else {
+        m.get(key)
+    }
+}
+
+/// `v.get(key)` (`None` unless `v` is a mapping), via [`field_of`].
+pub(crate) fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.as_object().and_then(|m| field_of(m, key))
 }
 
 /// Collects findings with positions resolved.
@@ -287,7 +436,7 @@ impl Validator {
         let mut pos = Positions::default();
         let raw = match &root.kind {
             yaml::Kind::Null => Value::Object(Map::new()),
-            yaml::Kind::Map(_) => to_json(&root, &mut Vec::new(), &mut pos),
+            yaml::Kind::Map(_) => to_json(root, &mut pos),
             _ => {
                 report.findings.push(Finding {
                     file: None,
@@ -309,7 +458,7 @@ impl Validator {
             findings: Vec::new(),
         };
         semantic::unknown_keys(&raw, &mut report);
-        let Some(expanded) = expand::expand(&raw, &mut report) else {
+        let Some(expanded) = expand::expand(raw, &mut report) else {
             return Outcome {
                 findings: report.findings,
                 listed_models: Vec::new(),
@@ -325,5 +474,78 @@ impl Validator {
             findings,
             listed_models,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Every path of the tree with its value and key positions, the plain
+    /// way: a map keyed by the whole path.
+    fn reference(
+        node: &yaml::Node,
+        path: &mut Vec<Seg>,
+        values: &mut HashMap<Vec<Seg>, (usize, usize)>,
+        keys: &mut HashMap<Vec<Seg>, (usize, usize)>,
+    ) {
+        values.insert(path.clone(), (node.line, node.column));
+        match &node.kind {
+            yaml::Kind::Seq(items) => {
+                for (i, n) in items.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    reference(n, path, values, keys);
+                    path.pop();
+                }
+            }
+            yaml::Kind::Map(entries) => {
+                for (k, v) in entries {
+                    path.push(Seg::Key(k.key_text()));
+                    keys.insert(path.clone(), (k.line, k.column));
+                    reference(v, path, values, keys);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn positions_match_a_map_of_whole_paths() {
+        let src = "zeta: 1\nalpha:\n  - {b: 2, a: [x, {k: v}]}\n  - plain\n\"\": empty\n7: seven\nbase: &b {ttl: 5, cmd: x}\nmodels:\n  m:\n    <<: *b\n    ttl: 9\n  \"é\": {cmd: y}\n  n: *b\n";
+        let root = yaml::parse(src).unwrap_or_else(|e| panic!("{e:?}"));
+        let (mut values, mut keys) = (HashMap::new(), HashMap::new());
+        reference(&root, &mut Vec::new(), &mut values, &mut keys);
+        let mut pos = Positions::default();
+        to_json(root, &mut pos);
+
+        // Every stored path, plus paths below, beside and past them.
+        let mut queries: Vec<Vec<Seg>> = values.keys().cloned().collect();
+        for path in values.keys() {
+            for extra in [
+                Seg::Key("nope".into()),
+                Seg::Key("0".into()),
+                Seg::Index(0),
+                Seg::Index(9),
+            ] {
+                let mut q = path.clone();
+                q.push(extra.clone());
+                queries.push(q.clone());
+                q.push(Seg::Key("ttl".into()));
+                queries.push(q);
+            }
+        }
+        for q in &queries {
+            let want_value = (0..=q.len())
+                .rev()
+                .find_map(|n| values.get(&q[..n]).copied())
+                .unwrap_or((1, 1));
+            let want_key = keys.get(q).copied().unwrap_or(want_value);
+            assert_eq!(pos.value(q), want_value, "value of {}", display_path(q));
+            assert_eq!(pos.key(q), want_key, "key of {}", display_path(q));
+        }
+        assert_eq!(Positions::default().value(&p(&["a"])), (1, 1));
     }
 }

@@ -17,21 +17,19 @@ use std::ops::ControlFlow;
 use serde_json::Value;
 
 use super::expand::{MODEL_KEYS, TOP_LEVEL_KEYS};
-use super::{p, Report, Seg};
+use super::{get, p, Report, Seg};
 
 fn obj(v: Option<&Value>) -> Option<&serde_json::Map<String, Value>> {
     v.and_then(Value::as_object)
 }
 
-fn strs(v: Option<&Value>) -> Vec<(usize, String)> {
+/// The strings of a list, with their indexes (other items skipped).
+fn strs(v: Option<&Value>) -> impl Iterator<Item = (usize, &str)> {
     v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .enumerate()
-                .filter_map(|(i, x)| x.as_str().map(|s| (i, s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, x)| x.as_str().map(|s| (i, s)))
 }
 
 fn int(v: Option<&Value>) -> Option<i64> {
@@ -49,7 +47,7 @@ pub fn listed_models(cfg: &Value) -> Vec<String> {
     let mut ids: Vec<String> = obj(cfg.get("models"))
         .map(|m| {
             m.iter()
-                .filter(|(_, v)| !v.get("unlisted").and_then(Value::as_bool).unwrap_or(false))
+                .filter(|(_, v)| !get(v, "unlisted").and_then(Value::as_bool).unwrap_or(false))
                 .map(|(k, _)| k.clone())
                 .collect()
         })
@@ -58,25 +56,49 @@ pub fn listed_models(cfg: &Value) -> Vec<String> {
     ids
 }
 
-/// Levenshtein distance, for "did you mean" hints.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
+/// Buffers for [`distance`], reused across calls.
+#[derive(Default)]
+struct Rows {
+    b: Vec<char>,
+    prev: Vec<usize>,
+    cur: Vec<usize>,
+}
+
+/// Levenshtein distance between `a` and `rows.b`, for "did you mean" hints.
+fn distance(a: &[char], rows: &mut Rows) -> usize {
+    let Rows { b, prev, cur } = rows;
+    prev.clear();
+    prev.extend(0..=b.len());
+    cur.clear();
+    cur.resize(b.len() + 1, 0);
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
         }
-        prev = cur;
+        std::mem::swap(prev, cur);
     }
     prev[b.len()]
 }
 
+/// ` (did you mean `k`?)` for the closest known key within 2 edits,
+/// ignoring case.
 fn suggestion(key: &str, known: &[&str]) -> String {
+    let key: Vec<char> = key.to_lowercase().chars().collect();
+    let mut rows = Rows::default();
     known
         .iter()
-        .map(|k| (distance(&key.to_lowercase(), &k.to_lowercase()), k))
+        .map(|k| {
+            rows.b.clear();
+            if k.is_ascii() {
+                rows.b
+                    .extend(k.bytes().map(|c| char::from(c.to_ascii_lowercase())));
+            } else {
+                rows.b.extend(k.to_lowercase().chars());
+            }
+            (distance(&key, &mut rows), k)
+        })
         .filter(|(d, _)| *d <= 2)
         .min()
         .map(|(_, k)| format!(" (did you mean `{k}`?)"))
@@ -120,7 +142,8 @@ pub fn unknown_keys(raw: &Value, report: &mut Report) {
 
 /// Go's `url.Parse` failures that matter in practice.
 fn url_error(u: &str) -> Option<String> {
-    if u.chars().any(|c| c.is_ascii_control()) {
+    // Non-ASCII characters never encode to ASCII bytes.
+    if u.bytes().any(|b| b.is_ascii_control()) {
         return Some("contains a control character".into());
     }
     if u.starts_with(':') {
@@ -189,7 +212,8 @@ fn go_duration(v: &Value) -> Option<f64> {
 /// routing error stops the checks, as it stops the loader.
 pub fn check(cfg: &Value, r: &mut Report) {
     let Some(top) = cfg.as_object() else { return };
-    let models = obj(top.get("models")).cloned().unwrap_or_default();
+    let empty = serde_json::Map::new();
+    let models = obj(top.get("models")).unwrap_or(&empty);
     if models.is_empty() {
         // llama-swap starts with such a file and serves nothing.
         let at = if top.contains_key("models") {
@@ -204,10 +228,10 @@ pub fn check(cfg: &Value, r: &mut Report) {
         );
     }
     check_settings(top, r);
-    let mut aliases = check_aliases(&models, r);
-    check_models(&models, &mut aliases, r);
+    let mut aliases = check_aliases(models, r);
+    check_models(models, &mut aliases, r);
     let names = Names {
-        models: &models,
+        models,
         aliases: &aliases,
     };
     if check_routing(top, &names, r).is_break() {
@@ -217,17 +241,20 @@ pub fn check(cfg: &Value, r: &mut Report) {
     check_hooks(top, &names, r);
     check_api_keys(top, r);
     let peer_models = check_peers(top, r);
-    let selectors = obj(top.get("selectors")).cloned().unwrap_or_default();
-    check_selectors(&selectors, &names, &peer_models, r);
-    check_profiles(top, &names, &peer_models, &selectors, r);
+    let selectors = obj(top.get("selectors")).unwrap_or(&empty);
+    check_selectors(selectors, &names, &peer_models, r);
+    check_profiles(top, &names, &peer_models, selectors, r);
 }
 
 /// What a model reference may name: a model id or an alias (including the
 /// `filters.setParamsByID` keys, which the loader registers as aliases).
 struct Names<'a> {
     models: &'a serde_json::Map<String, Value>,
-    aliases: &'a HashMap<String, String>,
+    aliases: &'a Aliases<'a>,
 }
+
+/// Alias -> the model id owning it.
+type Aliases<'a> = HashMap<&'a str, &'a str>;
 
 impl Names<'_> {
     fn resolves(&self, name: &str) -> bool {
@@ -285,7 +312,7 @@ fn check_settings(top: &serde_json::Map<String, Value>, r: &mut Report) {
         r.warn(&p(&["store", "path"]), "store-path", format!("store.path {path:?} must be a writable directory on the host; swapcfg cannot check that locally"));
     }
     for (i, pat) in strs(top.get("upstream").and_then(|u| u.get("ignorePaths"))) {
-        if regex::Regex::new(&pat).is_err() {
+        if regex::Regex::new(pat).is_err() {
             r.error(
                 &with(&p(&["upstream", "ignorePaths"]), Seg::Index(i)),
                 "upstream-ignore-path",
@@ -306,14 +333,11 @@ fn check_settings(top: &serde_json::Map<String, Value>, r: &mut Report) {
 
 /// `duplicate-alias`: in document order, the second use of an alias is the
 /// error. Returns alias -> owning model id.
-fn check_aliases(
-    models: &serde_json::Map<String, Value>,
-    r: &mut Report,
-) -> HashMap<String, String> {
-    let mut aliases: HashMap<String, String> = HashMap::new();
+fn check_aliases<'a>(models: &'a serde_json::Map<String, Value>, r: &mut Report) -> Aliases<'a> {
+    let mut aliases = Aliases::new();
     for (id, m) in models {
-        for (i, a) in strs(m.get("aliases")) {
-            if let Some(owner) = aliases.get(&a) {
+        for (i, a) in strs(get(m, "aliases")) {
+            if let Some(owner) = aliases.get(a) {
                 r.error(
                     &with(&p(&["models", id, "aliases"]), Seg::Index(i)),
                     "duplicate-alias",
@@ -322,7 +346,7 @@ fn check_aliases(
                     ),
                 );
             } else {
-                aliases.insert(a, id.clone());
+                aliases.insert(a, id);
             }
         }
     }
@@ -331,38 +355,43 @@ fn check_aliases(
 
 /// Each model's own fields, in sorted model-id order (the loader's).
 /// `filters.setParamsByID` keys are registered in `aliases`.
-fn check_models(
-    models: &serde_json::Map<String, Value>,
-    aliases: &mut HashMap<String, String>,
+fn check_models<'a>(
+    models: &'a serde_json::Map<String, Value>,
+    aliases: &mut Aliases<'a>,
     r: &mut Report,
 ) {
-    let mut ids: Vec<&String> = models.keys().collect();
-    ids.sort();
-    for id in ids {
-        let m = &models[id];
-        let mp = p(&["models", id]);
-        check_model_timeouts(id, m, &mp, r);
-        check_capabilities(id, m, &mp, r);
-        check_set_params_by_id(id, m, &mp, models, aliases, r);
-        check_model_proxy(id, m, &mp, r);
-        check_model_cmd(id, m, &mp, r);
+    let mut sorted: Vec<(&String, &Value)> = models.iter().collect();
+    sorted.sort_by_key(|(id, _)| *id);
+    for (id, m) in sorted {
+        check_model_timeouts(id, m, r);
+        check_capabilities(id, m, r);
+        check_set_params_by_id(id, m, models, aliases, r);
+        check_model_proxy(id, m, r);
+        check_model_cmd(id, m, r);
     }
 }
 
+/// `$.models[id]` followed by `rest`.
+fn model_path(id: &str, rest: &[&str]) -> Vec<Seg> {
+    let mut path = p(&["models", id]);
+    path.extend(rest.iter().map(|k| Seg::Key(k.to_string())));
+    path
+}
+
 /// `model-ttl`, `model-unload-timeout`.
-fn check_model_timeouts(id: &str, m: &Value, mp: &[Seg], r: &mut Report) {
-    if int(m.get("ttl")).is_some_and(|t| t < -1) {
+fn check_model_timeouts(id: &str, m: &Value, r: &mut Report) {
+    if int(get(m, "ttl")).is_some_and(|t| t < -1) {
         r.error(
-            &with(mp, Seg::Key("ttl".into())),
+            &model_path(id, &["ttl"]),
             "model-ttl",
             format!(
                 "model {id}: invalid TTL value (use 0 for never, -1 for globalTTL, or seconds)"
             ),
         );
     }
-    if int(m.get("unloadTimeout")).is_some_and(|t| t < 0) {
+    if int(get(m, "unloadTimeout")).is_some_and(|t| t < 0) {
         r.error(
-            &with(mp, Seg::Key("unloadTimeout".into())),
+            &model_path(id, &["unloadTimeout"]),
             "model-unload-timeout",
             format!("model {id}: invalid unloadTimeout value"),
         );
@@ -370,20 +399,20 @@ fn check_model_timeouts(id: &str, m: &Value, mp: &[Seg], r: &mut Report) {
 }
 
 /// `capabilities`: modalities and context.
-fn check_capabilities(id: &str, m: &Value, mp: &[Seg], r: &mut Report) {
-    let Some(caps) = m.get("capabilities") else {
+fn check_capabilities(id: &str, m: &Value, r: &mut Report) {
+    let Some(caps) = get(m, "capabilities") else {
         return;
     };
     for dir in ["in", "out"] {
         for (i, modality) in strs(caps.get(dir)) {
-            if !matches!(modality.as_str(), "text" | "audio" | "image") {
-                r.error(&[mp.to_vec(), p(&["capabilities", dir]), vec![Seg::Index(i)]].concat(), "capabilities", format!("model {id}: capabilities.{dir}: invalid modality {modality:?}, must be one of: text, audio, image"));
+            if !matches!(modality, "text" | "audio" | "image") {
+                r.error(&with(&model_path(id, &["capabilities", dir]), Seg::Index(i)), "capabilities", format!("model {id}: capabilities.{dir}: invalid modality {modality:?}, must be one of: text, audio, image"));
             }
         }
     }
     if int(caps.get("context")).is_some_and(|c| c < 0) {
         r.error(
-            &[mp.to_vec(), p(&["capabilities", "context"])].concat(),
+            &model_path(id, &["capabilities", "context"]),
             "capabilities",
             format!("model {id}: capabilities.context: must be >= 0"),
         );
@@ -392,40 +421,39 @@ fn check_capabilities(id: &str, m: &Value, mp: &[Seg], r: &mut Report) {
 
 /// `set-params-by-id`: keys may not name another model or another model's
 /// alias; the others become aliases of this model.
-fn check_set_params_by_id(
-    id: &str,
-    m: &Value,
-    mp: &[Seg],
+fn check_set_params_by_id<'a>(
+    id: &'a str,
+    m: &'a Value,
     models: &serde_json::Map<String, Value>,
-    aliases: &mut HashMap<String, String>,
+    aliases: &mut Aliases<'a>,
     r: &mut Report,
 ) {
-    let Some(keys) = obj(m.get("filters").and_then(|f| f.get("setParamsByID"))) else {
+    let Some(keys) = obj(get(m, "filters").and_then(|f| f.get("setParamsByID"))) else {
         return;
     };
     for key in keys.keys() {
         if key.as_str() == id {
             continue;
         }
-        let at = [mp.to_vec(), p(&["filters", "setParamsByID", key])].concat();
+        let at = || model_path(id, &["filters", "setParamsByID", key]);
         if models.contains_key(key) {
-            r.error_at_key(&at, "set-params-by-id", format!("model {id} filters.setParamsByID: key '{key}' conflicts with an existing model ID"));
-        } else if let Some(owner) = aliases.get(key) {
-            if owner.as_str() != id {
-                r.error_at_key(&at, "set-params-by-id", format!("duplicate alias '{key}' in model {id} filters.setParamsByID, already used by model {owner}"));
+            r.error_at_key(&at(), "set-params-by-id", format!("model {id} filters.setParamsByID: key '{key}' conflicts with an existing model ID"));
+        } else if let Some(owner) = aliases.get(key.as_str()) {
+            if *owner != id {
+                r.error_at_key(&at(), "set-params-by-id", format!("duplicate alias '{key}' in model {id} filters.setParamsByID, already used by model {owner}"));
             }
         } else {
-            aliases.insert(key.clone(), id.to_string());
+            aliases.insert(key, id);
         }
     }
 }
 
 /// `proxy-url`.
-fn check_model_proxy(id: &str, m: &Value, mp: &[Seg], r: &mut Report) {
-    if let Some(proxy) = m.get("proxy").and_then(Value::as_str) {
+fn check_model_proxy(id: &str, m: &Value, r: &mut Report) {
+    if let Some(proxy) = get(m, "proxy").and_then(Value::as_str) {
         if let Some(why) = url_error(proxy) {
             r.error(
-                &with(mp, Seg::Key("proxy".into())),
+                &model_path(id, &["proxy"]),
                 "proxy-url",
                 format!("model {id}: invalid proxy URL {proxy:?}: {why}"),
             );
@@ -434,13 +462,13 @@ fn check_model_proxy(id: &str, m: &Value, mp: &[Seg], r: &mut Report) {
 }
 
 /// `empty-cmd` (warning).
-fn check_model_cmd(id: &str, m: &Value, mp: &[Seg], r: &mut Report) {
-    if m.get("cmd")
+fn check_model_cmd(id: &str, m: &Value, r: &mut Report) {
+    if get(m, "cmd")
         .and_then(Value::as_str)
         .is_none_or(|c| c.trim().is_empty())
     {
         r.warn(
-            mp,
+            &model_path(id, &[]),
             "empty-cmd",
             format!(
                 "model {id} has no cmd; llama-swap loads the config but cannot start this model"
@@ -514,7 +542,8 @@ fn check_routing(
             }
         }
     };
-    let groups = obj(groups).cloned().unwrap_or_default();
+    let empty = serde_json::Map::new();
+    let groups = obj(groups).unwrap_or(&empty);
     if matrix.is_some() && !groups.is_empty() {
         r.error(
             &groups_path,
@@ -524,7 +553,7 @@ fn check_routing(
     } else if let Some(mx) = matrix {
         check_matrix(mx, &matrix_path, names.models, r);
     } else {
-        check_groups(&groups, &groups_path, names.models, r);
+        check_groups(groups, &groups_path, names.models, r);
     }
     ControlFlow::Continue(())
 }
@@ -537,36 +566,42 @@ fn check_groups(
     models: &serde_json::Map<String, Value>,
     r: &mut Report,
 ) {
-    let mut used: HashMap<String, String> = HashMap::new();
-    for (gid, g) in groups {
-        let mut seen = HashSet::new();
+    let gids: Vec<&String> = groups.keys().collect();
+    // Member -> index of the group it is in (sized once: one entry a member).
+    let members = groups
+        .values()
+        .filter_map(|g| g.get("members").and_then(Value::as_array))
+        .map(Vec::len)
+        .sum();
+    let mut used: HashMap<&str, usize> = HashMap::with_capacity(members);
+    for (n, (gid, g)) in groups.iter().enumerate() {
+        // Members already seen in this group are those `used` gives to it,
+        // plus those reported as in another group.
+        let mut reused = HashSet::new();
         for (i, member) in strs(g.get("members")) {
-            let at = [
-                groups_path.to_vec(),
-                p(&[gid, "members"]),
-                vec![Seg::Index(i)],
-            ]
-            .concat();
-            if !seen.insert(member.clone()) {
+            let at = || [groups_path, &p(&[gid, "members"]), &[Seg::Index(i)]].concat();
+            let owner = used.get(member).copied();
+            if owner == Some(n) || reused.contains(member) {
                 r.error(
-                    &at,
+                    &at(),
                     "group-duplicate-member",
                     format!("duplicate model member {member} found in group: {gid}"),
                 );
                 continue;
             }
-            if let Some(other) = used.get(&member) {
+            if let Some(other) = owner.and_then(|o| gids.get(o)) {
                 r.error(
-                    &at,
+                    &at(),
                     "group-member-reused",
                     format!("model member {member} is used in multiple groups: {other} and {gid}"),
                 );
+                reused.insert(member);
                 continue;
             }
-            used.insert(member.clone(), gid.clone());
-            if !models.contains_key(&member) {
+            used.insert(member, n);
+            if !models.contains_key(member) {
                 r.warn(
-                    &at,
+                    &at(),
                     "group-member-unknown",
                     format!("group {gid} member {member:?} names no model (llama-swap ignores it)"),
                 );
@@ -644,9 +679,11 @@ fn check_api_keys(top: &serde_json::Map<String, Value>, r: &mut Report) {
 
 /// `peer`. Returns the model names peers serve (`m` and `peer/m`).
 fn check_peers(top: &serde_json::Map<String, Value>, r: &mut Report) -> HashSet<String> {
-    let peers = obj(top.get("peers")).cloned().unwrap_or_default();
+    let Some(peers) = obj(top.get("peers")) else {
+        return HashSet::new();
+    };
     let mut peer_models: HashSet<String> = HashSet::new();
-    for (pid, peer) in &peers {
+    for (pid, peer) in peers {
         let pp = p(&["peers", pid]);
         match peer.get("proxy").and_then(Value::as_str) {
             None | Some("") => r.error(&pp, "peer", format!("peers.{pid}: proxy is required")),
@@ -660,7 +697,7 @@ fn check_peers(top: &serde_json::Map<String, Value>, r: &mut Report) -> HashSet<
                 }
             }
         }
-        let pm = strs(peer.get("models"));
+        let pm: Vec<(usize, &str)> = strs(peer.get("models")).collect();
         if pm.is_empty() {
             r.error(
                 &pp,
@@ -669,7 +706,7 @@ fn check_peers(top: &serde_json::Map<String, Value>, r: &mut Report) -> HashSet<
             );
         }
         for (_, m) in pm {
-            peer_models.insert(m.clone());
+            peer_models.insert(m.to_string());
             peer_models.insert(format!("{pid}/{m}"));
         }
     }
@@ -700,7 +737,7 @@ fn check_selectors(
             "warm" | "pin" | "spillover" => {}
             other => r.error(&with(&sp, Seg::Key("strategy".into())), "selector", format!("selectors.{sid}.strategy: unknown strategy {other:?} (valid: warm, pin, spillover)")),
         }
-        let targets = strs(s.get("targets"));
+        let targets: Vec<(usize, &str)> = strs(s.get("targets")).collect();
         if targets.is_empty() {
             r.error(
                 &sp,
@@ -710,9 +747,9 @@ fn check_selectors(
         }
         for (i, t) in targets {
             let at = [sp.clone(), p(&["targets"]), vec![Seg::Index(i)]].concat();
-            if selectors.contains_key(&t) {
+            if selectors.contains_key(t) {
                 r.error(&at, "selector", format!("selectors.{sid}.targets[{i}] references selector {t:?}; selector chaining is not supported"));
-            } else if !names.resolves(&t) && !peer_models.contains(&t) {
+            } else if !names.resolves(t) && !peer_models.contains(t) {
                 r.error(
                     &at,
                     "selector",
@@ -786,7 +823,8 @@ fn check_matrix(mx: &Value, mp: &[Seg], models: &serde_json::Map<String, Value>,
         })
         .unwrap_or_default();
     let known = |ident: &str| vars.contains_key(ident) || models.contains_key(ident);
-    let sets = obj(mx.get("sets")).cloned().unwrap_or_default();
+    let empty = serde_json::Map::new();
+    let sets = obj(mx.get("sets")).unwrap_or(&empty);
     if sets.is_empty() {
         r.error(mp, "matrix", "matrix: matrix must define at least one set");
         return;
@@ -826,7 +864,7 @@ fn check_matrix(mx: &Value, mp: &[Seg], models: &serde_json::Map<String, Value>,
         }
     }
     // The set DSL is approximated: every identifier must be a var or a model.
-    for (name, dsl) in &sets {
+    for (name, dsl) in sets {
         let Some(dsl) = dsl.as_str() else { continue };
         for ident in dsl.split(|c: char| {
             !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/'))

@@ -9,6 +9,10 @@
 //! alias expansion ("billion laughs" stops early), nesting at most
 //! [`MAX_DEPTH`], exactly one document. Never panics on any input.
 
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
 /// Largest number of nodes a document may expand to (aliases included).
@@ -54,13 +58,26 @@ impl Node {
 
     /// The key text of a scalar node (how Go would spell a map key).
     pub fn key_text(&self) -> String {
+        self.key_cow().into_owned()
+    }
+
+    /// [`Node::key_text`] without copying a string key.
+    fn key_cow(&self) -> Cow<'_, str> {
         match &self.kind {
-            Kind::Str(s) => s.clone(),
-            Kind::Int(i) => i.to_string(),
-            Kind::Float(f) => f.to_string(),
-            Kind::Bool(b) => b.to_string(),
-            Kind::Null => String::new(),
-            Kind::Seq(_) | Kind::Map(_) => String::from("<collection>"),
+            Kind::Str(s) => Cow::Borrowed(s),
+            Kind::Int(i) => Cow::Owned(i.to_string()),
+            Kind::Float(f) => Cow::Owned(f.to_string()),
+            Kind::Bool(b) => Cow::Owned(b.to_string()),
+            Kind::Null => Cow::Borrowed(""),
+            Kind::Seq(_) | Kind::Map(_) => Cow::Borrowed("<collection>"),
+        }
+    }
+
+    /// [`Node::key_text`], moving a string key out of the node.
+    pub(crate) fn into_key_text(self) -> String {
+        match self.kind {
+            Kind::Str(s) => s,
+            _ => self.key_text(),
         }
     }
 
@@ -69,7 +86,7 @@ impl Node {
         match &self.kind {
             Kind::Map(entries) => entries
                 .iter()
-                .find(|(k, _)| k.key_text() == key)
+                .find(|(k, _)| k.key_cow() == key)
                 .map(|(_, v)| v),
             _ => None,
         }
@@ -114,7 +131,7 @@ pub fn parse(src: &str) -> Result<Node, YamlError> {
     let end = end_of(src);
     let mut parser = Parser::new_from_str(src);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: std::collections::HashMap<usize, Node> = std::collections::HashMap::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut nodes = 0usize;
     let mut documents = 0usize;
     let mut root: Option<Node> = None;
@@ -212,9 +229,12 @@ pub fn parse(src: &str) -> Result<Node, YamlError> {
                     .as_ref()
                     .is_some_and(|t| t.suffix == "str" || t.suffix.ends_with(":str"));
                 let kind = if style != ScalarStyle::Plain || explicit_str {
-                    Kind::Str(value.into_owned())
+                    Kind::Str(exact(value))
                 } else {
-                    resolve_plain(&value)
+                    match resolve_typed(&value) {
+                        Some(kind) => kind,
+                        None => Kind::Str(exact(value)),
+                    }
                 };
                 let n = Node::new(kind, line, col);
                 if anchor > 0 {
@@ -285,6 +305,14 @@ fn within(end: (usize, usize), line: usize, col: usize) -> (usize, usize) {
     }
 }
 
+/// A copy of the parser's string in an allocation of its size: the scan
+/// buffer has spare capacity, and freeing it lets the next scalar reuse it
+/// (keeping it, or shrinking it in place, fragments the heap: the tree
+/// keeps every string until validation ends).
+fn exact(value: Cow<'_, str>) -> String {
+    String::from(value.as_ref())
+}
+
 fn syntax(line: usize, column: usize, message: &str) -> YamlError {
     YamlError {
         line,
@@ -338,13 +366,25 @@ fn tab_indentation(src: &str) -> Option<(usize, usize)> {
 
 /// Apply `<<` merge keys and reject duplicate explicit keys (yaml.v3
 /// semantics: explicit keys win over merged ones; among merged mappings the
-/// first one listed wins).
+/// first one listed wins). Linear: keys are looked up in hash maps.
 fn finish_mapping(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlError> {
+    if entries.len() <= SMALL_MAPPING && !entries.iter().any(|(k, _)| is_merge_key(k)) {
+        // The common case, without allocating: compare with the keys before.
+        for (j, (k, _)) in entries.iter().enumerate() {
+            let t = k.key_cow();
+            if let Some((prev, _)) = entries[..j].iter().find(|(p, _)| p.key_cow() == t) {
+                return Err(duplicate_key(k, &t, prev.line));
+            }
+        }
+        return Ok(entries);
+    }
+    // Key text -> line of its explicit definition.
+    let mut explicit_keys: HashMap<String, usize> = HashMap::with_capacity(entries.len());
     let mut explicit: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
+    let mut merged_keys: HashSet<String> = HashSet::new();
     let mut merged: Vec<(Node, Node)> = Vec::new();
     for (k, v) in entries {
-        let is_merge = matches!(&k.kind, Kind::Str(s) if s == "<<");
-        if is_merge {
+        if is_merge_key(&k) {
             let sources: Vec<Node> = match v.kind {
                 Kind::Map(_) => vec![v],
                 Kind::Seq(items) => items,
@@ -367,50 +407,66 @@ fn finish_mapping(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlE
                     });
                 };
                 for (mk, mv) in src_entries {
-                    let t = mk.key_text();
-                    if !merged.iter().any(|(k, _)| k.key_text() == t) {
+                    if merged_keys.insert(mk.key_text()) {
                         merged.push((mk, mv));
                     }
                 }
             }
             continue;
         }
-        let t = k.key_text();
-        if let Some((prev, _)) = explicit.iter().find(|(p, _)| p.key_text() == t) {
-            return Err(YamlError {
-                line: k.line,
-                column: k.column,
-                rule: "yaml-duplicate-key",
-                message: format!("mapping key {t:?} already defined at line {}", prev.line),
-            });
+        match explicit_keys.entry(k.key_text()) {
+            Entry::Occupied(prev) => return Err(duplicate_key(&k, prev.key(), *prev.get())),
+            Entry::Vacant(slot) => {
+                slot.insert(k.line);
+            }
         }
         explicit.push((k, v));
     }
     for (mk, mv) in merged {
-        let t = mk.key_text();
-        if !explicit.iter().any(|(k, _)| k.key_text() == t) {
+        if !explicit_keys.contains_key(&mk.key_text()) {
             explicit.push((mk, mv));
         }
     }
     Ok(explicit)
 }
 
+/// Mappings up to this size check duplicates by comparing keys pairwise.
+const SMALL_MAPPING: usize = 16;
+
+fn is_merge_key(k: &Node) -> bool {
+    matches!(&k.kind, Kind::Str(s) if s == "<<")
+}
+
+fn duplicate_key(k: &Node, text: &str, prev_line: usize) -> YamlError {
+    YamlError {
+        line: k.line,
+        column: k.column,
+        rule: "yaml-duplicate-key",
+        message: format!("mapping key {text:?} already defined at line {prev_line}"),
+    }
+}
+
 /// Resolve a plain scalar with the YAML 1.2 core schema, as yaml.v3 does
 /// for untyped values.
 pub fn resolve_plain(s: &str) -> Kind {
+    resolve_typed(s).unwrap_or_else(|| Kind::Str(s.to_string()))
+}
+
+/// [`resolve_plain`], `None` for a string.
+fn resolve_typed(s: &str) -> Option<Kind> {
     match s {
-        "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
-        "true" | "True" | "TRUE" => return Kind::Bool(true),
-        "false" | "False" | "FALSE" => return Kind::Bool(false),
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Kind::Null),
+        "true" | "True" | "TRUE" => return Some(Kind::Bool(true)),
+        "false" | "False" | "FALSE" => return Some(Kind::Bool(false)),
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-            return Kind::Float(f64::INFINITY)
+            return Some(Kind::Float(f64::INFINITY))
         }
-        "-.inf" | "-.Inf" | "-.INF" => return Kind::Float(f64::NEG_INFINITY),
-        ".nan" | ".NaN" | ".NAN" => return Kind::Float(f64::NAN),
+        "-.inf" | "-.Inf" | "-.INF" => return Some(Kind::Float(f64::NEG_INFINITY)),
+        ".nan" | ".NaN" | ".NAN" => return Some(Kind::Float(f64::NAN)),
         _ => {}
     }
     if let Some(i) = parse_int(s) {
-        return Kind::Int(i);
+        return Some(Kind::Int(i));
     }
     let float_like = s
         .bytes()
@@ -418,10 +474,10 @@ pub fn resolve_plain(s: &str) -> Kind {
         && s.bytes().any(|b| b.is_ascii_digit());
     if float_like {
         if let Ok(f) = s.parse::<f64>() {
-            return Kind::Float(f);
+            return Some(Kind::Float(f));
         }
     }
-    Kind::Str(s.to_string())
+    None
 }
 
 fn parse_int(s: &str) -> Option<i64> {
@@ -430,7 +486,11 @@ fn parse_int(s: &str) -> Option<i64> {
         b'+' => (false, &s[1..]),
         _ => (false, s),
     };
-    let body = body.replace('_', "");
+    let body: Cow<'_, str> = if body.contains('_') {
+        Cow::Owned(body.replace('_', ""))
+    } else {
+        Cow::Borrowed(body)
+    };
     let v = if let Some(h) = body.strip_prefix("0x") {
         i64::from_str_radix(h, 16).ok()?
     } else if let Some(o) = body.strip_prefix("0o") {
