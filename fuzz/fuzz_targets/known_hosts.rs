@@ -3,8 +3,8 @@
 //! Input: the first line is the host name (`host` or `[host]:port`), the
 //! rest is the known_hosts file, read lossily as `check` reads it.
 //! Properties: no panic; a reported line exists; for a plain host name,
-//! appending the entry swapcfg itself writes makes the host known (unless
-//! the key is revoked), and appending an entry with another key to a file
+//! appending the entry swapcfg itself writes, plain or hashed, makes the
+//! host known (unless the key is revoked), and appending an entry with another key to a file
 //! that did not name the host makes it `Changed` at that line.
 #![no_main]
 
@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use russh::keys::PublicKey;
-use swapcfg::transport::known_hosts::{check_text, entry_line, HostKeyStatus};
+use swapcfg::transport::known_hosts::{check_text, entry_line, hashed_entry_line, HostKeyStatus};
 
 /// Fixed ed25519 keys (public halves only; the private halves were discarded).
 const KEY: &str =
@@ -65,6 +65,12 @@ fuzz_target!(|data: &[u8]| {
         (_, HostKeyStatus::Known) => {}
         _ => panic!("appended entry for {host:?} not matched: {after:?} (before: {status:?})"),
     }
+    let with_hashed = format!("{prefix}{}\n", hashed_entry_line(host, key));
+    assert_eq!(
+        check_text(&with_hashed, file, host, key),
+        after,
+        "hashed entry for {host:?} read differently from the plain one"
+    );
     if status == HostKeyStatus::Unknown {
         let with_other = format!("{prefix}{}\n", entry_line(host, other));
         assert_eq!(
