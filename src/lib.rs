@@ -36,6 +36,7 @@
 
 pub mod diff;
 pub mod health;
+pub mod hostcheck;
 pub mod inventory;
 pub mod limits;
 pub mod local;

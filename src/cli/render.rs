@@ -7,6 +7,7 @@
 //! not a dump of the library's report.
 
 use swapcfg::health::HealthError;
+use swapcfg::hostcheck::{HostFinding, Level, ProbeKind};
 use swapcfg::pipeline::{ApplyError, ApplyReport, RemoteState, RollbackError, Step, Warning};
 use swapcfg::remote::RemoteError;
 use swapcfg::transport::TransportError;
@@ -291,6 +292,14 @@ fn warning(w: &Warning) -> String {
 /// * `pruned_backups`: backups deleted by `--keep-backups`.
 /// * `warnings`: things that did not stop the apply.
 /// * `timings_ms`: milliseconds per step, in the order they ran.
+/// * `host_checks`: what the host checks found before anything was
+///   written, in config order; each `{severity, check, target, flag, model,
+///   line, column, message}`: `severity` is `warning` (`error` when
+///   `--strict-host` stopped the apply) or `note` (could not be checked);
+///   `check` is `executable`, `command`, `file`, `store-dir` or `env`;
+///   `target` the path, command or variable name (`""` for a note about the
+///   whole check); `flag` the cmd flag that named a file; `line`/`column` in
+///   the new config (`0` for a whole-check note). `[]` when all passed.
 #[derive(Debug, serde::Serialize)]
 pub struct ApplyJson {
     pub ok: bool,
@@ -309,6 +318,59 @@ pub struct ApplyJson {
     pub pruned_backups: Vec<String>,
     pub warnings: Vec<String>,
     pub timings_ms: serde_json::Map<String, serde_json::Value>,
+    pub host_checks: Vec<HostCheckJson>,
+}
+
+/// One host-check finding in `--json` (see [`ApplyJson`]).
+#[derive(Debug, serde::Serialize)]
+pub struct HostCheckJson {
+    pub severity: &'static str,
+    pub check: &'static str,
+    pub target: String,
+    pub flag: Option<String>,
+    pub model: Option<String>,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+fn host_severity(f: &HostFinding, rep: &ApplyReport) -> &'static str {
+    match f.level {
+        Level::Note => "note",
+        Level::Problem if rep.step == Step::HostCheck => "error",
+        Level::Problem => "warning",
+    }
+}
+
+/// One host-check finding for people: `host check 8:12: warning: model
+/// "a": -m /models/a.gguf does not exist on the host` (host-sent and
+/// config text escaped).
+fn host_finding(f: &HostFinding, rep: &ApplyReport, s: Style) -> String {
+    let sev = match host_severity(f, rep) {
+        "error" => s.err("error"),
+        "note" => "note".to_string(),
+        _ => s.warn("warning"),
+    };
+    let at = if f.line == 0 {
+        String::new()
+    } else {
+        format!(" {}:{}", f.line, f.column)
+    };
+    let model = f
+        .model
+        .as_ref()
+        .map(|m| format!("model {m:?}: "))
+        .unwrap_or_default();
+    let what = match (&f.flag, f.target.is_empty()) {
+        (_, true) => String::new(),
+        (Some(flag), false) => format!("{flag} {} ", f.target),
+        (None, false) if f.kind == ProbeKind::Env => format!("${{env.{}}} ", f.target),
+        (None, false) => format!("{} ", f.target),
+    };
+    format!(
+        "host check{at}: {sev}: {}",
+        term(&format!("{model}{what}{}", f.message))
+    )
 }
 
 impl ApplyJson {
@@ -334,6 +396,20 @@ impl ApplyJson {
                 .iter()
                 .map(|(s, ms)| (s.name().to_string(), serde_json::Value::from(*ms)))
                 .collect(),
+            host_checks: rep
+                .host_findings
+                .iter()
+                .map(|f| HostCheckJson {
+                    severity: host_severity(f, rep),
+                    check: f.kind.name(),
+                    target: f.target.clone(),
+                    flag: f.flag.clone(),
+                    model: f.model.clone(),
+                    line: f.line,
+                    column: f.column,
+                    message: f.message.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -358,6 +434,9 @@ fn human(rep: &ApplyReport, ctx: &HintContext) {
         .map(|(k, v)| format!("{} {v}ms", k.name()))
         .collect();
     let where_ = format!("{}:{}", rep.host, rep.config_path);
+    for f in &rep.host_findings {
+        eprintln!("{}", host_finding(f, rep, s));
+    }
     match rep.step {
         Step::Done => eprintln!(
             "{} {where_} updated{} ({})",

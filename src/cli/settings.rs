@@ -86,6 +86,7 @@ pub struct Change {
     pub json: bool,
     pub break_lock: bool,
     pub show_secrets: bool,
+    pub strict_host: bool,
 }
 
 impl From<&ChangeArgs> for Change {
@@ -97,6 +98,7 @@ impl From<&ChangeArgs> for Change {
             json: a.json,
             break_lock: a.break_lock,
             show_secrets: a.show_secrets,
+            strict_host: a.strict_host,
         }
     }
 }

@@ -111,6 +111,8 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         break_lock: job.change.break_lock,
         stop: Stop::default(),
         redactor: (!job.change.show_secrets).then(run_redactor),
+        host_checks: Some(swapcfg::hostcheck::plan(job.new)),
+        strict_host: job.change.strict_host,
     };
     let out_style = Style::for_stdout();
     let mut hooks = CliHooks {
