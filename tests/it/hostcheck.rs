@@ -461,4 +461,110 @@ async fn fifty_probes_take_about_one_round_trip() {
         took < Duration::from_millis(1500),
         "host checks took {took:?} for 101 requests at 100 ms a round trip"
     );
+
+    // In an apply they run beside the read of the current config: the read
+    // step takes no longer than without them (the read's own round trips
+    // cover the probes' one).
+    let mut o = opts(&cfg, &new, false);
+    o.dry_run = true;
+    o.lock = None;
+    let with = pipeline::apply(&remote, new.as_bytes(), &o, &mut H).await;
+    o.host_checks = None;
+    let without = pipeline::apply(&remote, new.as_bytes(), &o, &mut H).await;
+    let (with, without) = (
+        with.timing(Step::Read).expect("read"),
+        without.timing(Step::Read).expect("read"),
+    );
+    eprintln!("read step: {with} ms with host checks, {without} ms without");
+    assert!(
+        with < without + 60,
+        "host checks added {} ms to the read",
+        with.saturating_sub(without)
+    );
+}
+
+#[tokio::test]
+async fn cli_lists_host_checks_in_json_and_strict_host_exits_1() {
+    let fx = fixture(|b| b).await;
+    let d = path_str(fx.dir.path());
+    layout(fx.dir.path());
+    const OLD: &[u8] = b"models: {}\n";
+    let cfg = path_str(&fx.config("config.yaml", OLD, 0o600));
+    let new_path = fx.dir.path().join("new.yaml");
+    // A path with an escape sequence in it: escaped on a terminal.
+    let new = format!(
+        "models:\n  a:\n    cmd: {d}/bin/llama-server --port ${{PORT}} -m {d}/missing.gguf\n  e:\n    cmd: \"/nonexistent\\e]0;pwn\\a/bin --port ${{PORT}}\"\n"
+    );
+    std::fs::write(&new_path, &new).expect("new");
+    let before = fx.listing();
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "apply",
+            new_path.to_str().expect("utf8"),
+            "--config-path",
+            &cfg,
+            "--restart-cmd",
+            "none",
+            "--yes",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<String>>()
+    };
+
+    let a = args(&["--json", "--strict-host"]);
+    let out = output(fx.cli(&a.iter().map(String::as_str).collect::<Vec<_>>())).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(v["step"], "host-check");
+    assert_eq!(v["ok"], false);
+    let checks = v["host_checks"].as_array().expect("host_checks");
+    assert_eq!(checks.len(), 2, "{v}");
+    let missing = format!("{d}/missing.gguf");
+    let column = new
+        .lines()
+        .nth(2)
+        .and_then(|l| l.find(&missing))
+        .expect("in line 3")
+        + 1;
+    assert_eq!(
+        checks[0],
+        serde_json::json!({
+            "severity": "error", "check": "file", "target": missing,
+            "flag": "-m", "model": "a", "line": 3, "column": column,
+            "message": "does not exist on the host",
+        })
+    );
+    assert_eq!(checks[1]["check"], "executable");
+    assert_eq!(checks[1]["target"], "/nonexistent\u{1b}]0;pwn\u{7}/bin");
+    assert!(v["error"]
+        .as_str()
+        .expect("error")
+        .contains("host checks found 2 problem(s)"));
+    // Nothing written: same bytes, no backup, no temp file, no lock.
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD);
+    assert_eq!(fx.listing(), before);
+
+    // Without --strict-host: warnings, one line each, escaped; applied.
+    let a = args(&[]);
+    let out = output(fx.cli(&a.iter().map(String::as_str).collect::<Vec<_>>())).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("host check"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("host check 3:"), "{err}");
+    assert!(
+        lines[0].ends_with(&format!(
+            ": warning: model \"a\": -m {d}/missing.gguf does not exist on the host"
+        )),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("/nonexistent\\x1b]0;pwn\\x07/bin does not exist on the host"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "raw escape on the terminal");
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), new.as_bytes());
 }
