@@ -11,7 +11,8 @@
 //! target share one [`Query`], so the remote side asks once per path.
 //! [`judge`] turns the host's [`Answer`]s into [`HostFinding`]s.
 //!
-//! The remote half is [`crate::remote::RemoteOps::probe`], one per mode.
+//! The remote half is [`crate::remote::RemoteOps::probe`], one per mode;
+//! [`crate::pipeline::check_host`] asks it and judges the answers.
 //!
 //! Invariants: pure (no I/O), never panics, bounded: at most
 //! [`MAX_QUERIES`] queries (the rest are reported as one note). It does not
@@ -559,7 +560,18 @@ pub fn judge(plan: &Plan, answers: &[Answer]) -> Vec<HostFinding> {
         });
     }
     if plan.dropped > 0 {
-        out.push(HostFinding {
+        out.push(HostFinding::note(format!(
+            "{} more checks not made (over {MAX_QUERIES} distinct paths)",
+            plan.dropped
+        )));
+    }
+    out
+}
+
+impl HostFinding {
+    /// A note about the host checks as a whole (no target, no position).
+    pub fn note(message: String) -> HostFinding {
+        HostFinding {
             level: Level::Note,
             kind: ProbeKind::File,
             target: String::new(),
@@ -567,36 +579,8 @@ pub fn judge(plan: &Plan, answers: &[Answer]) -> Vec<HostFinding> {
             model: None,
             line: 0,
             column: 0,
-            message: format!(
-                "{} more checks not made (over {MAX_QUERIES} distinct paths)",
-                plan.dropped
-            ),
-        });
-    }
-    out
-}
-
-/// Ask the host (all queries at once) and judge the answers. A mode that
-/// cannot look, or a failed look, gives one note: host checks never stop
-/// an apply by failing themselves.
-pub async fn run<R: crate::remote::RemoteOps>(remote: &R, plan: &Plan) -> Vec<HostFinding> {
-    use crate::remote::RemoteError;
-    let note = |message: String| HostFinding {
-        level: Level::Note,
-        kind: ProbeKind::File,
-        target: String::new(),
-        flag: None,
-        model: None,
-        line: 0,
-        column: 0,
-        message,
-    };
-    match remote.probe(&plan.queries).await {
-        Ok(answers) => judge(plan, &answers),
-        Err(RemoteError::Unsupported { why, .. }) => {
-            vec![note(format!("host checks unavailable: {why}"))]
+            message,
         }
-        Err(e) => vec![note(format!("host checks failed: {e}"))],
     }
 }
 

@@ -26,6 +26,9 @@
 //!   - [`remote`]: the [`remote::RemoteOps`] seam (read / backup / write /
 //!     restart) with three implementations, one per [`remote::Mode`]: SFTP,
 //!     POSIX shell over exec, and the fixed-verb forced-command wrapper.
+//!   - [`hostcheck`]: what a new config needs from its host (executables,
+//!     model files, store directory, env names) — planned purely, asked
+//!     through [`remote::RemoteOps::probe`].
 //!   - [`health`]: polls `GET <base_url>/v1/models` with hyper.
 //!   - [`inventory`]: the hosts file (`defaults:` + `hosts:`), typed.
 //!   - [`local`]: bounded reads of the user's local files.

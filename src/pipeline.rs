@@ -336,7 +336,7 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
     let probing = async {
         let plan = opts.host_checks.as_ref().filter(|p| !p.is_empty())?;
         let t = Instant::now();
-        let found = crate::hostcheck::run(remote, plan).await;
+        let found = check_host(remote, plan).await;
         Some((found, ms(t.elapsed())))
     };
     let (current, probed) = timed!(Step::Read, tokio::join!(remote.read(), probing));
@@ -449,6 +449,23 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
         }
     }
     rep
+}
+
+/// Host checks: ask the host (all queries at once) and judge the answers.
+/// A mode that cannot look, or a failed look, gives one note: host checks
+/// never stop an apply by failing themselves.
+pub async fn check_host<R: RemoteOps>(
+    remote: &R,
+    plan: &crate::hostcheck::Plan,
+) -> Vec<crate::hostcheck::HostFinding> {
+    use crate::hostcheck::{judge, HostFinding};
+    match remote.probe(&plan.queries).await {
+        Ok(answers) => judge(plan, &answers),
+        Err(RemoteError::Unsupported { why, .. }) => {
+            vec![HostFinding::note(format!("host checks unavailable: {why}"))]
+        }
+        Err(e) => vec![HostFinding::note(format!("host checks failed: {e}"))],
+    }
 }
 
 /// The session is gone (as opposed to a refusal the host answered).

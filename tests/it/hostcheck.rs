@@ -161,7 +161,7 @@ async fn findings(s: &Session, mode: Mode, cfg: &Path, new: &str) -> Vec<HostFin
     let remote = AnyRemote::open(s, mode, &path_str(cfg), RemoteOptions::default())
         .await
         .expect("open remote");
-    hostcheck::run(&remote, &hostcheck::plan(new.as_bytes())).await
+    pipeline::check_host(&remote, &hostcheck::plan(new.as_bytes())).await
 }
 
 #[tokio::test]
@@ -449,7 +449,7 @@ async fn fifty_probes_take_about_one_round_trip() {
         .expect("open");
     let stats = fx.server.op_count(Op::Stat);
     let t = Instant::now();
-    let found = hostcheck::run(&remote, &plan).await;
+    let found = pipeline::check_host(&remote, &plan).await;
     let took = t.elapsed();
     eprintln!("50 paths over a 100 ms round trip: {took:?}");
     assert!(found.iter().all(|f| f.level == Level::Note), "{found:?}");
