@@ -333,17 +333,15 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
         }};
     }
 
-    let probing = async {
-        let plan = opts.host_checks.as_ref().filter(|p| !p.is_empty())?;
-        let t = Instant::now();
-        let found = check_host(remote, plan).await;
-        Some((found, ms(t.elapsed())))
+    // The host checks ride along with the read (same round trips).
+    let current = match opts.host_checks.as_ref().filter(|p| !p.is_empty()) {
+        None => timed!(Step::Read, remote.read().await),
+        Some(plan) => {
+            let (current, answers) = timed!(Step::Read, remote.read_probing(&plan.queries).await);
+            rep.host_findings = judged(plan, answers);
+            current
+        }
     };
-    let (current, probed) = timed!(Step::Read, tokio::join!(remote.read(), probing));
-    if let Some((found, took)) = probed {
-        rep.host_findings = found;
-        rep.timings_ms.push((Step::HostCheck, took));
-    }
     let current = match current {
         Ok(c) => c,
         Err(e) => fail!(Step::Read, e),
@@ -458,8 +456,15 @@ pub async fn check_host<R: RemoteOps>(
     remote: &R,
     plan: &crate::hostcheck::Plan,
 ) -> Vec<crate::hostcheck::HostFinding> {
+    judged(plan, remote.probe(&plan.queries).await)
+}
+
+fn judged(
+    plan: &crate::hostcheck::Plan,
+    answers: Result<Vec<crate::hostcheck::Answer>, RemoteError>,
+) -> Vec<crate::hostcheck::HostFinding> {
     use crate::hostcheck::{judge, HostFinding};
-    match remote.probe(&plan.queries).await {
+    match answers {
         Ok(answers) => judge(plan, &answers),
         Err(RemoteError::Unsupported { why, .. }) => {
             vec![HostFinding::note(format!("host checks unavailable: {why}"))]

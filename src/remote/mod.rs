@@ -234,6 +234,17 @@ pub trait RemoteOps {
             instead: None,
         })
     }
+    /// [`read`](Self::read) and [`probe`](Self::probe) at once; a mode may
+    /// merge them into one request (shell mode: one exec).
+    async fn read_probing(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> (
+        Result<RemoteFile, RemoteError>,
+        Result<Vec<crate::hostcheck::Answer>, RemoteError>,
+    ) {
+        futures::join!(self.read(), self.probe(queries))
+    }
 }
 
 pub mod sftp;
@@ -433,5 +444,14 @@ impl RemoteOps for AnyRemote<'_> {
         queries: &[crate::hostcheck::Query],
     ) -> Result<Vec<crate::hostcheck::Answer>, RemoteError> {
         dispatch!(self, r => r.probe(queries).await)
+    }
+    async fn read_probing(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> (
+        Result<RemoteFile, RemoteError>,
+        Result<Vec<crate::hostcheck::Answer>, RemoteError>,
+    ) {
+        dispatch!(self, r => r.read_probing(queries).await)
     }
 }

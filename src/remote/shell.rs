@@ -268,8 +268,14 @@ impl<'s> ShellRemote<'s> {
     }
 
     async fn read_path(&self, path: &str) -> Result<RemoteFile, RemoteError> {
+        let cap = self.opts.max_size as usize + 128;
+        let reply = self.run("read", &self.read_script(path), None, cap).await?;
+        self.read_reply(path, reply)
+    }
+
+    fn read_script(&self, path: &str) -> String {
         let max = self.opts.max_size;
-        let script = format!(
+        format!(
             r#"{LIB}p={p}; max={max}
 regular "$p"
 [ -r "$p" ] || fail 67
@@ -281,9 +287,11 @@ printf '%s\n' "$s"
 cap $((max + 1)) "$p"
 "#,
             p = quote(path),
-        );
-        let cap = max as usize + 128;
-        let reply = self.run("read", &script, None, cap).await?;
+        )
+    }
+
+    fn read_reply(&self, path: &str, reply: Reply) -> Result<RemoteFile, RemoteError> {
+        let max = self.opts.max_size;
         match reply.status {
             0 => {}
             E_TOOBIG => {
@@ -781,6 +789,16 @@ rm -f -- "$f" || fail 1
     ) -> Result<Vec<crate::hostcheck::Answer>, RemoteError> {
         self.op_probe(queries).await
     }
+
+    async fn read_probing(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> (
+        Result<RemoteFile, RemoteError>,
+        Result<Vec<crate::hostcheck::Answer>, RemoteError>,
+    ) {
+        self.op_read_probing(queries).await
+    }
 }
 
 /// The host-check script: reads `K ARG` lines on stdin (`P` path, `C`
@@ -828,27 +846,7 @@ impl ShellRemote<'_> {
         &self,
         queries: &[crate::hostcheck::Query],
     ) -> Result<Vec<crate::hostcheck::Answer>, RemoteError> {
-        use crate::hostcheck::{Answer, Query};
-        let mut input = Vec::new();
-        // Index of each query's line in the script's input.
-        let mut sent: Vec<Option<usize>> = Vec::with_capacity(queries.len());
-        let mut lines = 0;
-        for q in queries {
-            let (k, a) = match q {
-                Query::Path(p) => ('P', p),
-                Query::Command(c) => ('C', c),
-                Query::Env(e) => ('E', e),
-            };
-            let env_ok = !matches!(q, Query::Env(_))
-                || a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if a.contains(['\n', '\0']) || !env_ok {
-                sent.push(None);
-                continue;
-            }
-            input.extend_from_slice(format!("{k} {a}\n").as_bytes());
-            sent.push(Some(lines));
-            lines += 1;
-        }
+        let (input, sent, lines) = probe_input(queries);
         let codes: Vec<String> = if lines == 0 {
             Vec::new()
         } else {
@@ -871,15 +869,100 @@ impl ShellRemote<'_> {
             }
             parse_probe(&reply.stdout, lines)?
         };
-        Ok(sent
-            .into_iter()
+        Ok(probe_answers(sent, &codes))
+    }
+
+    /// The read and the host checks in ONE exec: the check script runs
+    /// first (its answers are the first lines of the output), then the read
+    /// script. If the answers cannot be split off, the config is read again
+    /// on its own.
+    async fn op_read_probing(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> (
+        Result<RemoteFile, RemoteError>,
+        Result<Vec<crate::hostcheck::Answer>, RemoteError>,
+    ) {
+        let (input, sent, lines) = probe_input(queries);
+        if lines == 0 {
+            return (
+                super::RemoteOps::read(self).await,
+                Ok(probe_answers(sent, &[])),
+            );
+        }
+        let script = format!("{PROBE_SCRIPT}{}", self.read_script(&self.path));
+        let cap = self.opts.max_size as usize + 128 + lines * PROBE_LINE + 1024;
+        let mut reply = match self.run("read", &script, Some(&input), cap).await {
+            Ok(r) => r,
+            Err(e) => {
+                let probe = RemoteError::Failed {
+                    op: "host checks",
+                    message: e.to_string(),
+                };
+                return (Err(e), Err(probe));
+            }
+        };
+        let split = (0..lines).try_fold(0usize, |at, _| {
+            let rest = reply.stdout.get(at..)?;
+            Some(at + rest.iter().position(|&b| b == b'\n')? + 1)
+        });
+        let Some(at) = split else {
+            let why = RemoteError::Failed {
+                op: "host checks",
+                message: "the check script's answers were cut short".into(),
+            };
+            return (super::RemoteOps::read(self).await, Err(why));
+        };
+        let answers = parse_probe(&reply.stdout[..at], lines).map(|c| probe_answers(sent, &c));
+        reply.stdout.drain(..at);
+        let file = self.read_reply(&self.path, reply);
+        if let Ok(f) = &file {
+            self.remember(&f.bytes);
+        }
+        (file, answers)
+    }
+}
+
+/// The check script's stdin (`K ARG` lines), which query each line answers
+/// (`None`: not sent: a newline or NUL in it), and the number of lines.
+fn probe_input(queries: &[crate::hostcheck::Query]) -> (Vec<u8>, Vec<Option<usize>>, usize) {
+    use crate::hostcheck::Query;
+    {
+        let mut input = Vec::new();
+        // Index of each query's line in the script's input.
+        let mut sent: Vec<Option<usize>> = Vec::with_capacity(queries.len());
+        let mut lines = 0;
+        for q in queries {
+            let (k, a) = match q {
+                Query::Path(p) => ('P', p),
+                Query::Command(c) => ('C', c),
+                Query::Env(e) => ('E', e),
+            };
+            let env_ok = !matches!(q, Query::Env(_))
+                || a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if a.contains(['\n', '\0']) || !env_ok {
+                sent.push(None);
+                continue;
+            }
+            input.extend_from_slice(format!("{k} {a}\n").as_bytes());
+            sent.push(Some(lines));
+            lines += 1;
+        }
+        (input, sent, lines)
+    }
+}
+
+fn probe_answers(sent: Vec<Option<usize>>, codes: &[String]) -> Vec<crate::hostcheck::Answer> {
+    use crate::hostcheck::Answer;
+    {
+        sent.into_iter()
             .map(|i| match i.and_then(|i| codes.get(i)) {
                 Some(code) => probe_answer(code),
                 None => {
                     Answer::Unknown("the name holds a newline or NUL; not sent to the host".into())
                 }
             })
-            .collect())
+            .collect()
     }
 }
 

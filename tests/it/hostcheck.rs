@@ -394,12 +394,14 @@ async fn strict_host_stops_before_writing_anything() {
             rep.error,
             Some(pipeline::ApplyError::HostCheck { problems }) if problems >= 4
         ));
-        assert!(rep.timing(Step::HostCheck).is_some());
         // The host is untouched: same bytes and mode, no backup, no temp
         // file, no lock.
         assert_eq!(std::fs::read(&cfg).expect("config"), OLD, "{mode}");
         assert_eq!(mode_of(&cfg), 0o640);
         assert_eq!(fx.listing(), before, "{mode}: no backup, temp or lock");
+        if mode == Mode::Shell {
+            assert_eq!(fx.server.exec_log().len(), 1, "read and checks in one exec");
+        }
 
         // Without strict, the same apply goes through with the warnings.
         let rep = pipeline::apply(&remote, new.as_bytes(), &opts(&cfg, &new, false), &mut H).await;
@@ -567,4 +569,52 @@ async fn cli_lists_host_checks_in_json_and_strict_host_exits_1() {
     );
     assert!(!err.contains('\u{1b}'), "raw escape on the terminal");
     assert_eq!(std::fs::read(&cfg).expect("cfg"), new.as_bytes());
+}
+
+#[tokio::test]
+async fn shell_read_with_checks_keeps_the_read_errors_and_bytes() {
+    use swapcfg::remote::{RemoteError, RemoteOps};
+    let fx = fixture(|b| b.sftp(false)).await;
+    let d = path_str(fx.dir.path());
+    layout(fx.dir.path());
+    let body = b"models: {}\n# 0123456789\n";
+    let cfg = fx.config("config.yaml", body, 0o640);
+    let plan = hostcheck::plan(bad_config(&d).as_bytes());
+    let s = fx.session().await;
+    let open = |path: String, max_size: u64| {
+        let s = &s;
+        async move {
+            AnyRemote::open(
+                s,
+                Mode::Shell,
+                &path,
+                RemoteOptions {
+                    max_size,
+                    ..RemoteOptions::default()
+                },
+            )
+            .await
+            .expect("open")
+        }
+    };
+    let r = open(path_str(&cfg), 1 << 20).await;
+    let (file, answers) = r.read_probing(&plan.queries).await;
+    assert_eq!(file.expect("read").bytes, body);
+    assert_eq!(answers.expect("answers").len(), plan.queries.len());
+
+    let r = open(format!("{d}/nope.yaml"), 1 << 20).await;
+    let (file, answers) = r.read_probing(&plan.queries).await;
+    assert!(
+        matches!(file, Err(RemoteError::NotFound { .. })),
+        "{file:?}"
+    );
+    assert!(answers.is_ok());
+
+    let r = open(path_str(&cfg), 10).await;
+    let (file, _) = r.read_probing(&plan.queries).await;
+    assert!(
+        matches!(file, Err(RemoteError::TooLarge { size, limit: 10, .. }) if size == body.len() as u64),
+        "{file:?}"
+    );
+    assert_eq!(fx.server.exec_log().len(), 3, "one exec each");
 }
