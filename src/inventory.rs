@@ -42,6 +42,7 @@ const KEYS: &[&str] = &[
     "health_timeout",
     "verify_models",
     "ca_cert",
+    "strict_host",
 ];
 
 /// Settings for one host; every field optional.
@@ -67,6 +68,8 @@ pub struct HostSettings {
     pub health_timeout: Option<Duration>,
     pub verify_models: Option<bool>,
     pub ca_cert: Option<PathBuf>,
+    /// A host-check problem stops the apply before writing.
+    pub strict_host: Option<bool>,
 }
 
 impl HostSettings {
@@ -95,7 +98,8 @@ impl HostSettings {
             health_delay,
             health_timeout,
             verify_models,
-            ca_cert
+            ca_cert,
+            strict_host
         )
     }
 }
@@ -200,6 +204,16 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
             "api_key_env" => s.api_key_env = Some(text()?),
             "schema" => s.schema = Some(PathBuf::from(text()?)),
             "ca_cert" => s.ca_cert = Some(PathBuf::from(text()?)),
+            "strict_host" => match v.kind {
+                Kind::Bool(b) => s.strict_host = Some(b),
+                _ => {
+                    return Err(err(
+                        path,
+                        v,
+                        format!("{what}.strict_host must be true or false"),
+                    ))
+                }
+            },
             other => {
                 return Err(err(
                     path,

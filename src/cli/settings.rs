@@ -75,6 +75,8 @@ pub struct Settings {
     pub schema: Option<PathBuf>,
     /// Wrapper mode: write through a seed-style forced command anyway.
     pub unverified_wrapper_write: bool,
+    /// Inventory `strict_host` (`--strict-host` also turns it on).
+    pub strict_host: bool,
 }
 
 /// Per-invocation choices of the commands that change a host.
@@ -302,6 +304,7 @@ impl Settings {
             },
             schema: s.and_then(|s| s.schema.clone()).or(host.schema),
             unverified_wrapper_write: args.unverified_wrapper_write,
+            strict_host: host.strict_host.unwrap_or(false),
         })
     }
 
@@ -408,6 +411,7 @@ mod tests {
 defaults:
   user: duser
   port: 2201
+  strict_host: true
   identity: /d/id
   known_hosts: /d/kh
   host_key_policy: strict
@@ -429,6 +433,7 @@ hosts:
     address: 10.0.0.9
     user: huser
     port: 2202
+    strict_host: false
     identity: /h/id
     known_hosts: /h/kh
     host_key_policy: accept-new
@@ -539,6 +544,7 @@ hosts:
             (h.health.verify_models, d.health.verify_models),
             (true, false)
         );
+        assert_eq!((h.strict_host, d.strict_host), (false, true));
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         stop: Stop::default(),
         redactor: (!job.change.show_secrets).then(run_redactor),
         host_checks: Some(swapcfg::hostcheck::plan(job.new)),
-        strict_host: job.change.strict_host,
+        strict_host: job.change.strict_host || settings.strict_host,
     };
     let out_style = Style::for_stdout();
     let mut hooks = CliHooks {

@@ -118,6 +118,7 @@ mod sandbox {
             },
             schema: None,
             unverified_wrapper_write: false,
+            strict_host: false,
         };
         let change = Change {
             yes: true,
