@@ -412,7 +412,7 @@ pub fn plan(source: &[u8]) -> Plan {
         .and_then(Value::as_object)
         .map(|m| m.iter().collect())
         .unwrap_or_default();
-    models.sort_by_key(|(id, _)| pos.key(&p(&["models", id])));
+    models.sort_by_cached_key(|(id, _)| pos.key(&p(&["models", id])));
     for (id, model) in models {
         let Some(cmd) = crate::validate::get(model, "cmd").and_then(Value::as_str) else {
             continue;
