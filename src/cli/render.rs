@@ -342,6 +342,55 @@ fn host_severity(f: &HostFinding, rep: &ApplyReport) -> &'static str {
     }
 }
 
+/// The host-check lines for people: each problem on its own line; notes
+/// that say the same thing (a bare command in every model, over SFTP) once,
+/// naming what they cover.
+fn host_lines(rep: &ApplyReport, s: Style) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut notes: Vec<(&str, Vec<&HostFinding>)> = Vec::new();
+    for f in &rep.host_findings {
+        if f.level == Level::Problem {
+            lines.push(host_finding(f, rep, s));
+        } else if let Some((_, group)) = notes.iter_mut().find(|(m, _)| *m == f.message) {
+            group.push(f);
+        } else {
+            notes.push((&f.message, vec![f]));
+        }
+    }
+    for (message, group) in notes {
+        match group.as_slice() {
+            [one] => lines.push(host_finding(one, rep, s)),
+            many => {
+                let mut targets: Vec<&str> = Vec::new();
+                for f in many {
+                    if !targets.contains(&f.target.as_str()) {
+                        targets.push(&f.target);
+                    }
+                }
+                let shown = targets
+                    .iter()
+                    .take(3)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let more = targets.len().saturating_sub(3);
+                lines.push(format!(
+                    "host check: note: {} ({} places: {}{})",
+                    term(message),
+                    many.len(),
+                    term(&shown),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+        }
+    }
+    lines
+}
+
 /// One host-check finding for people: `host check 8:12: warning: model
 /// "a": -m /models/a.gguf does not exist on the host` (host-sent and
 /// config text escaped).
@@ -434,8 +483,8 @@ fn human(rep: &ApplyReport, ctx: &HintContext) {
         .map(|(k, v)| format!("{} {v}ms", k.name()))
         .collect();
     let where_ = format!("{}:{}", rep.host, rep.config_path);
-    for f in &rep.host_findings {
-        eprintln!("{}", host_finding(f, rep, s));
+    for line in host_lines(rep, s) {
+        eprintln!("{line}");
     }
     match rep.step {
         Step::Done => eprintln!(

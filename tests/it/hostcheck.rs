@@ -495,7 +495,7 @@ async fn cli_lists_host_checks_in_json_and_strict_host_exits_1() {
     let new_path = fx.dir.path().join("new.yaml");
     // A path with an escape sequence in it: escaped on a terminal.
     let new = format!(
-        "models:\n  a:\n    cmd: {d}/bin/llama-server --port ${{PORT}} -m {d}/missing.gguf\n  e:\n    cmd: \"/nonexistent\\e]0;pwn\\a/bin --port ${{PORT}}\"\n"
+        "models:\n  a:\n    cmd: {d}/bin/llama-server --port ${{PORT}} -m {d}/missing.gguf\n  e:\n    cmd: \"/nonexistent\\e]0;pwn\\a/bin --port ${{PORT}}\"\n  f:\n    cmd: llama-server --port ${{PORT}}\n  g:\n    cmd: llama-server --port ${{PORT}}\n"
     );
     std::fs::write(&new_path, &new).expect("new");
     let before = fx.listing();
@@ -520,7 +520,11 @@ async fn cli_lists_host_checks_in_json_and_strict_host_exits_1() {
     assert_eq!(v["step"], "host-check");
     assert_eq!(v["ok"], false);
     let checks = v["host_checks"].as_array().expect("host_checks");
-    assert_eq!(checks.len(), 2, "{v}");
+    assert_eq!(checks.len(), 4, "{v}");
+    assert_eq!(
+        (checks[2]["severity"].as_str(), checks[3]["model"].as_str()),
+        (Some("note"), Some("g"))
+    );
     let missing = format!("{d}/missing.gguf");
     let column = new
         .lines()
@@ -555,7 +559,12 @@ async fn cli_lists_host_checks_in_json_and_strict_host_exits_1() {
         .lines()
         .filter(|l| l.starts_with("host check"))
         .collect();
-    assert_eq!(lines.len(), 2, "{err}");
+    assert_eq!(lines.len(), 3, "{err}");
+    assert_eq!(
+        lines[2],
+        "host check: note: not checked: a bare command name is looked up on the host's PATH only in shell mode (2 places: llama-server)",
+        "notes saying the same thing are one line"
+    );
     assert!(lines[0].starts_with("host check 3:"), "{err}");
     assert!(
         lines[0].ends_with(&format!(
