@@ -627,3 +627,64 @@ async fn shell_read_with_checks_keeps_the_read_errors_and_bytes() {
     );
     assert_eq!(fx.server.exec_log().len(), 3, "one exec each");
 }
+
+#[tokio::test]
+async fn shell_mode_compares_env_names_with_the_running_llama_swap() {
+    // A process named llama-swap owned by the shell's user, with one of the
+    // two variables set (as root, both run as nobody).
+    let fx = fixture(|b| {
+        let b = b.sftp(false);
+        if is_root() {
+            b.shell_program(&[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/bin/sh",
+            ])
+        } else {
+            b
+        }
+    })
+    .await;
+    std::fs::set_permissions(fx.dir.path(), PermissionsExt::from_mode(0o755)).expect("chmod");
+    let fake = fx.dir.path().join("llama-swap");
+    std::fs::copy("/bin/sleep", &fake).expect("copy sleep");
+    let mut cmd = if is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&fake);
+        c
+    } else {
+        std::process::Command::new(&fake)
+    };
+    let mut child = cmd
+        .arg("30")
+        .env_clear()
+        .env("SWAPCFG_TEST_SET", "secret-value-never-sent")
+        .spawn()
+        .expect("start the fake llama-swap");
+    // Wait until its environment is readable.
+    let environ = format!("/proc/{}/environ", child.id());
+    for _ in 0..100 {
+        if std::fs::read(&environ).is_ok_and(|e| !e.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cfg = fx.config("config.yaml", b"models: {}\n", 0o644);
+    let s = fx.session().await;
+    let new = "hooks:\n  on_startup:\n    preload: [\"${env.SWAPCFG_TEST_SET}\", \"${env.SWAPCFG_TEST_UNSET}\"]\n";
+    let got = short(&findings(&s, Mode::Shell, &cfg, new).await);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        got,
+        [(
+            Level::Problem,
+            "SWAPCFG_TEST_UNSET".to_string(),
+            3,
+            "is not set in the running llama-swap's environment (llama-swap refuses to load the config)".into()
+        )]
+    );
+}
