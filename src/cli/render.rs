@@ -137,13 +137,14 @@ fn health_hint(e: &HealthError, ctx: &HintContext) -> Option<String> {
         HealthError::Unauthorized {
             key_sent: false, ..
         } => Some(
-            "pass --api-key-env NAME (the variable holding one of llama-swap's apiKeys)".into(),
+            "give one with --api-key-env NAME (the variable holding one of llama-swap's apiKeys)"
+                .into(),
         ),
         HealthError::Unauthorized { key_sent: true, .. } => Some(match &ctx.api_key_env {
             Some(name) => {
-                format!("the key in ${name} (--api-key-env) is not one of llama-swap's apiKeys")
+                format!("the key in ${name} was rejected: it is not one of llama-swap's apiKeys")
             }
-            None => "check --api-key-env".into(),
+            None => "the key given was rejected: it is not one of llama-swap's apiKeys".into(),
         }),
         HealthError::BadUrl { .. } => Some("check --base-url".into()),
         HealthError::Tls { .. } => {
@@ -231,6 +232,20 @@ pub fn apply_error(rep: &ApplyReport, ctx: &HintContext) -> Option<String> {
                 "; the config could not be read back, so its state is UNKNOWN: check the host (previous config at {backup})"
             ),
         }),
+        Step::Health if rep.backup_path.is_none() => {
+            msg.push_str("; checked before the change: nothing was written")
+        }
+        Step::Health
+            if rep.kept_new
+                && matches!(
+                    rep.error,
+                    Some(ApplyError::Health(HealthError::Unauthorized { .. }))
+                ) =>
+        {
+            msg.push_str(&format!(
+                "; the new config IS in place and llama-swap answers, but without a valid key it could not be checked, so it was not rolled back (the previous one is at {backup})"
+            ))
+        }
         Step::Restart | Step::Health if rep.kept_new => msg.push_str(&format!(
             "; the new config was kept (--no-rollback), the previous one is at {backup}"
         )),
@@ -267,6 +282,22 @@ fn warning(w: &Warning) -> String {
         Warning::Unlock { error } => {
             format!("could not remove the lock ({error}); its lease will expire")
         }
+        Warning::Service(w) => service_warning(w),
+    }
+}
+
+fn service_warning(w: &swapcfg::health::ServiceWarning) -> String {
+    use swapcfg::health::ServiceWarning as W;
+    match w {
+        W::PreflightUnhealthy { url, seen } => format!(
+            "before the change {url} was not healthy ({seen}); going on, as the change may be the fix (--require-healthy stops here)"
+        ),
+        W::ReloadUnproven { why } => format!(
+            "the reload could not be read from llama-swap's log ({why}); only /v1/models was compared, which does not show edits to cmd or groups: the proof is weaker"
+        ),
+        W::RollbackUnverified { url } => format!(
+            "after the rollback {url} asks for an API key: it answers, but its health was not verified (--api-key-env NAME)"
+        ),
     }
 }
 
