@@ -59,6 +59,8 @@ struct State {
     generation: u64,
     /// The file's (mtime, size) as last seen by the watcher.
     seen: Option<(SystemTime, u64)>,
+    /// When the port last opened.
+    opened: std::time::Instant,
 }
 
 struct Inner {
@@ -188,6 +190,7 @@ impl StandinBuilder {
                 restarts: 0,
                 generation: 0,
                 seen,
+                opened: std::time::Instant::now(),
             }),
             addr,
             tls,
@@ -371,6 +374,7 @@ fn restart_now(inner: &Arc<Inner>) {
                     s.running.clear();
                     s.log.clear();
                     s.up = true;
+                    s.opened = std::time::Instant::now();
                 }
                 serve(&inner, listener);
             }
@@ -457,6 +461,11 @@ impl Standin {
     /// Whether the port is open.
     pub fn is_up(&self) -> bool {
         lock(&self.inner.state).up
+    }
+
+    /// When the port last opened (at start, or after a restart).
+    pub fn opened_at(&self) -> std::time::Instant {
+        lock(&self.inner.state).opened
     }
 
     /// Why the last restart did not start (the port stays closed).

@@ -195,7 +195,11 @@ impl Hooks for H {
             return Err(HealthError::Unhealthy {
                 url: "http://h/v1/models".into(),
                 attempts: 1,
-                last: "HTTP 503".into(),
+                elapsed: std::time::Duration::from_millis(5),
+                last: swapcfg::health::Seen::Status {
+                    status: 503,
+                    body: "loading".into(),
+                },
             });
         }
         Ok(())
