@@ -483,3 +483,47 @@ async fn health_command_reports_version_running_models_and_no_ssh_target() {
     assert_eq!(out.status.code(), Some(9), "{err}");
     assert!(err.contains("HTTP 503") && err.contains("loading"), "{err}");
 }
+
+#[tokio::test]
+async fn a_401_after_the_change_is_a_key_problem_not_a_failed_rollback() {
+    let h = host().await;
+    let st = StandinBuilder::new(Vec::new())
+        .config(&h.cfg, judge())
+        .api_key("sk-k")
+        .start_delay(Duration::from_millis(400))
+        .start()
+        .await
+        .expect("stand-in");
+    h.fx.server
+        .set_script("restart-llama", ScriptedExec::running(st.restart_hook()));
+    // Down while swapcfg looks before the change (the pre-flight only
+    // warns), keyed once it is up again after the restart.
+    st.restart();
+    let (out, v) = h
+        .apply(NEW, &st.base_url(), &["--restart-cmd", "restart-llama"])
+        .await;
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(9), Some("health")),
+        "{v}"
+    );
+    assert!(v["rollback_error"].is_null(), "{v}");
+    assert_eq!(v["rolled_back"].as_bool(), Some(false), "{v}");
+    let e = v["error"].as_str().unwrap_or("");
+    assert!(
+        e.contains("requires an API key")
+            && e.contains("--api-key-env NAME")
+            && e.contains("not rolled back"),
+        "{v}"
+    );
+    assert!(
+        warnings(&v).iter().any(|w| w.contains("before the change")),
+        "{v}"
+    );
+    assert_eq!(h.config(), NEW, "kept: llama-swap runs it and answers");
+    assert_eq!(
+        h.fx.server.exec_log(),
+        ["restart-llama"],
+        "one restart, no rollback"
+    );
+}
