@@ -165,6 +165,8 @@ pub struct Service {
     /// Whether llama-swap noticed the forward change (a reload started).
     noticed: bool,
     last_write: Option<(Instant, usize)>,
+    /// Built once (an https client loads the system's roots).
+    client: Option<Client>,
     /// Warnings for the report.
     pub warnings: Vec<ServiceWarning>,
 }
@@ -178,6 +180,7 @@ impl Service {
             mark: None,
             noticed: true,
             last_write: None,
+            client: None,
             warnings: Vec::new(),
         }
     }
@@ -212,8 +215,14 @@ impl Service {
         self.last_write = Some((Instant::now(), len));
     }
 
-    async fn log(&self) -> Result<bytes::Bytes, Seen> {
-        let client = Client::new(&self.check).map_err(|e| Seen::Exchange { why: e.to_string() })?;
+    async fn log(&mut self) -> Result<bytes::Bytes, Seen> {
+        if self.client.is_none() {
+            let c = Client::new(&self.check).map_err(|e| Seen::Exchange { why: e.to_string() })?;
+            self.client = Some(c);
+        }
+        let Some(client) = &self.client else {
+            return Err(Seen::Nothing);
+        };
         match client
             .get_ok("/logs", MAX_LOGS, self.check.attempt_timeout)
             .await

@@ -41,7 +41,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show what `apply` would change, touching nothing (= apply --dry-run).
     Plan(ApplyArgs),
-    /// Check that llama-swap answers on /v1/models.
+    /// Check that llama-swap answers (/v1/models); show its version and running models.
     Health(HealthArgs),
     /// List the config's backups on the host.
     Backups(BackupsArgs),
