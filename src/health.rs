@@ -20,7 +20,7 @@ use hyper::Uri;
 use hyper_util::rt::TokioIo;
 
 /// Largest model list, version or running-models body read.
-const MAX_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
 
 /// Bytes of an unexpected body quoted in an error.
 const BODY_QUOTE: usize = 200;
@@ -138,8 +138,13 @@ pub enum HealthError {
     #[error("llama-swap refused the config and keeps serving the one it had: {reason}")]
     ReloadRefused { url: String, reason: String },
     /// No reload appeared in llama-swap's log after the write.
-    #[error("llama-swap did not reload within {}ms: no `reloading configuration` in {url}/logs after the write (is it running with -watch-config, or did the signal reach it?)", .waited.as_millis())]
-    ReloadNotSeen { url: String, waited: Duration },
+    #[error("llama-swap did not reload within {}ms: {}", .waited.as_millis(), if *.started { format!("{url}/logs shows `reloading configuration` after the write but no outcome") } else { format!("no `reloading configuration` in {url}/logs after the write (is it running with -watch-config, or did the signal reach it?)") })]
+    ReloadNotSeen {
+        url: String,
+        waited: Duration,
+        /// A reload started but logged no outcome in time.
+        started: bool,
+    },
 }
 
 /// Something about the service worth telling that did not stop the apply.

@@ -191,7 +191,11 @@ impl Service {
     pub async fn preflight(&self) -> Result<Option<Seen>, HealthError> {
         let client = Client::new(&self.check)?;
         Ok(client
-            .get_ok(&self.check.path, 64 * 1024, self.check.attempt_timeout)
+            .get_ok(
+                &self.check.path,
+                health::MAX_BODY,
+                self.check.attempt_timeout,
+            )
             .await?
             .err())
     }
@@ -238,6 +242,7 @@ impl Service {
         let started = Instant::now();
         let deadline = started + self.reload_timeout;
         let mut wait = self.check.first_delay.max(Duration::from_millis(1));
+        let mut started_seen = false;
         loop {
             let state = match self.log().await {
                 Ok(log) => match mark.after(&log) {
@@ -264,13 +269,17 @@ impl Service {
                         reason,
                     })
                 }
-                Scan::Pending => self.noticed = true,
+                Scan::Pending => {
+                    self.noticed = true;
+                    started_seen = true;
+                }
                 Scan::NotStarted => {}
             }
             if Instant::now() + wait > deadline {
                 return Err(HealthError::ReloadNotSeen {
                     url: self.check.base_url.clone(),
                     waited: started.elapsed(),
+                    started: started_seen,
                 });
             }
             tokio::time::sleep(wait).await;

@@ -414,7 +414,12 @@ fn human(rep: &ApplyReport, ctx: &HintContext) {
                 term(&where_),
                 term(&apply_error(rep, ctx).unwrap_or_else(|| "unknown error".into()))
             );
-            if rep.rolled_back {
+            if rep.rolled_back && rep.timing(Step::Restart).is_none() {
+                eprintln!(
+                    "{} the previous config was restored and llama-swap is healthy with it",
+                    s.ok("↺ rolled back:")
+                );
+            } else if rep.rolled_back {
                 eprintln!(
                     "{} the previous config was restored, restarted and is healthy again",
                     s.ok("↺ rolled back:")
