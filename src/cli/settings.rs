@@ -476,6 +476,10 @@ defaults:
   health_delay: 0.5
   health_timeout: 1.5
   verify_models: false
+  health_timeout_total: 31
+  reload: signal
+  reload_timeout: 7
+  require_healthy: false
 hosts:
   h:
     address: 10.0.0.9
@@ -497,6 +501,10 @@ hosts:
     health_delay: 0.25
     health_timeout: 2.5
     verify_models: true
+    health_timeout_total: 32
+    reload: watch
+    reload_timeout: 8
+    require_healthy: true
   other: {}
 ";
 
@@ -591,6 +599,63 @@ hosts:
             (h.health.verify_models, d.health.verify_models),
             (true, false)
         );
+        assert_eq!(
+            (h.health.total_timeout, d.health.total_timeout),
+            (Duration::from_secs(32), Duration::from_secs(31))
+        );
+        assert_eq!(
+            (h.health.reload, d.health.reload),
+            (ReloadMode::Watch, ReloadMode::Signal)
+        );
+        assert_eq!(
+            (h.health.reload_timeout, d.health.reload_timeout),
+            (Duration::from_secs(8), Duration::from_secs(7))
+        );
+        assert_eq!(
+            (h.health.require_healthy, d.health.require_healthy),
+            (true, false)
+        );
+    }
+
+    #[test]
+    fn reload_mode_and_model_check_flags() {
+        let mut s = service();
+        s.health_timeout_total = Some(2.5);
+        s.reload = Some(ReloadArg::Restart);
+        s.reload_timeout = Some(0.5);
+        s.require_healthy = true;
+        s.no_verify_models = true;
+        let r = resolve(&target("h"), &s);
+        assert_eq!(r.health.total_timeout, Duration::from_millis(2500));
+        assert_eq!(r.health.reload, ReloadMode::Restart);
+        assert_eq!(r.health.reload_timeout, Duration::from_millis(500));
+        assert!(r.health.require_healthy && !r.health.verify_models);
+        // auto: from the restart command, over the inventory's choice.
+        let mut s = service();
+        s.reload = Some(ReloadArg::Auto);
+        s.restart_cmd = Some("none".into());
+        assert_eq!(resolve(&target("h"), &s).health.reload, ReloadMode::Watch);
+        s.restart_cmd = Some("sudo systemctl reload llama-swap".into());
+        assert_eq!(resolve(&target("h"), &s).health.reload, ReloadMode::Signal);
+        // Without an inventory: implied by the command.
+        let mut s = service();
+        s.restart_cmd = Some("none".into());
+        let r = Settings::resolve_with(&target("gpu"), Some(&s), None, &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.health.reload, ReloadMode::Watch);
+        assert!(r.health.verify_models);
+        // The health check starts at 50 ms and doubles up to --health-delay.
+        let mut s = service();
+        s.base_url = Some("http://g:8080".into());
+        s.health_delay = Some(0.02);
+        let r = Settings::resolve_with(&target("gpu"), Some(&s), None, &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hc = r.health_check(Some(vec!["m".into()])).expect("check");
+        assert_eq!(
+            (hc.first_delay, hc.max_delay),
+            (Duration::from_millis(20), Duration::from_millis(20))
+        );
+        assert_eq!(hc.expect_models, Some(vec!["m".to_string()]));
     }
 
     #[test]
@@ -611,6 +676,10 @@ hosts:
         s.health_attempts = Some(5);
         s.health_delay = Some(0.125);
         s.health_timeout = Some(3.5);
+        s.health_timeout_total = Some(4.5);
+        s.reload = Some(ReloadArg::Signal);
+        s.reload_timeout = Some(6.5);
+        s.require_healthy = true;
         s.api_key_env = Some("F_KEY".into());
         s.schema = Some("/f/schema.json".into());
         let r = resolve(&t, &s);
@@ -633,6 +702,10 @@ hosts:
         assert_eq!(r.health.attempts, Some(5));
         assert_eq!(r.health.delay, Duration::from_millis(125));
         assert_eq!(r.health.attempt_timeout, Duration::from_millis(3500));
+        assert_eq!(r.health.total_timeout, Duration::from_millis(4500));
+        assert_eq!(r.health.reload, ReloadMode::Signal);
+        assert_eq!(r.health.reload_timeout, Duration::from_millis(6500));
+        assert!(r.health.require_healthy);
         // A user in TARGET wins over the inventory's user.
         let r = resolve(&target("bob@other"), &service());
         assert_eq!(r.connect.target.user, "bob");
