@@ -570,6 +570,70 @@ mod tests {
         assert_eq!(quote(b"\xff\x1b[2J"), "\u{fffd}\x1b[2J");
     }
 
+    fn hc(base: String) -> HealthCheck {
+        HealthCheck {
+            base_url: base,
+            path: "/v1/models".into(),
+            api_key: None,
+            max_attempts: None,
+            first_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(40),
+            total_timeout: Duration::from_millis(300),
+            attempt_timeout: Duration::from_millis(100),
+            expect_models: None,
+            ca_pem: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_say_what_they_saw_within_the_total_deadline() {
+        // A port nobody listens on: connection refused.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", closed.local_addr().expect("addr"));
+        drop(closed);
+        let t = Instant::now();
+        let mut n = 0;
+        let e = check(&hc(url), &mut |_| n += 1).await.expect_err("down");
+        assert!(
+            t.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(n >= 4, "attempts at 0, 20, 60, 100… ms: {n}");
+        match e {
+            HealthError::Unhealthy {
+                last: Seen::Connect { .. },
+                attempts,
+                ..
+            } => {
+                assert_eq!(attempts, n)
+            }
+            other => panic!("{other:?}"),
+        }
+        // A server that accepts and never answers: a timeout per attempt.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", silent.local_addr().expect("addr"));
+        let hold = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                kept.push(s);
+            }
+        });
+        let mut one = hc(url);
+        one.max_attempts = Some(1);
+        match check(&one, &mut |_| {}).await {
+            Err(HealthError::Unhealthy {
+                last: Seen::Timeout { after },
+                attempts: 1,
+                ..
+            }) => assert_eq!(after, Duration::from_millis(100)),
+            other => panic!("{other:?}"),
+        }
+        hold.abort();
+    }
+
     #[test]
     fn model_ids_need_a_data_array() {
         assert_eq!(
