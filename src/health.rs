@@ -158,6 +158,9 @@ pub enum ServiceWarning {
     /// After the rollback llama-swap asks for an API key: it answers, but
     /// its health was not verified.
     RollbackUnverified { url: String },
+    /// After the rollback llama-swap is not healthy, as it was not before
+    /// the change either: the previous state is back, not a new failure.
+    UnhealthyAsBefore { error: String },
 }
 
 /// An HTTP client for one llama-swap: base URL, key, TLS, timeout.

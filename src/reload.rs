@@ -167,6 +167,10 @@ pub struct Service {
     last_write: Option<(Instant, usize)>,
     /// Built once (an https client loads the system's roots).
     client: Option<Client>,
+    /// Whether llama-swap was healthy before the change (the pre-flight
+    /// probe); when it was not, a rollback that leaves it as unhealthy as
+    /// before is not a failed rollback.
+    pub healthy_before: bool,
     /// Warnings for the report.
     pub warnings: Vec<ServiceWarning>,
 }
@@ -181,7 +185,15 @@ impl Service {
             noticed: true,
             last_write: None,
             client: None,
+            healthy_before: true,
             warnings: Vec::new(),
+        }
+    }
+
+    /// Record a warning once.
+    fn warn(&mut self, w: ServiceWarning) {
+        if !self.warnings.contains(&w) {
+            self.warnings.push(w);
         }
     }
 
@@ -248,14 +260,14 @@ impl Service {
                 Ok(log) => match mark.after(&log) {
                     Some(new) => scan(new),
                     None => {
-                        self.warnings.push(ServiceWarning::ReloadUnproven {
+                        self.warn(ServiceWarning::ReloadUnproven {
                             why: "llama-swap's log no longer holds the place marked before the write (it rotated or restarted)".into(),
                         });
                         return Ok(false);
                     }
                 },
                 Err(seen) => {
-                    self.warnings.push(ServiceWarning::ReloadUnproven {
+                    self.warn(ServiceWarning::ReloadUnproven {
                         why: format!("{}/logs: {seen}", self.check.base_url),
                     });
                     return Ok(false);
@@ -323,7 +335,7 @@ impl Service {
                     }
                 }
                 Some(Err(seen)) if wait_for_it => {
-                    self.warnings.push(ServiceWarning::ReloadUnproven {
+                    self.warn(ServiceWarning::ReloadUnproven {
                         why: format!("{}/logs: {seen}", self.check.base_url),
                     });
                     hc.total_timeout = self.reload_timeout;
@@ -334,8 +346,13 @@ impl Service {
         }
         match health::poll(&hc, first_wait, progress).await {
             Err(HealthError::Unauthorized { url, .. }) if rollback => {
-                self.warnings
-                    .push(ServiceWarning::RollbackUnverified { url });
+                self.warn(ServiceWarning::RollbackUnverified { url });
+                Ok(())
+            }
+            Err(e) if rollback && !self.healthy_before => {
+                self.warn(ServiceWarning::UnhealthyAsBefore {
+                    error: e.to_string(),
+                });
                 Ok(())
             }
             r => r.map(|_| ()),

@@ -295,6 +295,9 @@ fn service_warning(w: &swapcfg::health::ServiceWarning) -> String {
         W::ReloadUnproven { why } => format!(
             "the reload could not be read from llama-swap's log ({why}); only /v1/models was compared, which does not show edits to cmd or groups: the proof is weaker"
         ),
+        W::UnhealthyAsBefore { error } => format!(
+            "the previous config is back, but llama-swap is not healthy with it either, as before the change: {error}"
+        ),
         W::RollbackUnverified { url } => format!(
             "after the rollback {url} asks for an API key: it answers, but its health was not verified (--api-key-env NAME)"
         ),
@@ -313,7 +316,9 @@ fn service_warning(w: &swapcfg::health::ServiceWarning) -> String {
 /// * `backup_path`: the backup made by this apply, if any.
 /// * `diff`: unified diff of remote → new.
 /// * `error`: why it stopped, with the flag that fixes it; `null` on success.
-/// * `rolled_back`: the old config was restored and is healthy again.
+/// * `rolled_back`: the old config was restored and is healthy again (or,
+///   when llama-swap was not healthy before the change either, as healthy as
+///   before: a warning says so).
 /// * `remote_state`: what the config holds at the end as last seen: `old`,
 ///   `new` or `unknown` (`null` when it was never read). After a failed
 ///   write it was read back (over a fresh connection if needed).

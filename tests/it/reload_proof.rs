@@ -426,6 +426,30 @@ async fn unreachable_before_the_change_warns_or_stops_with_require_healthy() {
         "{v}"
     );
     assert_eq!(h.config(), NEW, "went on (kept with --no-rollback)");
+
+    // Rolled back: llama-swap is as unhealthy as before, which is not a
+    // failed rollback (exit 9, not 10).
+    let (out, v) = h
+        .apply(
+            OLD,
+            &dead,
+            &["--restart-cmd", "none", "--reload-timeout", "0.2"],
+        )
+        .await;
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(9), Some("health")),
+        "{v}"
+    );
+    assert_eq!(v["rolled_back"].as_bool(), Some(true), "{v}");
+    assert!(v["rollback_error"].is_null(), "{v}");
+    assert!(
+        warnings(&v)
+            .iter()
+            .any(|w| w.contains("not healthy with it either")),
+        "{v}"
+    );
+    assert_eq!(h.config(), NEW, "the previous config is back");
 }
 
 #[tokio::test]

@@ -84,7 +84,7 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
             },
         );
     }
-    let service = settings
+    let mut service = settings
         .health_check(Some(outcome.listed_models.clone()))
         .map(|hc| Service::new(hc, settings.health.reload, settings.health.reload_timeout));
 
@@ -124,6 +124,9 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
             );
         }
         Some(Ok(Some(seen))) => {
+            if let Some(s) = &mut service {
+                s.healthy_before = false;
+            }
             preflight_warning = Some(ServiceWarning::PreflightUnhealthy {
                 url: format!(
                     "{}{}",
