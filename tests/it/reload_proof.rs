@@ -551,3 +551,111 @@ async fn a_401_after_the_change_is_a_key_problem_not_a_failed_rollback() {
         "one restart, no rollback"
     );
 }
+
+#[tokio::test]
+async fn the_model_check_is_on_by_default_and_can_be_skipped() {
+    let h = host().await;
+    // Lists only `a`, whatever the file says (an old process still serving).
+    let st = Standin::start(vec!["a".into()], None)
+        .await
+        .expect("stand-in");
+    h.fx.server
+        .set_script("restart-ok", ScriptedExec::default());
+    let (out, v) = h
+        .apply(
+            NEW,
+            &st.base_url(),
+            &[
+                "--restart-cmd",
+                "restart-ok",
+                "--health-timeout-total",
+                "0.3",
+            ],
+        )
+        .await;
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(9), Some("health")),
+        "{v}"
+    );
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not list [\"b\"]"),
+        "{v}"
+    );
+    assert_eq!(h.config(), OLD, "rolled back");
+    let (out, v) = h
+        .apply(
+            NEW,
+            &st.base_url(),
+            &["--restart-cmd", "restart-ok", "--no-verify-models"],
+        )
+        .await;
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(0), Some("done")),
+        "{v}"
+    );
+    assert_eq!(h.config(), NEW);
+}
+
+/// One raw HTTP/1.1 GET: (status line, headers and body as text).
+fn raw_get(addr: std::net::SocketAddr, path: &str, header: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[tokio::test]
+async fn the_stand_in_answers_like_the_real_server_with_api_keys() {
+    let st = StandinBuilder::new(vec!["a".into()])
+        .api_key("sk-1")
+        .start()
+        .await
+        .expect("stand-in");
+    let addr = st.addr();
+    let answers = tokio::task::spawn_blocking(move || {
+        [
+            raw_get(addr, "/health", None),
+            raw_get(addr, "/v1/models", None),
+            raw_get(addr, "/v1/models", Some("Authorization: Bearer sk-2")),
+            raw_get(addr, "/models", Some("x-api-key: sk-1")),
+            raw_get(addr, "/logs", Some("Authorization: Bearer sk-1")),
+            raw_get(addr, "/api/version", Some("x-api-key: sk-1")),
+        ]
+    })
+    .await
+    .expect("join");
+    let status = |a: &str| a.lines().next().unwrap_or("").to_string();
+    assert!(
+        status(&answers[0]).contains("200") && answers[0].ends_with("OK"),
+        "{}",
+        answers[0]
+    );
+    for a in &answers[1..3] {
+        assert!(status(a).contains("401"), "{a}");
+        assert!(
+            a.to_ascii_lowercase().contains("www-authenticate: basic"),
+            "{a}"
+        );
+    }
+    assert!(
+        status(&answers[3]).contains("200") && answers[3].contains("\"id\":\"a\""),
+        "{}",
+        answers[3]
+    );
+    assert!(status(&answers[4]).contains("200"), "{}", answers[4]);
+    assert!(answers[5].contains("\"version\""), "{}", answers[5]);
+}
