@@ -500,6 +500,8 @@ async fn health_command_reports_version_running_models_and_no_ssh_target() {
         &st.base_url(),
         "--api-key-env",
         "HK",
+        "--health-timeout-total",
+        "0.3",
     ])
     .env("HK", "sk-h");
     let out = output(c).await;
