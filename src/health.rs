@@ -432,7 +432,16 @@ pub async fn poll(
         progress(n);
         let left = deadline.saturating_duration_since(Instant::now());
         let timeout = hc.attempt_timeout.min(left).max(Duration::from_millis(10));
-        match client.get_ok(&hc.path, MAX_BODY, timeout).await? {
+        let mut got = client.get_ok(&hc.path, MAX_BODY, timeout).await?;
+        // A health path that is not the model list (`/health`): the models
+        // are read from /v1/models once it answers.
+        let list_path = matches!(hc.path.as_str(), "/v1/models" | "/models");
+        if let (Ok(_), Some(_), false) = (&got, &hc.expect_models, list_path) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = hc.attempt_timeout.min(left).max(Duration::from_millis(10));
+            got = client.get_ok("/v1/models", MAX_BODY, timeout).await?;
+        }
+        match got {
             Err(seen) => last = seen,
             Ok(body) => match (model_ids(&body), &hc.expect_models) {
                 (Err(why), Some(_)) => {

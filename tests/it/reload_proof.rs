@@ -588,6 +588,41 @@ async fn the_model_check_is_on_by_default_and_can_be_skipped() {
         "{v}"
     );
     assert_eq!(h.config(), OLD, "rolled back");
+    // With `/health` as the health path the models still come from /v1/models.
+    let (out, v) = h
+        .apply(
+            NEW,
+            &st.base_url(),
+            &[
+                "--restart-cmd",
+                "restart-ok",
+                "--health-path",
+                "/health",
+                "--health-timeout-total",
+                "0.3",
+            ],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(9), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not list [\"b\"]"),
+        "{v}"
+    );
+    assert_eq!(h.config(), OLD, "rolled back");
+    st.set_models(vec!["a".into(), "b".into()]);
+    let (out, v) = h
+        .apply(
+            NEW,
+            &st.base_url(),
+            &["--restart-cmd", "restart-ok", "--health-path", "/health"],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    st.set_models(vec!["a".into()]);
+    std::fs::write(&h.cfg, OLD).expect("reset");
     let (out, v) = h
         .apply(
             NEW,
