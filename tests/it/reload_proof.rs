@@ -135,7 +135,13 @@ async fn watch_mode_reloaded_is_proven_from_the_log() {
         "[INFO] reloading configuration\n[INFO] configuration reloaded\n"
     );
     assert_eq!(st.reload_count(), 1);
-    assert!(warnings(&v).is_empty(), "{v}");
+    // No service warning (host checks may add their own notes).
+    assert!(
+        !warnings(&v)
+            .iter()
+            .any(|w| w.contains("llama-swap") || w.contains("proof")),
+        "{v}"
+    );
     assert!(h.fx.server.exec_log().is_empty(), "watch mode runs nothing");
 }
 
