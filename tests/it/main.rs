@@ -20,6 +20,7 @@ mod e2e_openssh;
 mod fault_matrix;
 mod nonregular;
 mod pipeline_mock;
+mod reload_proof;
 mod remote_ops;
 mod shell_mode;
 mod signals;
