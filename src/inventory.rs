@@ -42,6 +42,10 @@ const KEYS: &[&str] = &[
     "health_timeout",
     "verify_models",
     "ca_cert",
+    "health_timeout_total",
+    "reload",
+    "reload_timeout",
+    "require_healthy",
     "strict_host",
 ];
 
@@ -68,6 +72,11 @@ pub struct HostSettings {
     pub health_timeout: Option<Duration>,
     pub verify_models: Option<bool>,
     pub ca_cert: Option<PathBuf>,
+    pub health_timeout_total: Option<Duration>,
+    /// How llama-swap picks up the config (`None`: implied by restart_cmd).
+    pub reload: Option<crate::reload::ReloadMode>,
+    pub reload_timeout: Option<Duration>,
+    pub require_healthy: Option<bool>,
     /// A host-check problem stops the apply before writing.
     pub strict_host: Option<bool>,
 }
@@ -99,6 +108,10 @@ impl HostSettings {
             health_timeout,
             verify_models,
             ca_cert,
+            health_timeout_total,
+            reload,
+            reload_timeout,
+            require_healthy,
             strict_host
         )
     }
@@ -185,6 +198,34 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
                         path,
                         v,
                         format!("{what}.health_attempts must be a number from 1 to 1000"),
+                    ))
+                }
+            },
+            "health_timeout_total" => s.health_timeout_total = Some(seconds(path, v, what, &key)?),
+            "reload_timeout" => s.reload_timeout = Some(seconds(path, v, what, &key)?),
+            "reload" => {
+                use crate::reload::ReloadMode;
+                s.reload = match text()?.as_str() {
+                    "auto" => None,
+                    "restart" => Some(ReloadMode::Restart),
+                    "watch" => Some(ReloadMode::Watch),
+                    "signal" => Some(ReloadMode::Signal),
+                    _ => {
+                        return Err(err(
+                            path,
+                            v,
+                            format!("{what}.reload must be auto, restart, watch or signal"),
+                        ))
+                    }
+                }
+            }
+            "require_healthy" => match v.kind {
+                Kind::Bool(b) => s.require_healthy = Some(b),
+                _ => {
+                    return Err(err(
+                        path,
+                        v,
+                        format!("{what}.require_healthy must be true or false"),
                     ))
                 }
             },

@@ -26,10 +26,14 @@
 //!   - [`remote`]: the [`remote::RemoteOps`] seam (read / backup / write /
 //!     restart) with three implementations, one per [`remote::Mode`]: SFTP,
 //!     POSIX shell over exec, and the fixed-verb forced-command wrapper.
+//!   - [`health`]: polls `GET <base_url>/v1/models` with hyper (backoff
+//!     inside a total deadline), reads `/api/version` and `/running`.
+//!   - [`reload`]: proves a change took: pre-flight probe, llama-swap's
+//!     `/logs` marked before the write and scanned after it for the reload's
+//!     outcome (watch and SIGHUP modes), model list check, rollback check.
 //!   - [`hostcheck`]: what a new config needs from its host (executables,
 //!     model files, store directory, env names) — planned purely, asked
 //!     through [`remote::RemoteOps::probe`].
-//!   - [`health`]: polls `GET <base_url>/v1/models` with hyper.
 //!   - [`inventory`]: the hosts file (`defaults:` + `hosts:`), typed.
 //!   - [`local`]: bounded reads of the user's local files.
 //! * Orchestration:
@@ -45,6 +49,7 @@ pub mod limits;
 pub mod local;
 pub mod pipeline;
 pub mod redact;
+pub mod reload;
 pub mod remote;
 pub mod stop;
 pub mod target;

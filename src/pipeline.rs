@@ -190,6 +190,8 @@ pub enum Warning {
     LockTakenOver { previous: Option<LockInfo> },
     /// The lock could not be removed at the end (its lease will expire).
     Unlock { error: String },
+    /// About llama-swap: pre-flight, reload proof, rollback check.
+    Service(crate::health::ServiceWarning),
 }
 
 impl ApplyReport {
@@ -272,6 +274,9 @@ pub trait Hooks {
     fn confirm(&mut self, diff: &str) -> bool;
     /// A step is starting (for progress output).
     fn step(&mut self, _step: Step) {}
+    /// The config is about to be written (`rollback`: the old bytes back):
+    /// record what proves the change later (llama-swap's log position).
+    async fn before_write(&mut self, _bytes: &[u8], _rollback: bool) {}
     /// Check that llama-swap answers; after a change (`rollback == false`)
     /// it may also require the new config's models. `Err` is the reason.
     async fn health(&mut self, rollback: bool) -> Result<(), HealthError>;
@@ -542,6 +547,7 @@ async fn changing<R: RemoteOps, H: Hooks>(
     }
 
     // The write is never cut short: it is atomic and bounded by timeouts.
+    hooks.before_write(new, false).await;
     stop.set_phase(Phase::Writing);
     let written = timed!(Step::Write, remote.write(new, current, Some(old_sha)).await);
     if let Err(e) = written {
@@ -590,7 +596,14 @@ async fn changing<R: RemoteOps, H: Hooks>(
     if let Some((step, err)) = failure {
         rep.step = step;
         rep.error = Some(err);
-        if opts.no_rollback && step != Step::Interrupted {
+        // A 401 after the change: llama-swap runs and answers, but swapcfg
+        // holds no (valid) key to check it; rolling back would meet the same
+        // 401. Kept and reported as a key problem.
+        let unverifiable = matches!(
+            rep.error,
+            Some(ApplyError::Health(HealthError::Unauthorized { .. }))
+        );
+        if (opts.no_rollback || unverifiable) && step != Step::Interrupted {
             rep.kept_new = true;
             return;
         }
@@ -663,6 +676,7 @@ async fn rollback<R: RemoteOps, H: Hooks>(
     let t = Instant::now();
     let new_sha = sha256_hex(new);
     let mut restored = false;
+    hooks.before_write(&old.bytes, true).await;
     let result: Result<(), RollbackError> = async {
         remote
             .write(&old.bytes, old, Some(&new_sha))

@@ -54,11 +54,15 @@ impl Target {
             return Err(format!("{input:?}: empty host name"));
         }
         // Brackets only ever delimit an IPv6 address: a host holding one
-        // would not read back from its own `Display` form.
-        if host
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '[' | ']'))
-        {
+        // would not read back from its own `Display` form. `, * ? !` are
+        // known_hosts pattern syntax and `| #` start a hashed name or a
+        // comment there: a host holding one could never be matched by the
+        // entry written for it (every connect would append another).
+        if host.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '/' | '[' | ']' | ',' | '*' | '?' | '!' | '|' | '#')
+        }) {
             return Err(format!("{input:?}: invalid character in host name"));
         }
         Ok(Target { user, host, port })
@@ -133,6 +137,16 @@ mod tests {
 
     fn t(s: &str) -> Target {
         Target::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn refuses_known_hosts_pattern_characters_in_host_names() {
+        for bad in ["a,b", "gpu*", "gpu?", "!gpu", "|1|x", "gpu#1", "u@a,b:22"] {
+            let e = Target::parse(bad).expect_err(bad);
+            assert!(e.contains("invalid character"), "{bad}: {e}");
+        }
+        // A zone index stays accepted.
+        assert_eq!(t("[fe80::1%eth0]:2222").host, "fe80::1%eth0");
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show what `apply` would change, touching nothing (= apply --dry-run).
     Plan(ApplyArgs),
-    /// Check that llama-swap answers on /v1/models.
+    /// Check that llama-swap answers (/v1/models); show its version and running models.
     Health(HealthArgs),
     /// List the config's backups on the host.
     Backups(BackupsArgs),
@@ -81,6 +81,19 @@ pub enum PolicyArg {
     Strict,
     /// Unknown host keys are recorded and used; changed keys are refused.
     AcceptNew,
+}
+
+/// How llama-swap picks up a new config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReloadArg {
+    /// From the restart command (watch for `none`).
+    Auto,
+    /// A new process (health and models prove it).
+    Restart,
+    /// llama-swap runs with -watch-config.
+    Watch,
+    /// The command makes llama-swap reload (SIGHUP, systemctl reload).
+    Signal,
 }
 
 /// How swapcfg touches the remote config file.
@@ -149,15 +162,36 @@ pub struct ServiceArgs {
     /// Path polled for health [default: /v1/models].
     #[arg(long, value_name = "PATH")]
     pub health_path: Option<String>,
-    /// Health attempts before giving up [default: 10].
+    /// At most N health attempts (default: as many as
+    /// --health-timeout-total allows).
     #[arg(long, value_name = "N")]
     pub health_attempts: Option<u32>,
-    /// Seconds between health attempts [default: 2].
+    /// Longest wait between health attempts: they start ~50 ms apart and
+    /// double up to this [default: 1].
     #[arg(long, value_name = "SECS")]
     pub health_delay: Option<f64>,
     /// Seconds each health attempt may take [default: 5].
     #[arg(long, value_name = "SECS")]
     pub health_timeout: Option<f64>,
+    /// Seconds all health attempts together may take [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub health_timeout_total: Option<f64>,
+    /// How llama-swap picks up the new config: `restart` (a new process),
+    /// `watch` (-watch-config) or `signal` (the restart command sends SIGHUP
+    /// or runs `systemctl reload`); with watch and signal the reload is
+    /// proven from llama-swap's /logs [default: auto: watch for
+    /// `--restart-cmd none`, signal for a command with `reload`, `-HUP`,
+    /// `-s HUP`, else restart].
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub reload: Option<ReloadArg>,
+    /// Seconds a reload may take to show in llama-swap's log (at least two
+    /// -watch-config intervals) [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub reload_timeout: Option<f64>,
+    /// Stop before writing when llama-swap is not healthy (by default a
+    /// warning: the apply may be the fix).
+    #[arg(long)]
+    pub require_healthy: bool,
     /// Extra CA certificate(s), PEM, trusted for an https base URL (besides
     /// the system's roots).
     #[arg(long, value_name = "FILE")]
@@ -165,9 +199,13 @@ pub struct ServiceArgs {
     /// Environment variable holding an API key for llama-swap's apiKeys.
     #[arg(long, value_name = "NAME")]
     pub api_key_env: Option<String>,
-    /// Require every listed model of the new config on /v1/models.
-    #[arg(long)]
+    /// Require every listed model of the new config on /v1/models (the
+    /// default; kept for old scripts).
+    #[arg(long, overrides_with = "no_verify_models")]
     pub verify_models: bool,
+    /// Do not require the new config's models on /v1/models.
+    #[arg(long)]
+    pub no_verify_models: bool,
     /// Validate against this JSON Schema instead of the embedded one.
     #[arg(long, value_name = "SCHEMA.json")]
     pub schema: Option<PathBuf>,

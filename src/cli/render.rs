@@ -138,13 +138,14 @@ fn health_hint(e: &HealthError, ctx: &HintContext) -> Option<String> {
         HealthError::Unauthorized {
             key_sent: false, ..
         } => Some(
-            "pass --api-key-env NAME (the variable holding one of llama-swap's apiKeys)".into(),
+            "give one with --api-key-env NAME (the variable holding one of llama-swap's apiKeys)"
+                .into(),
         ),
         HealthError::Unauthorized { key_sent: true, .. } => Some(match &ctx.api_key_env {
             Some(name) => {
-                format!("the key in ${name} (--api-key-env) is not one of llama-swap's apiKeys")
+                format!("the key in ${name} was rejected: it is not one of llama-swap's apiKeys")
             }
-            None => "check --api-key-env".into(),
+            None => "the key given was rejected: it is not one of llama-swap's apiKeys".into(),
         }),
         HealthError::BadUrl { .. } => Some("check --base-url".into()),
         HealthError::Tls { .. } => {
@@ -232,6 +233,20 @@ pub fn apply_error(rep: &ApplyReport, ctx: &HintContext) -> Option<String> {
                 "; the config could not be read back, so its state is UNKNOWN: check the host (previous config at {backup})"
             ),
         }),
+        Step::Health if rep.backup_path.is_none() => {
+            msg.push_str("; checked before the change: nothing was written")
+        }
+        Step::Health
+            if rep.kept_new
+                && matches!(
+                    rep.error,
+                    Some(ApplyError::Health(HealthError::Unauthorized { .. }))
+                ) =>
+        {
+            msg.push_str(&format!(
+                "; the new config IS in place and llama-swap answers, but without a valid key it could not be checked, so it was not rolled back (the previous one is at {backup})"
+            ))
+        }
         Step::Restart | Step::Health if rep.kept_new => msg.push_str(&format!(
             "; the new config was kept (--no-rollback), the previous one is at {backup}"
         )),
@@ -268,6 +283,25 @@ fn warning(w: &Warning) -> String {
         Warning::Unlock { error } => {
             format!("could not remove the lock ({error}); its lease will expire")
         }
+        Warning::Service(w) => service_warning(w),
+    }
+}
+
+fn service_warning(w: &swapcfg::health::ServiceWarning) -> String {
+    use swapcfg::health::ServiceWarning as W;
+    match w {
+        W::PreflightUnhealthy { url, seen } => format!(
+            "before the change {url} was not healthy ({seen}); going on, as the change may be the fix (--require-healthy stops here)"
+        ),
+        W::ReloadUnproven { why } => format!(
+            "the reload could not be read from llama-swap's log ({why}); only /v1/models was compared, which does not show edits to cmd or groups: the proof is weaker"
+        ),
+        W::UnhealthyAsBefore { error } => format!(
+            "the previous config is back, but llama-swap is not healthy with it either, as before the change: {error}"
+        ),
+        W::RollbackUnverified { url } => format!(
+            "after the rollback {url} asks for an API key: it answers, but its health was not verified (--api-key-env NAME)"
+        ),
     }
 }
 
@@ -283,7 +317,9 @@ fn warning(w: &Warning) -> String {
 /// * `backup_path`: the backup made by this apply, if any.
 /// * `diff`: unified diff of remote → new.
 /// * `error`: why it stopped, with the flag that fixes it; `null` on success.
-/// * `rolled_back`: the old config was restored and is healthy again.
+/// * `rolled_back`: the old config was restored and is healthy again (or,
+///   when llama-swap was not healthy before the change either, as healthy as
+///   before: a warning says so).
 /// * `remote_state`: what the config holds at the end as last seen: `old`,
 ///   `new` or `unknown` (`null` when it was never read). After a failed
 ///   write it was read back (over a fresh connection if needed).
@@ -511,7 +547,12 @@ fn human(rep: &ApplyReport, ctx: &HintContext) {
                 term(&where_),
                 term(&apply_error(rep, ctx).unwrap_or_else(|| "unknown error".into()))
             );
-            if rep.rolled_back {
+            if rep.rolled_back && rep.timing(Step::Restart).is_none() {
+                eprintln!(
+                    "{} the previous config was restored and llama-swap is healthy with it",
+                    s.ok("↺ rolled back:")
+                );
+            } else if rep.rolled_back {
                 eprintln!(
                     "{} the previous config was restored, restarted and is healthy again",
                     s.ok("↺ rolled back:")

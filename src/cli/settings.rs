@@ -11,17 +11,21 @@ use std::time::Duration;
 use swapcfg::health::HealthCheck;
 use swapcfg::inventory::{HostSettings, Inventory};
 use swapcfg::limits;
+use swapcfg::reload::ReloadMode;
 use swapcfg::remote::Mode;
 use swapcfg::target::Target;
 use swapcfg::transport::{default_known_hosts, ConnectOptions, HostKeyPolicy};
 use swapcfg::validate::Validator;
 
-use super::args::{ChangeArgs, ModeArg, PolicyArg, ServiceArgs, TargetArgs};
+use super::args::{ChangeArgs, ModeArg, PolicyArg, ReloadArg, ServiceArgs, TargetArgs};
 
 const HEALTH_PATH: &str = "/v1/models";
-const HEALTH_ATTEMPTS: u32 = 10;
-const HEALTH_DELAY: Duration = Duration::from_secs(2);
+/// The first wait after a restart; later waits double up to the cap.
+const HEALTH_FIRST_DELAY: Duration = Duration::from_millis(50);
+const HEALTH_DELAY: Duration = Duration::from_secs(1);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+const HEALTH_TIMEOUT_TOTAL: Duration = Duration::from_secs(60);
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to run after the write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +56,20 @@ impl std::fmt::Debug for ApiKey {
 pub struct Health {
     pub base_url: Option<String>,
     pub path: String,
-    pub attempts: u32,
+    /// At most this many attempts (`None`: the total deadline decides).
+    pub attempts: Option<u32>,
+    /// The longest wait between attempts (they start at 50 ms and double).
     pub delay: Duration,
     pub attempt_timeout: Duration,
+    /// Every attempt and wait of one check together.
+    pub total_timeout: Duration,
     pub verify_models: bool,
+    /// How llama-swap picks up the config (resolved, never "auto").
+    pub reload: ReloadMode,
+    /// How long a reload may take to show in llama-swap's log.
+    pub reload_timeout: Duration,
+    /// Stop before writing when the pre-flight check is not healthy.
+    pub require_healthy: bool,
     pub api_key: Option<ApiKey>,
     /// Extra trusted CA certificates (PEM bytes, read once).
     pub ca_pem: Option<Vec<u8>>,
@@ -102,6 +116,15 @@ impl From<&ChangeArgs> for Change {
             show_secrets: a.show_secrets,
             strict_host: a.strict_host,
         }
+    }
+}
+
+/// The reload mode a restart setting implies (`none`: watch).
+fn implied_reload(restart: &Restart) -> ReloadMode {
+    match restart {
+        Restart::Command(c) => ReloadMode::implied_by(Some(c)),
+        Restart::Skip => ReloadMode::Watch,
+        Restart::Unset => ReloadMode::Restart,
     }
 }
 
@@ -220,6 +243,13 @@ impl Settings {
             (None, Mode::Wrapper) => Restart::Command("restart".into()),
             (None, _) => Restart::Unset,
         };
+        let reload = match s.and_then(|s| s.reload) {
+            Some(ReloadArg::Restart) => ReloadMode::Restart,
+            Some(ReloadArg::Watch) => ReloadMode::Watch,
+            Some(ReloadArg::Signal) => ReloadMode::Signal,
+            Some(ReloadArg::Auto) => implied_reload(&restart),
+            None => host.reload.unwrap_or_else(|| implied_reload(&restart)),
+        };
         let api_key_env = s.and_then(|s| s.api_key_env.clone()).or(host.api_key_env);
         let api_key = match (service, api_key_env) {
             (Some(_), Some(name)) => {
@@ -283,8 +313,7 @@ impl Settings {
                 attempts: s
                     .and_then(|s| s.health_attempts)
                     .or(host.health_attempts)
-                    .unwrap_or(HEALTH_ATTEMPTS)
-                    .max(1),
+                    .map(|n| n.max(1)),
                 delay: s
                     .and_then(|s| s.health_delay)
                     .map(secs)
@@ -296,8 +325,26 @@ impl Settings {
                     .or(host.health_timeout)
                     .unwrap_or(HEALTH_TIMEOUT)
                     .max(Duration::from_millis(100)),
-                verify_models: s.is_some_and(|s| s.verify_models)
-                    || host.verify_models.unwrap_or(false),
+                total_timeout: s
+                    .and_then(|s| s.health_timeout_total)
+                    .map(secs)
+                    .or(host.health_timeout_total)
+                    .unwrap_or(HEALTH_TIMEOUT_TOTAL)
+                    .max(Duration::from_millis(100)),
+                verify_models: match s {
+                    Some(s) if s.no_verify_models => false,
+                    Some(s) if s.verify_models => true,
+                    _ => host.verify_models.unwrap_or(true),
+                },
+                reload,
+                reload_timeout: s
+                    .and_then(|s| s.reload_timeout)
+                    .map(secs)
+                    .or(host.reload_timeout)
+                    .unwrap_or(RELOAD_TIMEOUT)
+                    .max(Duration::from_millis(100)),
+                require_healthy: s.is_some_and(|s| s.require_healthy)
+                    || host.require_healthy.unwrap_or(false),
                 api_key,
                 ca_pem,
                 ca_cert,
@@ -342,8 +389,10 @@ impl Settings {
             base_url: h.base_url.clone()?,
             path: h.path.clone(),
             api_key: h.api_key.as_ref().map(|k| k.value.clone()),
-            attempts: h.attempts,
-            delay: h.delay,
+            max_attempts: h.attempts,
+            first_delay: HEALTH_FIRST_DELAY.min(h.delay),
+            max_delay: h.delay,
+            total_timeout: h.total_timeout,
             attempt_timeout: h.attempt_timeout,
             expect_models: if h.verify_models { expect } else { None },
             ca_pem: h.ca_pem.clone(),
@@ -355,7 +404,7 @@ impl Settings {
     /// at the confirmation prompt and the transfers.
     pub fn lock_lease(&self) -> Duration {
         let h = &self.health;
-        let health = (h.attempt_timeout + h.delay) * h.attempts;
+        let health = h.total_timeout + h.reload_timeout;
         (self.restart_timeout + health) * 2 + Duration::from_secs(300)
     }
 
@@ -398,8 +447,13 @@ mod tests {
             health_attempts: None,
             health_delay: None,
             health_timeout: None,
+            health_timeout_total: None,
+            reload: None,
+            reload_timeout: None,
+            require_healthy: false,
             api_key_env: None,
             verify_models: false,
+            no_verify_models: false,
             schema: None,
             ca_cert: None,
         }
@@ -428,6 +482,10 @@ defaults:
   health_delay: 0.5
   health_timeout: 1.5
   verify_models: false
+  health_timeout_total: 31
+  reload: signal
+  reload_timeout: 7
+  require_healthy: false
 hosts:
   h:
     address: 10.0.0.9
@@ -450,6 +508,10 @@ hosts:
     health_delay: 0.25
     health_timeout: 2.5
     verify_models: true
+    health_timeout_total: 32
+    reload: watch
+    reload_timeout: 8
+    require_healthy: true
   other: {}
 ";
 
@@ -531,7 +593,7 @@ hosts:
             (h.health.path.as_str(), d.health.path.as_str()),
             ("/h/health", "/d/health")
         );
-        assert_eq!((h.health.attempts, d.health.attempts), (4, 3));
+        assert_eq!((h.health.attempts, d.health.attempts), (Some(4), Some(3)));
         assert_eq!(
             (h.health.delay, d.health.delay),
             (Duration::from_millis(250), Duration::from_millis(500))
@@ -545,6 +607,63 @@ hosts:
             (true, false)
         );
         assert_eq!((h.strict_host, d.strict_host), (false, true));
+        assert_eq!(
+            (h.health.total_timeout, d.health.total_timeout),
+            (Duration::from_secs(32), Duration::from_secs(31))
+        );
+        assert_eq!(
+            (h.health.reload, d.health.reload),
+            (ReloadMode::Watch, ReloadMode::Signal)
+        );
+        assert_eq!(
+            (h.health.reload_timeout, d.health.reload_timeout),
+            (Duration::from_secs(8), Duration::from_secs(7))
+        );
+        assert_eq!(
+            (h.health.require_healthy, d.health.require_healthy),
+            (true, false)
+        );
+    }
+
+    #[test]
+    fn reload_mode_and_model_check_flags() {
+        let mut s = service();
+        s.health_timeout_total = Some(2.5);
+        s.reload = Some(ReloadArg::Restart);
+        s.reload_timeout = Some(0.5);
+        s.require_healthy = true;
+        s.no_verify_models = true;
+        let r = resolve(&target("h"), &s);
+        assert_eq!(r.health.total_timeout, Duration::from_millis(2500));
+        assert_eq!(r.health.reload, ReloadMode::Restart);
+        assert_eq!(r.health.reload_timeout, Duration::from_millis(500));
+        assert!(r.health.require_healthy && !r.health.verify_models);
+        // auto: from the restart command, over the inventory's choice.
+        let mut s = service();
+        s.reload = Some(ReloadArg::Auto);
+        s.restart_cmd = Some("none".into());
+        assert_eq!(resolve(&target("h"), &s).health.reload, ReloadMode::Watch);
+        s.restart_cmd = Some("sudo systemctl reload llama-swap".into());
+        assert_eq!(resolve(&target("h"), &s).health.reload, ReloadMode::Signal);
+        // Without an inventory: implied by the command.
+        let mut s = service();
+        s.restart_cmd = Some("none".into());
+        let r = Settings::resolve_with(&target("gpu"), Some(&s), None, &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.health.reload, ReloadMode::Watch);
+        assert!(r.health.verify_models);
+        // The health check starts at 50 ms and doubles up to --health-delay.
+        let mut s = service();
+        s.base_url = Some("http://g:8080".into());
+        s.health_delay = Some(0.02);
+        let r = Settings::resolve_with(&target("gpu"), Some(&s), None, &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hc = r.health_check(Some(vec!["m".into()])).expect("check");
+        assert_eq!(
+            (hc.first_delay, hc.max_delay),
+            (Duration::from_millis(20), Duration::from_millis(20))
+        );
+        assert_eq!(hc.expect_models, Some(vec!["m".to_string()]));
     }
 
     #[test]
@@ -565,6 +684,10 @@ hosts:
         s.health_attempts = Some(5);
         s.health_delay = Some(0.125);
         s.health_timeout = Some(3.5);
+        s.health_timeout_total = Some(4.5);
+        s.reload = Some(ReloadArg::Signal);
+        s.reload_timeout = Some(6.5);
+        s.require_healthy = true;
         s.api_key_env = Some("F_KEY".into());
         s.schema = Some("/f/schema.json".into());
         let r = resolve(&t, &s);
@@ -584,9 +707,13 @@ hosts:
         assert_eq!(r.connect.connect_timeout, Duration::from_secs(13));
         assert_eq!(r.restart_timeout, Duration::from_secs(23));
         assert_eq!(r.health.path, "/f/health");
-        assert_eq!(r.health.attempts, 5);
+        assert_eq!(r.health.attempts, Some(5));
         assert_eq!(r.health.delay, Duration::from_millis(125));
         assert_eq!(r.health.attempt_timeout, Duration::from_millis(3500));
+        assert_eq!(r.health.total_timeout, Duration::from_millis(4500));
+        assert_eq!(r.health.reload, ReloadMode::Signal);
+        assert_eq!(r.health.reload_timeout, Duration::from_millis(6500));
+        assert!(r.health.require_healthy);
         // A user in TARGET wins over the inventory's user.
         let r = resolve(&target("bob@other"), &service());
         assert_eq!(r.connect.target.user, "bob");
@@ -603,10 +730,20 @@ hosts:
         assert_eq!(r.restart, Restart::Unset);
         assert_eq!(r.health.path, HEALTH_PATH);
         assert_eq!(
-            (r.health.attempts, r.health.delay, r.health.attempt_timeout),
-            (HEALTH_ATTEMPTS, HEALTH_DELAY, HEALTH_TIMEOUT)
+            (
+                r.health.attempts,
+                r.health.delay,
+                r.health.attempt_timeout,
+                r.health.total_timeout
+            ),
+            (None, HEALTH_DELAY, HEALTH_TIMEOUT, HEALTH_TIMEOUT_TOTAL)
         );
-        assert!(!r.health.verify_models && r.health.api_key.is_none());
+        assert!(r.health.verify_models, "the model check is on by default");
+        assert!(r.health.api_key.is_none() && !r.health.require_healthy);
+        assert_eq!(
+            (r.health.reload, r.health.reload_timeout),
+            (ReloadMode::Restart, RELOAD_TIMEOUT)
+        );
     }
 
     #[test]

@@ -369,20 +369,46 @@ async fn health_needs_the_api_key_and_passes_only_with_it() {
         a.extend(s(extra));
         a
     };
-    // Without the key the endpoint never answers 200, not even after the
-    // rollback: the old bytes are back and the report says so loudly.
+    // Without the key the pre-flight probe gets 401: nothing is written
+    // (bytes, no backup, no temp file, no lock), and the error names the flag.
+    let before = fx.listing();
     let out = run(&fx, args(&[]), vec![]).await;
     let v = json(&out);
     assert_eq!(
         (out.status.code(), v["step"].as_str()),
-        (Some(10), Some("rollback")),
+        (Some(9), Some("health")),
         "{v}"
     );
+    let e = v["error"].as_str().unwrap_or("");
     assert!(
-        v["error"].as_str().unwrap_or("").contains("--api-key-env"),
+        e.contains("llama-swap requires an API key") && e.contains("--api-key-env NAME"),
         "{v}"
     );
-    assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD, "rolled back");
+    assert!(e.contains("nothing was written"), "{v}");
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD, "untouched");
+    assert_eq!(fx.listing(), before, "no backup, temp file or lock");
+    assert!(fx.server.exec_log().is_empty(), "no restart");
+
+    // A wrong key: the same stop, naming the variable, never "pass --api-key-env".
+    let out = run(
+        &fx,
+        args(&["--api-key-env", "LS_KEY"]),
+        vec![("LS_KEY".into(), "sk-wrong".into())],
+    )
+    .await;
+    let v = json(&out);
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(9), Some("health")),
+        "{v}"
+    );
+    let e = v["error"].as_str().unwrap_or("");
+    assert!(e.contains("the key in $LS_KEY was rejected"), "{v}");
+    assert!(!e.contains("give one with --api-key-env"), "{v}");
+    assert!(!e.contains("sk-wrong"), "{v}");
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD, "untouched");
+    assert_eq!(fx.listing(), before, "no backup, temp file or lock");
+    assert!(fx.server.exec_log().is_empty(), "no restart");
 
     let out = run(
         &fx,

@@ -21,6 +21,7 @@ mod fault_matrix;
 mod hostcheck;
 mod nonregular;
 mod pipeline_mock;
+mod reload_proof;
 mod remote_ops;
 mod shell_mode;
 mod signals;

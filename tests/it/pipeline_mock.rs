@@ -195,7 +195,11 @@ impl Hooks for H {
             return Err(HealthError::Unhealthy {
                 url: "http://h/v1/models".into(),
                 attempts: 1,
-                last: "HTTP 503".into(),
+                elapsed: std::time::Duration::from_millis(5),
+                last: swapcfg::health::Seen::Status {
+                    status: 503,
+                    body: "loading".into(),
+                },
             });
         }
         Ok(())
@@ -560,4 +564,90 @@ async fn restart_none_skips_the_restart() {
     let r = apply(&m, NEW, &o, &mut hooks()).await;
     assert_eq!(r.step, Step::Done);
     assert!(!m.calls().contains(&"restart".to_string()));
+}
+
+/// Hooks that record the order of marks and checks, answering health with
+/// a fixed result per call.
+struct Marks<'a> {
+    m: &'a Mock,
+    seen: Vec<String>,
+    results: Vec<Result<(), HealthError>>,
+}
+
+impl Hooks for Marks<'_> {
+    fn confirm(&mut self, _diff: &str) -> bool {
+        true
+    }
+    async fn before_write(&mut self, bytes: &[u8], rollback: bool) {
+        // The file still holds what was there before this write.
+        let now = self.m.file.borrow().clone();
+        self.seen.push(format!(
+            "mark rollback={rollback} len={} file_was_new={}",
+            bytes.len(),
+            now == NEW
+        ));
+    }
+    async fn health(&mut self, rollback: bool) -> Result<(), HealthError> {
+        self.seen.push(format!("health rollback={rollback}"));
+        if self.results.is_empty() {
+            Ok(())
+        } else {
+            self.results.remove(0)
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_mark_is_taken_right_before_each_write_and_a_401_is_not_rolled_back() {
+    let m = Mock::new(OLD);
+    let refused = HealthError::ReloadRefused {
+        url: "http://h".into(),
+        reason: "failed to reload config: x".into(),
+    };
+    let mut h = Marks {
+        m: &m,
+        seen: Vec::new(),
+        results: vec![Err(refused)],
+    };
+    let r = apply(&m, NEW, &opts(), &mut h).await;
+    assert_eq!((r.step, r.rolled_back), (Step::Health, true));
+    assert_eq!(
+        h.seen,
+        [
+            format!("mark rollback=false len={} file_was_new=false", NEW.len()),
+            "health rollback=false".to_string(),
+            format!("mark rollback=true len={} file_was_new=true", OLD.len()),
+            "health rollback=true".to_string(),
+        ]
+    );
+    assert_eq!(*m.file.borrow(), OLD);
+
+    // A 401 after the change: llama-swap answers; the new file is kept,
+    // no second restart, no rollback error.
+    let m = Mock::new(OLD);
+    let mut h = Marks {
+        m: &m,
+        seen: Vec::new(),
+        results: vec![Err(HealthError::Unauthorized {
+            url: "http://h/v1/models".into(),
+            status: 401,
+            key_sent: false,
+        })],
+    };
+    let r = apply(&m, NEW, &opts(), &mut h).await;
+    assert_eq!(
+        (r.step, r.rolled_back, r.kept_new),
+        (Step::Health, false, true)
+    );
+    assert!(r.rollback_error.is_none());
+    assert_eq!(*m.file.borrow(), NEW);
+    assert_eq!(h.seen.len(), 2, "no rollback mark or check: {:?}", h.seen);
+    assert_eq!(
+        m.log
+            .borrow()
+            .iter()
+            .filter(|c| c.starts_with("restart"))
+            .count(),
+        1
+    );
 }

@@ -5,8 +5,9 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
-use swapcfg::health::{HealthCheck, HealthError};
+use swapcfg::health::{HealthError, ServiceWarning};
 use swapcfg::pipeline::{self, ApplyError, ApplyOptions, ApplyReport, Hooks, Step, Warning};
+use swapcfg::reload::Service;
 use swapcfg::remote::{LockInfo, RemoteOps, RemoteOptions};
 use swapcfg::stop::{Phase, Stop};
 use swapcfg::validate::Severity;
@@ -83,14 +84,59 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
             },
         );
     }
-    let health = settings.health_check(Some(outcome.listed_models.clone()));
+    let mut service = settings
+        .health_check(Some(outcome.listed_models.clone()))
+        .map(|hc| Service::new(hc, settings.health.reload, settings.health.reload_timeout));
 
+    // The pre-flight probe runs beside the connection, so it costs no time.
     let t = Instant::now();
-    let conn = match Host::connect(settings, &config_path).await {
+    let preflight = async {
+        match &service {
+            Some(s) if !job.dry_run => Some(s.preflight().await),
+            _ => None,
+        }
+    };
+    let (conn, preflight) = tokio::join!(Host::connect(settings, &config_path), preflight);
+    let conn = match conn {
         Ok(h) => h,
         Err(f) => return early_failure(f, &early),
     };
     let connect_ms = t.elapsed().as_millis() as u64;
+    let mut preflight_warning = None;
+    match preflight {
+        None | Some(Ok(None)) => {}
+        // A key problem, a bad URL: stop before anything is written.
+        Some(Err(e)) => {
+            conn.close().await;
+            return early(Step::Health, ApplyError::Health(e));
+        }
+        Some(Ok(Some(seen))) if settings.health.require_healthy => {
+            conn.close().await;
+            let url = settings.health.base_url.clone().unwrap_or_default();
+            return early(
+                Step::Health,
+                ApplyError::Health(HealthError::Unhealthy {
+                    url: format!("{url}{}", settings.health.path),
+                    attempts: 1,
+                    elapsed: t.elapsed(),
+                    last: seen,
+                }),
+            );
+        }
+        Some(Ok(Some(seen))) => {
+            if let Some(s) = &mut service {
+                s.healthy_before = false;
+            }
+            preflight_warning = Some(ServiceWarning::PreflightUnhealthy {
+                url: format!(
+                    "{}{}",
+                    settings.health.base_url.clone().unwrap_or_default(),
+                    settings.health.path
+                ),
+                seen,
+            })
+        }
+    }
     let remote_opts = RemoteOptions::default();
     let remote = match conn.remote(settings, remote_opts).await {
         Ok(r) => r,
@@ -118,7 +164,7 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
     let mut hooks = CliHooks {
         yes: job.change.yes,
         json: job.change.json,
-        health,
+        service,
         style: out_style,
         progress: Style::for_stderr().color,
         settings: settings.clone(),
@@ -130,9 +176,20 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
     conn.session.cancel_on(opts.stop.clone());
     let mut rep = pipeline::apply(&remote, job.new, &opts, &mut hooks).await;
     rep.timings_ms.insert(0, (Step::Connect, connect_ms));
-    if hooks.health.is_none() && rep.step == Step::Done {
+    if hooks.service.is_none() && rep.step == Step::Done {
         rep.warnings.push(Warning::HealthNotChecked);
     }
+    let said = hooks
+        .service
+        .as_mut()
+        .map(|s| std::mem::take(&mut s.warnings))
+        .unwrap_or_default();
+    rep.warnings.extend(
+        preflight_warning
+            .into_iter()
+            .chain(said)
+            .map(Warning::Service),
+    );
     if job.dry_run && !job.change.json {
         render::diff(&rep.diff, out_style);
     }
@@ -182,7 +239,8 @@ fn lock_record(settings: &Settings) -> LockInfo {
 pub struct CliHooks {
     pub yes: bool,
     pub json: bool,
-    pub health: Option<HealthCheck>,
+    /// Health, reload proof and model check (when a base URL is known).
+    pub service: Option<Service>,
     pub style: Style,
     /// Progress lines on stderr (only on a TTY).
     pub progress: bool,
@@ -284,32 +342,32 @@ impl Hooks for CliHooks {
         }
     }
 
+    async fn before_write(&mut self, bytes: &[u8], rollback: bool) {
+        if let Some(s) = &mut self.service {
+            s.before_write(bytes.len(), rollback).await;
+        }
+    }
+
     async fn health(&mut self, rollback: bool) -> Result<(), HealthError> {
-        let Some(hc) = &self.health else {
+        let Some(service) = &mut self.service else {
             return Ok(());
         };
-        let mut hc = hc.clone();
-        if rollback {
-            // The old config is back: its models, not the new ones, are listed.
-            hc.expect_models = None;
-        }
         let spin = self.progress && !self.json;
         let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
-        let total = hc.attempts;
         let mut progress = |n: u32| {
             if spin {
                 eprint!(
-                    "\r  {} health: attempt {n}/{total} ",
+                    "\r  {} health: attempt {n} ",
                     frames[(n as usize) % frames.len()]
                 );
                 let _ = std::io::stderr().flush();
             }
         };
-        let r = swapcfg::health::check(&hc, &mut progress).await;
+        let r = service.after_change(rollback, &mut progress).await;
         if spin {
             eprintln!();
         }
-        r.map(|_| ())
+        r
     }
 
     async fn recover(&mut self, me: Option<&LockInfo>) -> Option<Vec<u8>> {

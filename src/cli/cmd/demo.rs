@@ -30,7 +30,7 @@ mod sandbox {
     use swapcfg::target::Target;
     use swapcfg::transport::{ConnectOptions, HostKeyPolicy};
     use swapcfg_testkit::server::TestServerBuilder;
-    use swapcfg_testkit::standin::Standin;
+    use swapcfg_testkit::standin::{Standin, StandinBuilder};
 
     use super::CmdResult;
     use crate::cli::exit;
@@ -42,6 +42,9 @@ mod sandbox {
     const V1: &str = "# llama-swap on the demo host\nmodels:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m /models/qwen2.5-7b.gguf\n    ttl: 300\n";
     const V2: &str = "# llama-swap on the demo host\nmodels:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m /models/qwen2.5-7b.gguf\n    ttl: 300\n  llama-3b:\n    cmd: llama-server --port ${PORT} -m /models/llama-3.2-3b.gguf\n    aliases: [small]\n";
     const INVALID: &str = "models:\n  qwen-7b:\n    cmd: llama-server -m /models/qwen2.5-7b.gguf\n    proxy: http://127.0.0.1:${PORT}\n    ttl: -5\n";
+    /// Loads for swapcfg (it cannot see the host's environment); the server
+    /// refuses it: HF_TOKEN is not set in llama-swap's environment.
+    const NEEDS_ENV: &str = "# llama-swap on the demo host\nmodels:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m /models/qwen2.5-7b.gguf\n    ttl: 300\n  llama-3b:\n    cmd: llama-server --port ${PORT} -m /models/llama-3.2-3b.gguf --hf-token ${env.HF_TOKEN}\n    aliases: [small]\n";
     const BROKEN: &str = "models:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m /models/qwen2.5-7b.gguf\n  broken-model:\n    cmd: /opt/missing/llama-server --port ${PORT}\n";
 
     fn section(title: &str) {
@@ -108,10 +111,14 @@ mod sandbox {
             health: Health {
                 base_url: Some(standin.base_url()),
                 path: "/v1/models".into(),
-                attempts: 3,
+                attempts: None,
                 delay: Duration::from_millis(200),
                 attempt_timeout: Duration::from_secs(2),
+                total_timeout: Duration::from_secs(5),
                 verify_models: true,
+                reload: swapcfg::reload::ReloadMode::Restart,
+                reload_timeout: Duration::from_secs(5),
+                require_healthy: false,
                 api_key: None,
                 ca_pem: None,
                 ca_cert: None,
@@ -166,6 +173,60 @@ mod sandbox {
             .await,
         );
 
+        section(
+            "4. llama-swap with -watch-config refuses a change: read from its log, rolled back",
+        );
+        // A stand-in that follows the sandbox's config file as llama-swap's
+        // watcher does, judging it like the server: swapcfg's rules, plus
+        // the host's environment (HF_TOKEN is not set there).
+        let validator = swapcfg::validate::Validator::embedded();
+        let judge: swapcfg_testkit::standin::Judge = std::sync::Arc::new(move |bytes: &[u8]| {
+            if String::from_utf8_lossy(bytes).contains("${env.HF_TOKEN}") {
+                return Err("environment variable 'HF_TOKEN' is not set".into());
+            }
+            let o = validator.validate(bytes);
+            if o.is_valid() {
+                Ok(o.listed_models)
+            } else {
+                Err("invalid config".into())
+            }
+        });
+        let watching = StandinBuilder::new(Vec::new())
+            .config(&config, judge)
+            .watch(Duration::from_millis(200))
+            .start()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut watch_settings = settings.clone();
+        watch_settings.restart = Restart::Skip;
+        watch_settings.health.base_url = Some(watching.base_url());
+        watch_settings.health.reload = swapcfg::reload::ReloadMode::Watch;
+        let c4 = code(
+            super::super::apply::run_job(
+                &super::super::apply::Job {
+                    settings: &watch_settings,
+                    change,
+                    new: NEEDS_ENV.as_bytes(),
+                    new_label: "needs-env.yaml".into(),
+                    dry_run: false,
+                    force: false,
+                    expect_sha256: None,
+                },
+                &mut HintContext::default(),
+            )
+            .await,
+        );
+        println!(
+            "llama-swap's log:\n{}",
+            watching
+                .log_text()
+                .lines()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        drop(watching);
+
         section("Result on the host");
         let now = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
         println!(
@@ -185,7 +246,7 @@ mod sandbox {
         backups.sort();
         println!("backups: {}", backups.join(", "));
         println!(
-        "exit statuses: {c1} {c2} {c3} (0 = done, 1 = invalid, 8 = restart failed and rolled back)"
+        "exit statuses: {c1} {c2} {c3} {c4} (0 = done, 1 = invalid, 8 = restart failed and rolled back, 9 = refused by llama-swap and rolled back)"
     );
         drop(standin);
         server.shutdown().await;

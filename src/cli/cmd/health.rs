@@ -1,5 +1,8 @@
-//! `swapcfg health TARGET`: poll llama-swap's /v1/models (no SSH needed).
+//! `swapcfg health TARGET`: poll llama-swap's /v1/models and report its
+//! version (`/api/version`) and running models (`/running`). Plain HTTP:
+//! no SSH connection is made, so the report names the URL, not a host.
 
+use swapcfg::health::Client;
 use swapcfg::pipeline::Step;
 
 use crate::cli::args::HealthArgs;
@@ -11,24 +14,66 @@ use crate::cli::CmdResult;
 pub fn run(args: HealthArgs, ctx: &mut HintContext) -> CmdResult {
     let settings = Settings::resolve(&args.target, Some(&args.service)).map_err(Failure::usage)?;
     ctx.api_key_env = settings.health.api_key.as_ref().map(|k| k.env.clone());
-    let hc = settings.health_check(None).ok_or_else(|| {
+    let mut hc = settings.health_check(None).ok_or_else(|| {
         Failure::usage("--base-url URL is required (or base_url in the inventory)")
     })?;
-    let result = crate::cli::runtime()?.block_on(swapcfg::health::check(&hc, &mut |_| {}));
+    // A look at a running service: a short deadline unless one was asked.
+    if args.service.health_timeout_total.is_none() {
+        hc.total_timeout = hc.attempt_timeout;
+    }
+    let url = format!("{}{}", hc.base_url, hc.path);
+    let rt = crate::cli::runtime()?;
+    let result = rt.block_on(async {
+        let r = swapcfg::health::check(&hc, &mut |_| {}).await?;
+        let client = Client::new(&hc)?;
+        let (version, running) = tokio::join!(client.version(), client.running());
+        Ok::<_, swapcfg::health::HealthError>((r, version, running))
+    });
     match result {
-        Ok(r) => {
+        Ok((r, version, running)) => {
+            // Version and running models are extras: what failed is said,
+            // but the check itself passed.
+            let version = match version {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(seen)) => Err(seen.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let running = match running {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(seen)) => Err(seen.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"ok": true, "host": settings.host(), "attempts": r.attempts_used, "models": r.listed_models, "elapsed_ms": r.elapsed.as_millis() as u64})
+                    serde_json::json!({
+                        "ok": true,
+                        "url": url,
+                        "attempts": r.attempts_used,
+                        "models": r.listed_models,
+                        "version": version.as_ref().ok(),
+                        "version_error": version.as_ref().err(),
+                        "running": running.as_ref().ok(),
+                        "running_error": running.as_ref().err(),
+                        "elapsed_ms": r.elapsed.as_millis() as u64,
+                    })
                 );
             } else {
                 println!(
                     "healthy: {} lists {} model(s): {}",
-                    hc.base_url,
+                    render::term(&hc.base_url),
                     r.listed_models.len(),
                     render::term(&r.listed_models.join(", "))
                 );
+                match &version {
+                    Ok(v) => println!("version: {}", render::term(v)),
+                    Err(e) => println!("version: unknown ({})", render::term(e)),
+                }
+                match &running {
+                    Ok(v) if v.is_empty() => println!("running: none"),
+                    Ok(v) => println!("running: {}", render::term(&v.join(", "))),
+                    Err(e) => println!("running: unknown ({})", render::term(e)),
+                }
             }
             Ok(Outcome::Success)
         }
@@ -37,7 +82,7 @@ pub fn run(args: HealthArgs, ctx: &mut HintContext) -> CmdResult {
             let message = render::with_hint(e.to_string(), render::hint(&e, ctx));
             println!(
                 "{}",
-                serde_json::json!({"ok": false, "host": settings.host(), "error": message})
+                serde_json::json!({"ok": false, "url": url, "error": message})
             );
             Ok(Outcome::At(Step::Health))
         }

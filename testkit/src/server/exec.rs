@@ -101,6 +101,9 @@ async fn scripted(channel: &Channel<Msg>, script: &ScriptedExec) {
     if !script.delay.is_zero() {
         tokio::time::sleep(script.delay).await;
     }
+    if let Some(hook) = &script.hook {
+        hook();
+    }
     finish(channel, script.exit_status, &script.stdout, &script.stderr).await;
 }
 

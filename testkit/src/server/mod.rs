@@ -111,13 +111,29 @@ impl FaultPlan {
     }
 }
 
+/// Something a scripted command does on the host when it runs (e.g. a
+/// stand-in llama-swap's restart or SIGHUP), before it answers.
+pub type ExecHook = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 /// The scripted outcome of an exec command.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ScriptedExec {
     pub exit_status: u32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub delay: Duration,
+    /// Run when the command runs (after `delay`, before the answer).
+    pub hook: Option<ExecHook>,
+}
+
+impl std::fmt::Debug for ScriptedExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptedExec")
+            .field("exit_status", &self.exit_status)
+            .field("delay", &self.delay)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
 }
 
 impl ScriptedExec {
@@ -134,6 +150,15 @@ impl ScriptedExec {
     pub fn ok_after(delay: Duration) -> Self {
         ScriptedExec {
             delay,
+            ..Default::default()
+        }
+    }
+
+    /// Succeed at once after running `hook` (e.g.
+    /// [`crate::standin::Standin::restart_hook`]).
+    pub fn running(hook: ExecHook) -> Self {
+        ScriptedExec {
+            hook: Some(hook),
             ..Default::default()
         }
     }
