@@ -378,34 +378,37 @@ pub fn plan(source: &[u8]) -> Plan {
     };
     let lines: Vec<&str> = text.split('\n').collect();
     let mut index: HashMap<Query, usize> = HashMap::new();
-    let mut add = |plan: &mut Plan, kind, target: String, flag, model, at: (usize, usize)| {
-        let q = match kind {
-            ProbeKind::Command => Query::Command(target.clone()),
-            ProbeKind::Env => Query::Env(target.clone()),
-            _ => Query::Path(target.clone()),
+    // `at` is called only for a probe that is kept (finding the text costs).
+    let mut add =
+        |plan: &mut Plan, kind, target: String, flag, model, at: &dyn Fn() -> (usize, usize)| {
+            let q = match kind {
+                ProbeKind::Command => Query::Command(target.clone()),
+                ProbeKind::Env => Query::Env(target.clone()),
+                _ => Query::Path(target.clone()),
+            };
+            let query = match index.get(&q) {
+                Some(&i) => i,
+                None if plan.queries.len() >= MAX_QUERIES => {
+                    plan.dropped += 1;
+                    return;
+                }
+                None => {
+                    index.insert(q.clone(), plan.queries.len());
+                    plan.queries.push(q);
+                    plan.queries.len() - 1
+                }
+            };
+            let (line, column) = at();
+            plan.probes.push(Probe {
+                kind,
+                target,
+                flag,
+                model,
+                line,
+                column,
+                query,
+            });
         };
-        let query = match index.get(&q) {
-            Some(&i) => i,
-            None if plan.queries.len() >= MAX_QUERIES => {
-                plan.dropped += 1;
-                return;
-            }
-            None => {
-                index.insert(q.clone(), plan.queries.len());
-                plan.queries.push(q);
-                plan.queries.len() - 1
-            }
-        };
-        plan.probes.push(Probe {
-            kind,
-            target,
-            flag,
-            model,
-            line: at.0,
-            column: at.1,
-            query,
-        });
-    };
 
     // Models in document order (the expanded map is sorted by id).
     let mut models: Vec<(&String, &Value)> = crate::validate::get(&config, "models")
@@ -425,7 +428,7 @@ pub fn plan(source: &[u8]) -> Plan {
         if exe.contains("${") {
             continue; // `${env.…}`: only llama-swap knows the value
         }
-        let exe_at = locate(&lines, at, key_col, exe);
+        let exe_at = || locate(&lines, at, key_col, exe);
         if exe.starts_with('/') {
             add(
                 &mut plan,
@@ -433,7 +436,7 @@ pub fn plan(source: &[u8]) -> Plan {
                 exe.clone(),
                 None,
                 Some(id.clone()),
-                exe_at,
+                &exe_at,
             );
         } else if !exe.contains('/') {
             add(
@@ -442,7 +445,7 @@ pub fn plan(source: &[u8]) -> Plan {
                 exe.clone(),
                 None,
                 Some(id.clone()),
-                exe_at,
+                &exe_at,
             );
         }
         if ELSEWHERE.contains(&basename(exe)) {
@@ -452,14 +455,14 @@ pub fn plan(source: &[u8]) -> Plan {
             if !file.starts_with('/') || file.contains("${") {
                 continue;
             }
-            let file_at = locate(&lines, at, key_col, &file);
+            let file_at = || locate(&lines, at, key_col, &file);
             add(
                 &mut plan,
                 ProbeKind::File,
-                file,
+                file.clone(),
                 Some(flag),
                 Some(id.clone()),
-                file_at,
+                &file_at,
             );
         }
     }
@@ -476,7 +479,7 @@ pub fn plan(source: &[u8]) -> Plan {
                 parent(path).to_string(),
                 None,
                 None,
-                pos.value(&store),
+                &|| pos.value(&store),
             );
         }
     }
@@ -497,7 +500,7 @@ pub fn plan(source: &[u8]) -> Plan {
                 name.as_str().to_string(),
                 None,
                 None,
-                (n + 1, col),
+                &|| (n + 1, col),
             );
         }
     }
