@@ -46,6 +46,7 @@ const KEYS: &[&str] = &[
     "reload",
     "reload_timeout",
     "require_healthy",
+    "strict_host",
 ];
 
 /// Settings for one host; every field optional.
@@ -76,6 +77,8 @@ pub struct HostSettings {
     pub reload: Option<crate::reload::ReloadMode>,
     pub reload_timeout: Option<Duration>,
     pub require_healthy: Option<bool>,
+    /// A host-check problem stops the apply before writing.
+    pub strict_host: Option<bool>,
 }
 
 impl HostSettings {
@@ -108,7 +111,8 @@ impl HostSettings {
             health_timeout_total,
             reload,
             reload_timeout,
-            require_healthy
+            require_healthy,
+            strict_host
         )
     }
 }
@@ -241,6 +245,16 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
             "api_key_env" => s.api_key_env = Some(text()?),
             "schema" => s.schema = Some(PathBuf::from(text()?)),
             "ca_cert" => s.ca_cert = Some(PathBuf::from(text()?)),
+            "strict_host" => match v.kind {
+                Kind::Bool(b) => s.strict_host = Some(b),
+                _ => {
+                    return Err(err(
+                        path,
+                        v,
+                        format!("{what}.strict_host must be true or false"),
+                    ))
+                }
+            },
             other => {
                 return Err(err(
                     path,

@@ -31,6 +31,9 @@
 //!   - [`reload`]: proves a change took: pre-flight probe, llama-swap's
 //!     `/logs` marked before the write and scanned after it for the reload's
 //!     outcome (watch and SIGHUP modes), model list check, rollback check.
+//!   - [`hostcheck`]: what a new config needs from its host (executables,
+//!     model files, store directory, env names) — planned purely, asked
+//!     through [`remote::RemoteOps::probe`].
 //!   - [`inventory`]: the hosts file (`defaults:` + `hosts:`), typed.
 //!   - [`local`]: bounded reads of the user's local files.
 //! * Orchestration:
@@ -40,6 +43,7 @@
 
 pub mod diff;
 pub mod health;
+pub mod hostcheck;
 pub mod inventory;
 pub mod limits;
 pub mod local;

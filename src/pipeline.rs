@@ -33,6 +33,8 @@ pub enum Step {
     Validate,
     Connect,
     Read,
+    /// Host checks (with `strict_host`: a problem stops the apply here).
+    HostCheck,
     Lock,
     Conflict,
     Aborted,
@@ -55,6 +57,7 @@ impl Step {
             Step::Validate => "validate",
             Step::Connect => "connect",
             Step::Read => "read",
+            Step::HostCheck => "host-check",
             Step::Lock => "lock",
             Step::Conflict => "conflict",
             Step::Aborted => "aborted",
@@ -90,6 +93,8 @@ pub enum ApplyError {
         before: String,
         after: String,
     },
+    #[error("host checks found {problems} problem(s) with the new config on this host; nothing was changed")]
+    HostCheck { problems: usize },
     #[error("not confirmed; nothing was changed")]
     NotConfirmed,
     #[error("interrupted before the write; nothing was changed")]
@@ -160,6 +165,8 @@ pub struct ApplyReport {
     pub new_sha256: String,
     pub pruned_backups: Vec<String>,
     pub warnings: Vec<Warning>,
+    /// What the host checks found (problems and notes), in config order.
+    pub host_findings: Vec<crate::hostcheck::HostFinding>,
     /// Milliseconds per step, in the order the steps ran.
     pub timings_ms: Vec<(Step, u64)>,
     /// The lock was already released (or handed to a recovery connection).
@@ -214,6 +221,7 @@ impl ApplyReport {
             new_sha256: sha256_hex(new),
             pruned_backups: Vec::new(),
             warnings: Vec::new(),
+            host_findings: Vec::new(),
             timings_ms: Vec::new(),
             lock_released: false,
         }
@@ -252,6 +260,11 @@ pub struct ApplyOptions {
     /// Redacts secrets (apiKeys, secret env values…) in the diff; `None`
     /// shows them.
     pub redactor: Option<crate::redact::Redactor>,
+    /// What to check on the host before writing (`None`: no host checks).
+    /// Runs beside the read, so it costs no extra round trip.
+    pub host_checks: Option<crate::hostcheck::Plan>,
+    /// A host-check problem stops the apply before anything is written.
+    pub strict_host: bool,
 }
 
 /// The parts of an apply that are not remote file operations.
@@ -325,7 +338,16 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
         }};
     }
 
-    let current = match timed!(Step::Read, remote.read().await) {
+    // The host checks ride along with the read (same round trips).
+    let current = match opts.host_checks.as_ref().filter(|p| !p.is_empty()) {
+        None => timed!(Step::Read, remote.read().await),
+        Some(plan) => {
+            let (current, answers) = timed!(Step::Read, remote.read_probing(&plan.queries).await);
+            rep.host_findings = judged(plan, answers);
+            current
+        }
+    };
+    let current = match current {
         Ok(c) => c,
         Err(e) => fail!(Step::Read, e),
     };
@@ -365,6 +387,14 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
         rep.ok = true;
         rep.step = Step::Unchanged;
         return rep;
+    }
+    let problems = rep
+        .host_findings
+        .iter()
+        .filter(|f| f.level == crate::hostcheck::Level::Problem)
+        .count();
+    if opts.strict_host && problems > 0 {
+        fail!(Step::HostCheck, ApplyError::HostCheck { problems });
     }
     if opts.dry_run {
         rep.ok = true;
@@ -422,6 +452,30 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
         }
     }
     rep
+}
+
+/// Host checks: ask the host (all queries at once) and judge the answers.
+/// A mode that cannot look, or a failed look, gives one note: host checks
+/// never stop an apply by failing themselves.
+pub async fn check_host<R: RemoteOps>(
+    remote: &R,
+    plan: &crate::hostcheck::Plan,
+) -> Vec<crate::hostcheck::HostFinding> {
+    judged(plan, remote.probe(&plan.queries).await)
+}
+
+fn judged(
+    plan: &crate::hostcheck::Plan,
+    answers: Result<Vec<crate::hostcheck::Answer>, RemoteError>,
+) -> Vec<crate::hostcheck::HostFinding> {
+    use crate::hostcheck::{judge, HostFinding};
+    match answers {
+        Ok(answers) => judge(plan, &answers),
+        Err(RemoteError::Unsupported { why, .. }) => {
+            vec![HostFinding::note(format!("host checks unavailable: {why}"))]
+        }
+        Err(e) => vec![HostFinding::note(format!("host checks failed: {e}"))],
+    }
 }
 
 /// The session is gone (as opposed to a refusal the host answered).

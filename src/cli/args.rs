@@ -234,6 +234,10 @@ pub struct ChangeArgs {
     /// making sure that apply is gone).
     #[arg(long)]
     pub break_lock: bool,
+    /// Stop before writing when a host check finds a problem (a missing
+    /// model file, a cmd that is not executable, …); default: warn.
+    #[arg(long)]
+    pub strict_host: bool,
 }
 
 #[derive(Debug, Args)]

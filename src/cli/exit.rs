@@ -4,7 +4,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | done, unchanged, healthy, identical |
-//! | 1 | a config is invalid (nothing sent); `diff-files`: the files differ |
+//! | 1 | a config is invalid (nothing sent), or `--strict-host` and a host check found a problem (nothing written); `diff-files`: the files differ |
 //! | 2 | usage: bad flags, settings or local files; `plan`: changes pending |
 //! | 3 | connect: TCP, host key, authentication, opening SFTP |
 //! | 4 | read: the remote config (or a backup) could not be read |
@@ -43,7 +43,7 @@ pub fn code(outcome: &Outcome) -> u8 {
         Outcome::Usage => 2,
         Outcome::At(step) => match step {
             Step::Done | Step::Unchanged => 0,
-            Step::Validate => 1,
+            Step::Validate | Step::HostCheck => 1,
             Step::Planned => 2,
             Step::Connect => 3,
             Step::Read => 4,

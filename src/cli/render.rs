@@ -7,6 +7,7 @@
 //! not a dump of the library's report.
 
 use swapcfg::health::HealthError;
+use swapcfg::hostcheck::{HostFinding, Level, ProbeKind};
 use swapcfg::pipeline::{ApplyError, ApplyReport, RemoteState, RollbackError, Step, Warning};
 use swapcfg::remote::RemoteError;
 use swapcfg::transport::TransportError;
@@ -327,6 +328,14 @@ fn service_warning(w: &swapcfg::health::ServiceWarning) -> String {
 /// * `pruned_backups`: backups deleted by `--keep-backups`.
 /// * `warnings`: things that did not stop the apply.
 /// * `timings_ms`: milliseconds per step, in the order they ran.
+/// * `host_checks`: what the host checks found before anything was
+///   written, in config order; each `{severity, check, target, flag, model,
+///   line, column, message}`: `severity` is `warning` (`error` when
+///   `--strict-host` stopped the apply) or `note` (could not be checked);
+///   `check` is `executable`, `command`, `file`, `store-dir` or `env`;
+///   `target` the path, command or variable name (`""` for a note about the
+///   whole check); `flag` the cmd flag that named a file; `line`/`column` in
+///   the new config (`0` for a whole-check note). `[]` when all passed.
 #[derive(Debug, serde::Serialize)]
 pub struct ApplyJson {
     pub ok: bool,
@@ -345,6 +354,108 @@ pub struct ApplyJson {
     pub pruned_backups: Vec<String>,
     pub warnings: Vec<String>,
     pub timings_ms: serde_json::Map<String, serde_json::Value>,
+    pub host_checks: Vec<HostCheckJson>,
+}
+
+/// One host-check finding in `--json` (see [`ApplyJson`]).
+#[derive(Debug, serde::Serialize)]
+pub struct HostCheckJson {
+    pub severity: &'static str,
+    pub check: &'static str,
+    pub target: String,
+    pub flag: Option<String>,
+    pub model: Option<String>,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+fn host_severity(f: &HostFinding, rep: &ApplyReport) -> &'static str {
+    match f.level {
+        Level::Note => "note",
+        Level::Problem if rep.step == Step::HostCheck => "error",
+        Level::Problem => "warning",
+    }
+}
+
+/// The host-check lines for people: each problem on its own line; notes
+/// that say the same thing (a bare command in every model, over SFTP) once,
+/// naming what they cover.
+fn host_lines(rep: &ApplyReport, s: Style) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut notes: Vec<(&str, Vec<&HostFinding>)> = Vec::new();
+    for f in &rep.host_findings {
+        if f.level == Level::Problem {
+            lines.push(host_finding(f, rep, s));
+        } else if let Some((_, group)) = notes.iter_mut().find(|(m, _)| *m == f.message) {
+            group.push(f);
+        } else {
+            notes.push((&f.message, vec![f]));
+        }
+    }
+    for (message, group) in notes {
+        match group.as_slice() {
+            [one] => lines.push(host_finding(one, rep, s)),
+            many => {
+                let mut targets: Vec<&str> = Vec::new();
+                for f in many {
+                    if !targets.contains(&f.target.as_str()) {
+                        targets.push(&f.target);
+                    }
+                }
+                let shown = targets
+                    .iter()
+                    .take(3)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let more = targets.len().saturating_sub(3);
+                lines.push(format!(
+                    "host check: note: {} ({} places: {}{})",
+                    term(message),
+                    many.len(),
+                    term(&shown),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// One host-check finding for people: `host check 8:12: warning: model
+/// "a": -m /models/a.gguf does not exist on the host` (host-sent and
+/// config text escaped).
+fn host_finding(f: &HostFinding, rep: &ApplyReport, s: Style) -> String {
+    let sev = match host_severity(f, rep) {
+        "error" => s.err("error"),
+        "note" => "note".to_string(),
+        _ => s.warn("warning"),
+    };
+    let at = if f.line == 0 {
+        String::new()
+    } else {
+        format!(" {}:{}", f.line, f.column)
+    };
+    let model = f
+        .model
+        .as_ref()
+        .map(|m| format!("model {m:?}: "))
+        .unwrap_or_default();
+    let what = match (&f.flag, f.target.is_empty()) {
+        (_, true) => String::new(),
+        (Some(flag), false) => format!("{flag} {} ", f.target),
+        (None, false) if f.kind == ProbeKind::Env => format!("${{env.{}}} ", f.target),
+        (None, false) => format!("{} ", f.target),
+    };
+    format!(
+        "host check{at}: {sev}: {}",
+        term(&format!("{model}{what}{}", f.message))
+    )
 }
 
 impl ApplyJson {
@@ -370,6 +481,20 @@ impl ApplyJson {
                 .iter()
                 .map(|(s, ms)| (s.name().to_string(), serde_json::Value::from(*ms)))
                 .collect(),
+            host_checks: rep
+                .host_findings
+                .iter()
+                .map(|f| HostCheckJson {
+                    severity: host_severity(f, rep),
+                    check: f.kind.name(),
+                    target: f.target.clone(),
+                    flag: f.flag.clone(),
+                    model: f.model.clone(),
+                    line: f.line,
+                    column: f.column,
+                    message: f.message.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -394,6 +519,9 @@ fn human(rep: &ApplyReport, ctx: &HintContext) {
         .map(|(k, v)| format!("{} {v}ms", k.name()))
         .collect();
     let where_ = format!("{}:{}", rep.host, rep.config_path);
+    for line in host_lines(rep, s) {
+        eprintln!("{line}");
+    }
     match rep.step {
         Step::Done => eprintln!(
             "{} {where_} updated{} ({})",

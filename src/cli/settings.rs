@@ -89,6 +89,8 @@ pub struct Settings {
     pub schema: Option<PathBuf>,
     /// Wrapper mode: write through a seed-style forced command anyway.
     pub unverified_wrapper_write: bool,
+    /// Inventory `strict_host` (`--strict-host` also turns it on).
+    pub strict_host: bool,
 }
 
 /// Per-invocation choices of the commands that change a host.
@@ -100,6 +102,7 @@ pub struct Change {
     pub json: bool,
     pub break_lock: bool,
     pub show_secrets: bool,
+    pub strict_host: bool,
 }
 
 impl From<&ChangeArgs> for Change {
@@ -111,6 +114,7 @@ impl From<&ChangeArgs> for Change {
             json: a.json,
             break_lock: a.break_lock,
             show_secrets: a.show_secrets,
+            strict_host: a.strict_host,
         }
     }
 }
@@ -347,6 +351,7 @@ impl Settings {
             },
             schema: s.and_then(|s| s.schema.clone()).or(host.schema),
             unverified_wrapper_write: args.unverified_wrapper_write,
+            strict_host: host.strict_host.unwrap_or(false),
         })
     }
 
@@ -460,6 +465,7 @@ mod tests {
 defaults:
   user: duser
   port: 2201
+  strict_host: true
   identity: /d/id
   known_hosts: /d/kh
   host_key_policy: strict
@@ -485,6 +491,7 @@ hosts:
     address: 10.0.0.9
     user: huser
     port: 2202
+    strict_host: false
     identity: /h/id
     known_hosts: /h/kh
     host_key_policy: accept-new
@@ -599,6 +606,7 @@ hosts:
             (h.health.verify_models, d.health.verify_models),
             (true, false)
         );
+        assert_eq!((h.strict_host, d.strict_host), (false, true));
         assert_eq!(
             (h.health.total_timeout, d.health.total_timeout),
             (Duration::from_secs(32), Duration::from_secs(31))

@@ -220,6 +220,31 @@ pub trait RemoteOps {
     async fn read_backup(&self, path: &str) -> Result<RemoteFile, RemoteError>;
     /// Delete a backup file (for `--keep-backups`).
     async fn remove_backup(&self, path: &str) -> Result<(), RemoteError>;
+    /// Host checks: one [`Answer`](crate::hostcheck::Answer) per query, in
+    /// order, with every request in flight at once. Reads metadata only
+    /// (never a file's bytes, never a variable's value) and writes nothing.
+    async fn probe(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> Result<Vec<crate::hostcheck::Answer>, RemoteError> {
+        let _ = queries;
+        Err(RemoteError::Unsupported {
+            op: "host checks",
+            why: "this mode cannot look at the host's files".into(),
+            instead: None,
+        })
+    }
+    /// [`read`](Self::read) and [`probe`](Self::probe) at once; a mode may
+    /// merge them into one request (shell mode: one exec).
+    async fn read_probing(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> (
+        Result<RemoteFile, RemoteError>,
+        Result<Vec<crate::hostcheck::Answer>, RemoteError>,
+    ) {
+        futures::join!(self.read(), self.probe(queries))
+    }
 }
 
 pub mod sftp;
@@ -413,5 +438,20 @@ impl RemoteOps for AnyRemote<'_> {
     }
     async fn remove_backup(&self, path: &str) -> Result<(), RemoteError> {
         dispatch!(self, r => r.remove_backup(path).await)
+    }
+    async fn probe(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> Result<Vec<crate::hostcheck::Answer>, RemoteError> {
+        dispatch!(self, r => r.probe(queries).await)
+    }
+    async fn read_probing(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> (
+        Result<RemoteFile, RemoteError>,
+        Result<Vec<crate::hostcheck::Answer>, RemoteError>,
+    ) {
+        dispatch!(self, r => r.read_probing(queries).await)
     }
 }

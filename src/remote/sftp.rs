@@ -904,4 +904,92 @@ impl super::RemoteOps for SftpRemote<'_> {
         self.guard("remove backup", self.op_remove_backup(path))
             .await
     }
+    async fn probe(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> Result<Vec<crate::hostcheck::Answer>, RemoteError> {
+        self.guard("host checks", self.op_probe(queries)).await
+    }
+}
+
+/// Host checks over SFTP: a `stat` and an `lstat` per path, and one `stat`
+/// of the login directory (whose owner is taken as the SSH user, to judge
+/// permission bits), all sent before any reply is awaited.
+impl SftpRemote<'_> {
+    async fn op_probe(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> Result<Vec<crate::hostcheck::Answer>, RemoteError> {
+        use crate::hostcheck::{Answer, Query};
+        let replies = queries.iter().map(|q| async move {
+            match q {
+                Query::Path(p) => {
+                    let (st, lst) = tokio::join!(self.sftp.stat(p), self.sftp.lstat(p));
+                    Ok(Some((st, lst)))
+                }
+                Query::Command(_) | Query::Env(_) => Ok::<_, RemoteError>(None),
+            }
+        });
+        let (home, replies) = tokio::join!(self.sftp.stat("."), join_all(replies));
+        let me = home.ok().and_then(|a| a.attrs.uid);
+        let mut out = Vec::with_capacity(queries.len());
+        for (q, r) in queries.iter().zip(replies) {
+            out.push(match (q, r?) {
+                (Query::Command(_), _) => Answer::Unknown(
+                    "a bare command name is looked up on the host's PATH only in shell mode".into(),
+                ),
+                (Query::Env(_), _) => {
+                    Answer::Unknown("llama-swap's environment is read only in shell mode".into())
+                }
+                (Query::Path(p), Some((st, lst))) => self.path_answer(p, st, lst, me)?,
+                (Query::Path(_), None) => Answer::Unknown("no reply".into()),
+            });
+        }
+        Ok(out)
+    }
+
+    fn path_answer(
+        &self,
+        path: &str,
+        st: Result<russh_sftp::protocol::Attrs, SftpError>,
+        lst: Result<russh_sftp::protocol::Attrs, SftpError>,
+        me: Option<u32>,
+    ) -> Result<crate::hostcheck::Answer, RemoteError> {
+        use crate::hostcheck::{access_from_mode, Answer, FileKind, PathFacts};
+        let attrs = match st {
+            Ok(a) => a.attrs,
+            Err(e) => {
+                return match self.err("host checks", path, e) {
+                    RemoteError::NotFound { .. } => Ok(Answer::Path(PathFacts {
+                        kind: lst.is_ok().then_some(FileKind::DanglingLink),
+                        ..PathFacts::default()
+                    })),
+                    e @ (RemoteError::Timeout { .. } | RemoteError::Disconnected { .. }) => Err(e),
+                    RemoteError::PermissionDenied { .. } => Ok(Answer::Unknown(
+                        "the host refused to stat it (permission denied)".into(),
+                    )),
+                    other => Ok(Answer::Unknown(other.to_string())),
+                };
+            }
+        };
+        let Some(mode) = attrs.permissions else {
+            return Ok(Answer::Unknown("the host sent no file type".into()));
+        };
+        let kind = match mode & 0o170000 {
+            0o100000 => FileKind::Regular,
+            0o040000 => FileKind::Directory,
+            _ => FileKind::Other,
+        };
+        let access = |bit| {
+            attrs
+                .uid
+                .and_then(|uid| access_from_mode(mode, uid, me, bit))
+        };
+        Ok(Answer::Path(PathFacts {
+            kind: Some(kind),
+            readable: access(0o4),
+            writable: access(0o2),
+            executable: access(0o1),
+        }))
+    }
 }

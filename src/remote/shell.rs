@@ -268,8 +268,14 @@ impl<'s> ShellRemote<'s> {
     }
 
     async fn read_path(&self, path: &str) -> Result<RemoteFile, RemoteError> {
+        let cap = self.opts.max_size as usize + 128;
+        let reply = self.run("read", &self.read_script(path), None, cap).await?;
+        self.read_reply(path, reply)
+    }
+
+    fn read_script(&self, path: &str) -> String {
         let max = self.opts.max_size;
-        let script = format!(
+        format!(
             r#"{LIB}p={p}; max={max}
 regular "$p"
 [ -r "$p" ] || fail 67
@@ -281,9 +287,11 @@ printf '%s\n' "$s"
 cap $((max + 1)) "$p"
 "#,
             p = quote(path),
-        );
-        let cap = max as usize + 128;
-        let reply = self.run("read", &script, None, cap).await?;
+        )
+    }
+
+    fn read_reply(&self, path: &str, reply: Reply) -> Result<RemoteFile, RemoteError> {
+        let max = self.opts.max_size;
         match reply.status {
             0 => {}
             E_TOOBIG => {
@@ -774,6 +782,247 @@ rm -f -- "$f" || fail 1
             0 => Ok(()),
             s => Err(classify("remove backup", path, s, &reply)),
         }
+    }
+    async fn probe(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> Result<Vec<crate::hostcheck::Answer>, RemoteError> {
+        self.op_probe(queries).await
+    }
+
+    async fn read_probing(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> (
+        Result<RemoteFile, RemoteError>,
+        Result<Vec<crate::hostcheck::Answer>, RemoteError>,
+    ) {
+        self.op_read_probing(queries).await
+    }
+}
+
+/// The host-check script: reads `K ARG` lines on stdin (`P` path, `C`
+/// command name, `E` variable name) and prints `N CODE` per line, in order.
+/// Variable values never leave the host: `grep -q` compares names there.
+const PROBE_SCRIPT: &str = r#"svc=; looked=
+findsvc() {
+  looked=1
+  for d in /proc/[0-9]*; do
+    [ -O "$d" ] || continue
+    c=; IFS= read -r c < "$d/comm" 2>/dev/null || continue
+    case $c in llama-swap*) if [ -r "$d/environ" ]; then svc=$d; return; fi ;; esac
+  done
+}
+n=0
+while IFS= read -r line; do
+  k=${line%% *}; a=${line#? }
+  case $k in
+  P) if [ -e "$a" ]; then
+       if [ -f "$a" ]; then t=f; elif [ -d "$a" ]; then t=d; else t=o; fi
+       r=0; w=0; x=0
+       if [ -r "$a" ]; then r=1; fi
+       if [ -w "$a" ]; then w=1; fi
+       if [ -x "$a" ]; then x=1; fi
+       echo "$n $t$r$w$x"
+     elif [ -L "$a" ]; then echo "$n l"
+     else echo "$n -"; fi ;;
+  C) if command -v "$a" >/dev/null 2>&1; then echo "$n c1"; else echo "$n c0"; fi ;;
+  E) [ -n "$looked" ] || findsvc
+     if [ -z "$svc" ]; then echo "$n e?"
+     elif tr '\000' '\n' < "$svc/environ" 2>/dev/null | grep -q "^$a="; then echo "$n e1"
+     else echo "$n e0"; fi ;;
+  *) echo "$n ?" ;;
+  esac
+  n=$((n+1))
+done
+"#;
+
+/// Bytes of output per query line (`N CODE\n`), generously.
+const PROBE_LINE: usize = 32;
+
+impl ShellRemote<'_> {
+    /// Host checks: one script, one exec, every query on its stdin.
+    async fn op_probe(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> Result<Vec<crate::hostcheck::Answer>, RemoteError> {
+        let (input, sent, lines) = probe_input(queries);
+        let codes: Vec<String> = if lines == 0 {
+            Vec::new()
+        } else {
+            let reply = self
+                .run(
+                    "host checks",
+                    PROBE_SCRIPT,
+                    Some(&input),
+                    lines * PROBE_LINE + 1024,
+                )
+                .await?;
+            if reply.status != 0 {
+                return Err(RemoteError::Failed {
+                    op: "host checks",
+                    message: format!(
+                        "the check script exited with status {}: {}",
+                        reply.status, reply.stderr
+                    ),
+                });
+            }
+            parse_probe(&reply.stdout, lines)?
+        };
+        Ok(probe_answers(sent, &codes))
+    }
+
+    /// The read and the host checks in ONE exec: the check script runs
+    /// first (its answers are the first lines of the output), then the read
+    /// script. If the answers cannot be split off, the config is read again
+    /// on its own.
+    async fn op_read_probing(
+        &self,
+        queries: &[crate::hostcheck::Query],
+    ) -> (
+        Result<RemoteFile, RemoteError>,
+        Result<Vec<crate::hostcheck::Answer>, RemoteError>,
+    ) {
+        let (input, sent, lines) = probe_input(queries);
+        if lines == 0 {
+            return (
+                super::RemoteOps::read(self).await,
+                Ok(probe_answers(sent, &[])),
+            );
+        }
+        let script = format!("{PROBE_SCRIPT}{}", self.read_script(&self.path));
+        let cap = self.opts.max_size as usize + 128 + lines * PROBE_LINE + 1024;
+        let mut reply = match self.run("read", &script, Some(&input), cap).await {
+            Ok(r) => r,
+            Err(e) => {
+                let probe = RemoteError::Failed {
+                    op: "host checks",
+                    message: e.to_string(),
+                };
+                return (Err(e), Err(probe));
+            }
+        };
+        let split = (0..lines).try_fold(0usize, |at, _| {
+            let rest = reply.stdout.get(at..)?;
+            Some(at + rest.iter().position(|&b| b == b'\n')? + 1)
+        });
+        let Some(at) = split else {
+            let why = RemoteError::Failed {
+                op: "host checks",
+                message: "the check script's answers were cut short".into(),
+            };
+            return (super::RemoteOps::read(self).await, Err(why));
+        };
+        let answers = parse_probe(&reply.stdout[..at], lines).map(|c| probe_answers(sent, &c));
+        reply.stdout.drain(..at);
+        let file = self.read_reply(&self.path, reply);
+        if let Ok(f) = &file {
+            self.remember(&f.bytes);
+        }
+        (file, answers)
+    }
+}
+
+/// The check script's stdin (`K ARG` lines), which query each line answers
+/// (`None`: not sent: a newline or NUL in it), and the number of lines.
+fn probe_input(queries: &[crate::hostcheck::Query]) -> (Vec<u8>, Vec<Option<usize>>, usize) {
+    use crate::hostcheck::Query;
+    {
+        let mut input = Vec::new();
+        // Index of each query's line in the script's input.
+        let mut sent: Vec<Option<usize>> = Vec::with_capacity(queries.len());
+        let mut lines = 0;
+        for q in queries {
+            let (k, a) = match q {
+                Query::Path(p) => ('P', p),
+                Query::Command(c) => ('C', c),
+                Query::Env(e) => ('E', e),
+            };
+            let env_ok = !matches!(q, Query::Env(_))
+                || a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if a.contains(['\n', '\0']) || !env_ok {
+                sent.push(None);
+                continue;
+            }
+            input.extend_from_slice(format!("{k} {a}\n").as_bytes());
+            sent.push(Some(lines));
+            lines += 1;
+        }
+        (input, sent, lines)
+    }
+}
+
+fn probe_answers(sent: Vec<Option<usize>>, codes: &[String]) -> Vec<crate::hostcheck::Answer> {
+    use crate::hostcheck::Answer;
+    {
+        sent.into_iter()
+            .map(|i| match i.and_then(|i| codes.get(i)) {
+                Some(code) => probe_answer(code),
+                None => {
+                    Answer::Unknown("the name holds a newline or NUL; not sent to the host".into())
+                }
+            })
+            .collect()
+    }
+}
+
+/// The script's output: exactly `lines` lines `N CODE`, N counting from 0.
+fn parse_probe(out: &[u8], lines: usize) -> Result<Vec<String>, RemoteError> {
+    let bad = |why: String| RemoteError::Failed {
+        op: "host checks",
+        message: format!("unexpected output from the check script: {why}"),
+    };
+    let text = std::str::from_utf8(out).map_err(|_| bad("not UTF-8".into()))?;
+    let mut codes = Vec::with_capacity(lines);
+    for (i, line) in text.lines().enumerate() {
+        let (n, code) = line
+            .split_once(' ')
+            .ok_or_else(|| bad(format!("line {}", i + 1)))?;
+        if n != i.to_string() || code.len() > 4 {
+            return Err(bad(format!("line {}", i + 1)));
+        }
+        codes.push(code.to_string());
+    }
+    if codes.len() != lines {
+        return Err(bad(format!(
+            "{} answers for {lines} questions",
+            codes.len()
+        )));
+    }
+    Ok(codes)
+}
+
+fn probe_answer(code: &str) -> crate::hostcheck::Answer {
+    use crate::hostcheck::{Answer, FileKind, PathFacts};
+    let bit = |i: usize| code.as_bytes().get(i).map(|b| *b == b'1');
+    match code {
+        "-" => Answer::Path(PathFacts::default()),
+        "l" => Answer::Path(PathFacts {
+            kind: Some(FileKind::DanglingLink),
+            ..PathFacts::default()
+        }),
+        "c1" => Answer::Command(true),
+        "c0" => Answer::Command(false),
+        "e1" => Answer::Env(true),
+        "e0" => Answer::Env(false),
+        "e?" => Answer::Unknown(
+            "no running llama-swap owned by the SSH user was found to read its environment".into(),
+        ),
+        c if c.len() == 4 && c.as_bytes()[1..].iter().all(|b| *b == b'0' || *b == b'1') => {
+            let kind = match c.as_bytes()[0] {
+                b'f' => FileKind::Regular,
+                b'd' => FileKind::Directory,
+                b'o' => FileKind::Other,
+                _ => return Answer::Unknown(format!("unknown reply {c:?}")),
+            };
+            Answer::Path(PathFacts {
+                kind: Some(kind),
+                readable: bit(1),
+                writable: bit(2),
+                executable: bit(3),
+            })
+        }
+        other => Answer::Unknown(format!("unknown reply {other:?}")),
     }
 }
 

@@ -852,6 +852,16 @@ impl super::RemoteOps for WrapperRemote<'_> {
         .await
         .map(|_| ())
     }
+    async fn probe(
+        &self,
+        _queries: &[crate::hostcheck::Query],
+    ) -> Result<Vec<crate::hostcheck::Answer>, RemoteError> {
+        Err(RemoteError::Unsupported {
+            op: "host checks",
+            why: "wrapper mode: the forced command has no verb to look at files".into(),
+            instead: None,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -548,3 +548,73 @@ fn dropped_connection_during_write_leaves_the_old_file() {
     );
     assert_eq!(std::fs::read(&cfg).expect("cfg"), CONFIG, "old file intact");
 }
+
+#[test]
+fn host_checks_against_openssh_in_sftp_and_shell_mode() {
+    if !available() {
+        return;
+    }
+    for (sftp, mode) in [(true, "sftp"), (false, "shell")] {
+        let s = Sshd::start(Options { sftp }).expect("sshd");
+        let cfg = config_file(&s, "config.yaml", 0o644);
+        let key = s.client_key("k", "ed25519", "", "").expect("client key");
+        let d = s.dir.path().to_str().expect("utf8").to_string();
+        std::fs::create_dir(s.dir.path().join("store")).expect("store");
+        let new = s.dir.path().join("new.yaml");
+        let text = format!(
+            "models:\n  a:\n    cmd: /bin/sh --port ${{PORT}} -m {d}/missing.gguf --mmproj {d}/config.yaml\n  b:\n    cmd: /nonexistent/llama-server --port ${{PORT}}\n  c:\n    cmd: no-such-cmd-swapcfg-e2e --port ${{PORT}}\nstore:\n  path: {d}/store/activity.db\n"
+        );
+        std::fs::write(&new, &text).expect("new");
+        let (out, v) = apply(
+            &s,
+            &key,
+            &cfg,
+            &new,
+            &["--restart-cmd", "none", "--mode", mode, "--strict-host"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{mode}: {v}");
+        assert_eq!(v["step"], "host-check", "{mode}: {v}");
+        assert_eq!(
+            std::fs::read(&cfg).expect("cfg"),
+            CONFIG,
+            "{mode}: untouched"
+        );
+        let got: Vec<(String, String, u64)> = v["host_checks"]
+            .as_array()
+            .expect("host_checks")
+            .iter()
+            .map(|c| {
+                (
+                    c["severity"].as_str().unwrap_or("").to_string(),
+                    c["target"].as_str().unwrap_or("").to_string(),
+                    c["line"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let cmd_c = if sftp { "note" } else { "error" };
+        assert_eq!(
+            got,
+            [
+                ("error".to_string(), format!("{d}/missing.gguf"), 3),
+                ("error".into(), "/nonexistent/llama-server".into(), 5),
+                (cmd_c.into(), "no-such-cmd-swapcfg-e2e".into(), 7),
+            ],
+            "{mode}: {v}"
+        );
+        // Without --strict-host, a plan reports the same as warnings and
+        // the checks run beside the read.
+        let (out, v) = apply(
+            &s,
+            &key,
+            &cfg,
+            &new,
+            &["--restart-cmd", "none", "--mode", mode, "--dry-run"],
+        );
+        assert_eq!(out.status.code(), Some(2), "{mode}: {v}");
+        assert_eq!(v["host_checks"][0]["severity"], "warning", "{mode}: {v}");
+        eprintln!(
+            "{mode}: read with host checks {} ms",
+            v["timings_ms"]["read"]
+        );
+    }
+}

@@ -18,6 +18,7 @@ mod diff_patch;
 mod e2e_faults;
 mod e2e_openssh;
 mod fault_matrix;
+mod hostcheck;
 mod nonregular;
 mod pipeline_mock;
 mod reload_proof;

@@ -230,6 +230,8 @@ fn opts() -> ApplyOptions {
         break_lock: false,
         stop: Default::default(),
         redactor: None,
+        host_checks: None,
+        strict_host: false,
     }
 }
 

@@ -96,6 +96,12 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
             _ => None,
         }
     };
+    // What to check on the host, planned while connecting (a second parse
+    // of the config: as long as validating it).
+    let planning = {
+        let new = job.new.to_vec();
+        tokio::task::spawn_blocking(move || swapcfg::hostcheck::plan(&new))
+    };
     let (conn, preflight) = tokio::join!(Host::connect(settings, &config_path), preflight);
     let conn = match conn {
         Ok(h) => h,
@@ -157,6 +163,8 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         break_lock: job.change.break_lock,
         stop: Stop::default(),
         redactor: (!job.change.show_secrets).then(run_redactor),
+        host_checks: planning.await.ok(),
+        strict_host: job.change.strict_host || settings.strict_host,
     };
     let out_style = Style::for_stdout();
     let mut hooks = CliHooks {

@@ -125,6 +125,7 @@ mod sandbox {
             },
             schema: None,
             unverified_wrapper_write: false,
+            strict_host: false,
         };
         let change = Change {
             yes: true,
