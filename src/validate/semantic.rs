@@ -140,36 +140,13 @@ pub fn unknown_keys(raw: &Value, report: &mut Report) {
     }
 }
 
-/// Go's `url.Parse` failures that matter in practice.
+/// Go's `url.Parse` error for `u`, unless `u` holds `${env.NAME}` (its
+/// value is only known on the host).
 fn url_error(u: &str) -> Option<String> {
-    // Non-ASCII characters never encode to ASCII bytes.
-    if u.bytes().any(|b| b.is_ascii_control()) {
-        return Some("contains a control character".into());
+    if u.contains("${env.") {
+        return None;
     }
-    if u.starts_with(':') {
-        return Some("missing protocol scheme".into());
-    }
-    if let Some(i) = u.find('%') {
-        let hex = u.get(i + 1..i + 3).unwrap_or("");
-        if hex.len() < 2 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Some(format!(
-                "invalid URL escape {:?}",
-                u.get(i..(i + 3).min(u.len())).unwrap_or("%")
-            ));
-        }
-    }
-    if let Some((_, rest)) = u.split_once("://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let hostport = authority.rsplit('@').next().unwrap_or("");
-        if !hostport.starts_with('[') {
-            if let Some((_, port)) = hostport.rsplit_once(':') {
-                if !port.chars().all(|c| c.is_ascii_digit()) {
-                    return Some(format!("invalid port {:?} after host", format!(":{port}")));
-                }
-            }
-        }
-    }
-    None
+    super::gourl::parse_error(u)
 }
 
 /// Go duration (`5s`, `1m30s`, `500ms`) or integer nanoseconds, in ns.
@@ -455,7 +432,7 @@ fn check_model_proxy(id: &str, m: &Value, r: &mut Report) {
             r.error(
                 &model_path(id, &["proxy"]),
                 "proxy-url",
-                format!("model {id}: invalid proxy URL {proxy:?}: {why}"),
+                format!("model {id}: invalid proxy URL: {why}"),
             );
         }
     }
@@ -553,17 +530,18 @@ fn check_routing(
     } else if let Some(mx) = matrix {
         check_matrix(mx, &matrix_path, names.models, r);
     } else {
-        check_groups(groups, &groups_path, names.models, r);
+        check_groups(groups, &groups_path, names, r);
     }
     ControlFlow::Continue(())
 }
 
-/// `group-duplicate-member`, `group-member-reused`, `group-member-unknown`
-/// (warning).
+/// `group-duplicate-member`, `group-member-reused` (the loader), and
+/// `group-member-unknown` (the server: building the group router looks
+/// every member up as a model id or alias and refuses to start without it).
 fn check_groups(
     groups: &serde_json::Map<String, Value>,
     groups_path: &[Seg],
-    models: &serde_json::Map<String, Value>,
+    names: &Names,
     r: &mut Report,
 ) {
     let gids: Vec<&String> = groups.keys().collect();
@@ -599,11 +577,11 @@ fn check_groups(
                 continue;
             }
             used.insert(member, n);
-            if !models.contains_key(member) {
-                r.warn(
+            if !names.resolves(member) {
+                r.error(
                     &at(),
                     "group-member-unknown",
-                    format!("group {gid} member {member:?} names no model (llama-swap ignores it)"),
+                    format!("group {gid}: member {member:?} names no model id or alias; llama-swap refuses to start (creating group router: no model config for {member:?})"),
                 );
             }
         }
