@@ -160,6 +160,9 @@ pub struct ApplyReport {
     pub new_sha256: String,
     pub pruned_backups: Vec<String>,
     pub warnings: Vec<Warning>,
+    /// Findings of validating the new file (errors and warnings), set by
+    /// the caller that validated it; the pipeline itself does not validate.
+    pub findings: Vec<crate::validate::Finding>,
     /// Milliseconds per step, in the order the steps ran.
     pub timings_ms: Vec<(Step, u64)>,
     /// The lock was already released (or handed to a recovery connection).
@@ -212,6 +215,7 @@ impl ApplyReport {
             new_sha256: sha256_hex(new),
             pruned_backups: Vec::new(),
             warnings: Vec::new(),
+            findings: Vec::new(),
             timings_ms: Vec::new(),
             lock_released: false,
         }
