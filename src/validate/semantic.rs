@@ -221,6 +221,7 @@ pub fn check(cfg: &Value, r: &mut Report) {
     let selectors = obj(top.get("selectors")).unwrap_or(&empty);
     check_selectors(selectors, &names, &peer_models, r);
     check_profiles(top, &names, &peer_models, selectors, r);
+    check_peer_namespace(top, &names, selectors, r);
 }
 
 /// What a model reference may name: a model id or an alias (including the
@@ -855,6 +856,68 @@ fn check_matrix(mx: &Value, mp: &[Seg], models: &serde_json::Map<String, Value>,
                 );
                 break;
             }
+        }
+    }
+}
+
+/// `peer-name-reserved` (the server, building its peer router): every
+/// `peer/model` name is reserved; two peers may not spell the same one, and
+/// no model id, alias, selector or profile pin may take it.
+fn check_peer_namespace(
+    top: &serde_json::Map<String, Value>,
+    names: &Names,
+    selectors: &serde_json::Map<String, Value>,
+    r: &mut Report,
+) {
+    let Some(peers) = obj(top.get("peers")) else {
+        return;
+    };
+    let mut pids: Vec<&String> = peers.keys().collect();
+    pids.sort();
+    // Full name -> (peer, model) that first claimed it.
+    let mut claimed: HashMap<String, (&str, &str)> = HashMap::new();
+    let pins: Vec<(&String, &String)> = obj(top.get("profiles"))
+        .into_iter()
+        .flatten()
+        .flat_map(|(name, prof)| {
+            obj(prof.get("pins"))
+                .into_iter()
+                .flatten()
+                .map(move |(pin, _)| (name, pin))
+        })
+        .collect();
+    let pinned: HashMap<&str, &str> = pins.iter().map(|(n, p)| (p.as_str(), n.as_str())).collect();
+    for pid in pids {
+        let mut seen = HashSet::new();
+        for (i, model) in strs(peers.get(pid.as_str()).and_then(|p| p.get("models"))) {
+            if !seen.insert(model) {
+                continue;
+            }
+            let at = [p(&["peers", pid, "models"]), vec![Seg::Index(i)]].concat();
+            let fqn = format!("{pid}/{model}");
+            if let Some((other, other_model)) = claimed.get(&fqn) {
+                r.error(&at, "peer-name-reserved", format!("peer model name {fqn:?} is ambiguous between peers.{other} model {other_model:?} and peers.{pid} model {model:?}"));
+                continue;
+            }
+            let conflict = if names.models.contains_key(&fqn) {
+                Some(format!("model ID {fqn:?}"))
+            } else if let Some(owner) = names.aliases.get(fqn.as_str()) {
+                Some(format!("model {owner} alias {fqn:?}"))
+            } else if selectors.contains_key(&fqn) {
+                Some(format!("selector ID {fqn:?}"))
+            } else {
+                pinned
+                    .get(fqn.as_str())
+                    .map(|prof| format!("profile {prof} pin {fqn:?}"))
+            };
+            if let Some(what) = conflict {
+                r.error(
+                    &at,
+                    "peer-name-reserved",
+                    format!("{what} conflicts with fully qualified peer model name (peers.{pid} serves {model:?})"),
+                );
+            }
+            claimed.insert(fqn, (pid.as_str(), model));
         }
     }
 }

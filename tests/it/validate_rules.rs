@@ -51,6 +51,8 @@ const CASES: &[(&str, &str, &str, usize, usize, Severity)] = &[
     ("apiKeys: [\"\"]\n", "api-keys", "$.apiKeys[0]", 1, 11, Severity::Error),
     ("apiKeys: [\"a b\"]\n", "api-keys", "$.apiKeys[0]", 1, 11, Severity::Error),
     ("peers:\n  p:\n    proxy: http://h\n    models: []\n", "peer", "$.peers.p", 3, 5, Severity::Error),
+    ("models:\n  p/m:\n    cmd: x --port ${PORT}\npeers:\n  p:\n    proxy: http://h\n    models: [m]\n", "peer-name-reserved", "$.peers.p.models[0]", 7, 14, Severity::Error),
+    ("peers:\n  a/b:\n    proxy: http://h\n    models: [c]\n  a:\n    proxy: http://h\n    models: [b/c]\n", "peer-name-reserved", "$.peers[\"a/b\"].models[0]", 4, 14, Severity::Error),
     ("selectors:\n  s:\n    targets: [x]\n", "selector", "$.selectors.s", 3, 5, Severity::Error),
     ("models:\n  a:\n    cmd: x --port ${PORT}\nprofiles:\n  p:\n    pins:\n      main: ghost\n", "profile", "$.profiles.p.pins.main", 7, 13, Severity::Error),
     // Warnings (exit status stays 0)
