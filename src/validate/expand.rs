@@ -9,7 +9,11 @@
 //! may use the ones declared before it; `${PORT}` numbered from `startPort`
 //! in sorted model-id order, only for models whose `cmd` uses it.
 //!
-//! `${env.NAME}` is left as written, with a warning: only the host knows it.
+//! Bool fields holding yaml.v3's YAML 1.1 spellings (`yes`, `off`…) become
+//! bools, as Go decodes them.
+//!
+//! `${env.NAME}` is left as written, with a warning (in values and in
+//! mapping keys): only the host knows it.
 //! Invariant: returns `None` exactly when the loader would stop with a
 //! macro error; the findings then say why.
 
@@ -274,9 +278,7 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
     }
 
     let mut expanded = Value::Object(out);
-    for path in BOOL_FIELDS {
-        coerce_bool(&mut expanded, path);
-    }
+    coerce_bools(&mut expanded, BOOL_FIELDS);
     let before = report.findings.len();
     check_macro_uses(&expanded, report);
     if report.findings.len() > before {
@@ -306,6 +308,9 @@ pub const BOOL_FIELDS: &[&[&str]] = &[
     &["routing", "router", "settings", "groups", "*", "persistent"],
 ];
 
+const MAX_BOOL_FIELDS: usize = 32;
+const _: () = assert!(BOOL_FIELDS.len() <= MAX_BOOL_FIELDS);
+
 /// What Go's yaml.v3 puts in a `bool` field for a string: the YAML 1.1
 /// spellings it still accepts there (quoted or not); `None` for any other
 /// string, which it refuses (the schema layer then reports the type).
@@ -317,21 +322,31 @@ pub fn go_bool(s: &str) -> Option<bool> {
     }
 }
 
-/// Replace a YAML 1.1 boolean string at `path` by the bool Go decodes.
-fn coerce_bool(v: &mut Value, path: &[&str]) {
-    let Some((first, rest)) = path.split_first() else {
+/// Replace the YAML 1.1 boolean strings at `paths` by the bools Go
+/// decodes. One walk for all paths: each mapping on the way is scanned
+/// once (no lookups: most are a model's few keys).
+fn coerce_bools(v: &mut Value, paths: &[&[&str]]) {
+    if paths.iter().any(|p| p.is_empty()) {
         if let Some(b) = v.as_str().and_then(go_bool) {
             *v = Value::Bool(b);
         }
         return;
-    };
+    }
     let Value::Object(m) = v else { return };
-    if *first == "*" {
-        for child in m.values_mut() {
-            coerce_bool(child, rest);
+    let mut tails: [&[&str]; MAX_BOOL_FIELDS] = [&[]; MAX_BOOL_FIELDS];
+    for (k, child) in m.iter_mut() {
+        let mut n = 0;
+        for path in paths {
+            if let Some((head, tail)) = path.split_first() {
+                if (*head == "*" || head == k) && n < tails.len() {
+                    tails[n] = tail;
+                    n += 1;
+                }
+            }
         }
-    } else if let Some(child) = m.get_mut(*first) {
-        coerce_bool(child, rest);
+        if n > 0 {
+            coerce_bools(child, &tails[..n]);
+        }
     }
 }
 
