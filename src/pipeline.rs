@@ -167,6 +167,9 @@ pub struct ApplyReport {
     pub warnings: Vec<Warning>,
     /// What the host checks found (problems and notes), in config order.
     pub host_findings: Vec<crate::hostcheck::HostFinding>,
+    /// Findings of validating the new file (errors and warnings), set by
+    /// the caller that validated it; the pipeline itself does not validate.
+    pub findings: Vec<crate::validate::Finding>,
     /// Milliseconds per step, in the order the steps ran.
     pub timings_ms: Vec<(Step, u64)>,
     /// The lock was already released (or handed to a recovery connection).
@@ -222,6 +225,7 @@ impl ApplyReport {
             pruned_backups: Vec::new(),
             warnings: Vec::new(),
             host_findings: Vec::new(),
+            findings: Vec::new(),
             timings_ms: Vec::new(),
             lock_released: false,
         }

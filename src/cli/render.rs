@@ -326,7 +326,13 @@ fn service_warning(w: &swapcfg::health::ServiceWarning) -> String {
 /// * `rollback_error`: why the rollback failed (the host may be broken).
 /// * `old_sha256`, `new_sha256`: hex sha256 of the remote and new bytes.
 /// * `pruned_backups`: backups deleted by `--keep-backups`.
-/// * `warnings`: things that did not stop the apply.
+/// * `warnings`: things that did not stop the apply, validation warnings
+///   of the new file included (`line:col: path: message [rule]`).
+/// * `findings`: every validation finding of the new file, errors and
+///   warnings, as objects: `rule`, `severity` (`error`/`warning`), `line`,
+///   `column` (1-based, in the new file), `path` (`$.models["m"].proxy`),
+///   `message`. When `step` is `validate`, the errors here are why; `error`
+///   then also quotes the first ones.
 /// * `timings_ms`: milliseconds per step, in the order they ran.
 /// * `host_checks`: what the host checks found before anything was
 ///   written, in config order; each `{severity, check, target, flag, model,
@@ -353,6 +359,7 @@ pub struct ApplyJson {
     pub new_sha256: String,
     pub pruned_backups: Vec<String>,
     pub warnings: Vec<String>,
+    pub findings: Vec<FindingJson>,
     pub timings_ms: serde_json::Map<String, serde_json::Value>,
     pub host_checks: Vec<HostCheckJson>,
 }
@@ -458,6 +465,60 @@ fn host_finding(f: &HostFinding, rep: &ApplyReport, s: Style) -> String {
     )
 }
 
+/// One validation finding in `ApplyJson.findings`.
+#[derive(Debug, serde::Serialize)]
+pub struct FindingJson {
+    pub rule: String,
+    pub severity: Severity,
+    pub line: usize,
+    pub column: usize,
+    pub path: String,
+    pub message: String,
+}
+
+impl From<&Finding> for FindingJson {
+    fn from(f: &Finding) -> FindingJson {
+        FindingJson {
+            rule: f.rule.clone(),
+            severity: f.severity,
+            line: f.line,
+            column: f.column,
+            path: f.path.clone(),
+            message: f.message.clone(),
+        }
+    }
+}
+
+/// A finding on one line, without the file: `line:col: path: message [rule]`.
+fn finding_line(f: &Finding) -> String {
+    format!(
+        "{}:{}: {}: {} [{}]",
+        f.line, f.column, f.path, f.message, f.rule
+    )
+}
+
+/// How many errors `error` quotes when validation stopped the apply.
+const QUOTED_ERRORS: usize = 3;
+
+/// `apply_error`, plus the first validation errors when they are the reason.
+fn json_error(rep: &ApplyReport, ctx: &HintContext) -> Option<String> {
+    let mut msg = apply_error(rep, ctx)?;
+    if matches!(rep.error, Some(ApplyError::Invalid { .. })) {
+        let errors: Vec<String> = rep
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .take(QUOTED_ERRORS)
+            .map(finding_line)
+            .collect();
+        if !errors.is_empty() {
+            msg.push_str(": ");
+            msg.push_str(&errors.join("; "));
+        }
+    }
+    Some(msg)
+}
+
 impl ApplyJson {
     pub fn new(rep: &ApplyReport, ctx: &HintContext) -> ApplyJson {
         ApplyJson {
@@ -468,14 +529,21 @@ impl ApplyJson {
             changed: rep.changed,
             backup_path: rep.backup_path.clone(),
             diff: rep.diff.clone(),
-            error: apply_error(rep, ctx),
+            error: json_error(rep, ctx),
             rolled_back: rep.rolled_back,
             remote_state: rep.remote_state.map(RemoteState::name),
             rollback_error: rep.rollback_error.as_ref().map(|e| rollback_error(e, ctx)),
             old_sha256: rep.old_sha256.clone(),
             new_sha256: rep.new_sha256.clone(),
             pruned_backups: rep.pruned_backups.clone(),
-            warnings: rep.warnings.iter().map(warning).collect(),
+            warnings: rep
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Warning)
+                .map(finding_line)
+                .chain(rep.warnings.iter().map(warning))
+                .collect(),
+            findings: rep.findings.iter().map(FindingJson::from).collect(),
             timings_ms: rep
                 .timings_ms
                 .iter()

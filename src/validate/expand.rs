@@ -9,7 +9,11 @@
 //! may use the ones declared before it; `${PORT}` numbered from `startPort`
 //! in sorted model-id order, only for models whose `cmd` uses it.
 //!
-//! `${env.NAME}` is left as written, with a warning: only the host knows it.
+//! Bool fields holding yaml.v3's YAML 1.1 spellings (`yes`, `off`…) become
+//! bools, as Go decodes them.
+//!
+//! `${env.NAME}` is left as written, with a warning (in values and in
+//! mapping keys): only the host knows it.
 //! Invariant: returns `None` exactly when the loader would stop with a
 //! macro error; the findings then say why.
 
@@ -140,7 +144,21 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
         if k == "macros" {
             continue;
         }
-        if k != "models" {
+        if k == "peers" {
+            // The loader decodes (and URL-checks) a peer's `proxy` as
+            // written; global macros reach only `apiKey` and `filters`.
+            if let Value::Object(peers) = &mut v {
+                for peer in peers.values_mut() {
+                    if let Value::Object(fields) = peer {
+                        for (name, field) in fields.iter_mut() {
+                            if name == "apiKey" || name == "filters" {
+                                substitute(field, &[&global_slugs]);
+                            }
+                        }
+                    }
+                }
+            }
+        } else if k != "models" {
             substitute(&mut v, &[&global_slugs]);
         }
         out.insert(k, v);
@@ -259,13 +277,77 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
         }
     }
 
-    let expanded = Value::Object(out);
+    let mut expanded = Value::Object(out);
+    coerce_bools(&mut expanded, BOOL_FIELDS);
     let before = report.findings.len();
     check_macro_uses(&expanded, report);
     if report.findings.len() > before {
         return None;
     }
     Some(expanded)
+}
+
+/// The fields llama-swap decodes into a Go `bool` (`*` = any key): the
+/// boolean properties of the embedded schema (a test keeps them equal).
+pub const BOOL_FIELDS: &[&[&str]] = &[
+    &["logRequests"],
+    &["sendLoadingState"],
+    &["includeAliasesInList"],
+    &["performance", "disabled"],
+    &["models", "*", "unlisted"],
+    &["models", "*", "sendLoadingState"],
+    &["models", "*", "compat", "ignoreWebsockets"],
+    &["models", "*", "capabilities", "tools"],
+    &["models", "*", "capabilities", "reranker"],
+    &["selectors", "*", "unlisted"],
+    &["groups", "*", "swap"],
+    &["groups", "*", "exclusive"],
+    &["groups", "*", "persistent"],
+    &["routing", "router", "settings", "groups", "*", "swap"],
+    &["routing", "router", "settings", "groups", "*", "exclusive"],
+    &["routing", "router", "settings", "groups", "*", "persistent"],
+];
+
+const MAX_BOOL_FIELDS: usize = 32;
+const _: () = assert!(BOOL_FIELDS.len() <= MAX_BOOL_FIELDS);
+
+/// What Go's yaml.v3 puts in a `bool` field for a string: the YAML 1.1
+/// spellings it still accepts there (quoted or not); `None` for any other
+/// string, which it refuses (the schema layer then reports the type).
+pub fn go_bool(s: &str) -> Option<bool> {
+    match s {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Some(true),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => Some(false),
+        _ => None,
+    }
+}
+
+/// Replace the YAML 1.1 boolean strings at `paths` by the bools Go
+/// decodes. One walk for all paths: each mapping on the way is scanned
+/// once (no lookups: most are a model's few keys).
+fn coerce_bools(v: &mut Value, paths: &[&[&str]]) {
+    if paths.iter().any(|p| p.is_empty()) {
+        if let Some(b) = v.as_str().and_then(go_bool) {
+            *v = Value::Bool(b);
+        }
+        return;
+    }
+    let Value::Object(m) = v else { return };
+    let mut tails: [&[&str]; MAX_BOOL_FIELDS] = [&[]; MAX_BOOL_FIELDS];
+    for (k, child) in m.iter_mut() {
+        let mut n = 0;
+        for path in paths {
+            if let Some((head, tail)) = path.split_first() {
+                if (*head == "*" || head == k) && n < tails.len() {
+                    tails[n] = tail;
+                    n += 1;
+                }
+            }
+        }
+        if n > 0 {
+            coerce_bools(child, &tails[..n]);
+        }
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -510,19 +592,24 @@ fn owned(path: &[Step]) -> Vec<Seg> {
         .collect()
 }
 
+/// `env-macro` warnings for the `${env.NAME}` in `s` (found at `path`).
+fn warn_env_in(s: &str, path: &[Step], report: &mut Report) {
+    let mut seen = Vec::new();
+    for c in ENV_USE.captures_iter(s) {
+        let name = c[1].to_string();
+        if !seen.contains(&name) {
+            report.warn(&owned(path), "env-macro", format!("${{env.{name}}} is read from llama-swap's environment on the host; swapcfg cannot check it (make sure {name} is set there: llama-swap refuses to start without it)"));
+            seen.push(name);
+        }
+    }
+}
+
+/// `${env.NAME}` anywhere: llama-swap substitutes it in the whole text
+/// (comments aside) before decoding, so mapping keys (model ids…) count too.
 fn warn_env<'a>(v: &'a Value, path: &mut Vec<Step<'a>>, report: &mut Report) {
     match v {
         // `${env.` is in every match: most strings are skipped unscanned.
-        Value::String(s) if s.contains("${env.") => {
-            let mut seen = Vec::new();
-            for c in ENV_USE.captures_iter(s) {
-                let name = c[1].to_string();
-                if !seen.contains(&name) {
-                    report.warn(&owned(path), "env-macro", format!("${{env.{name}}} is read from llama-swap's environment on the host; swapcfg cannot check it (make sure {name} is set there)"));
-                    seen.push(name);
-                }
-            }
-        }
+        Value::String(s) if s.contains("${env.") => warn_env_in(s, path, report),
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 path.push(Step::Index(i));
@@ -533,6 +620,9 @@ fn warn_env<'a>(v: &'a Value, path: &mut Vec<Step<'a>>, report: &mut Report) {
         Value::Object(m) => {
             for (k, item) in m {
                 path.push(Step::Key(k));
+                if k.contains("${env.") {
+                    warn_env_in(k, path, report);
+                }
                 warn_env(item, path, report);
                 path.pop();
             }
@@ -563,6 +653,25 @@ fn check_macro_uses(v: &Value, report: &mut Report) {
                                 report,
                             );
                         }
+                    }
+                }
+            }
+        } else if k == "peers" {
+            // A peer's `proxy` is URL-checked as written (the `peer` rule).
+            if let Value::Object(peers) = value {
+                for (pid, peer) in peers {
+                    let Value::Object(fields) = peer else {
+                        continue;
+                    };
+                    for (field, fv) in fields.iter().filter(|(f, _)| *f != "proxy") {
+                        let mut path = vec![Step::Key("peers"), Step::Key(pid), Step::Key(field)];
+                        find_macros(
+                            fv,
+                            &mut path,
+                            false,
+                            &|| format!("peers.{pid}.{field}"),
+                            report,
+                        );
                     }
                 }
             }
@@ -612,6 +721,47 @@ fn find_macros<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Paths of the embedded schema whose type is exactly `boolean`.
+    fn bool_leaves(node: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        if node.get("type").and_then(Value::as_str) == Some("boolean") {
+            out.push(path.clone());
+        }
+        if let Some(props) = node.get("properties").and_then(Value::as_object) {
+            for (k, child) in props {
+                path.push(k.clone());
+                bool_leaves(child, path, out);
+                path.pop();
+            }
+        }
+        if let Some(child) = node.get("additionalProperties").filter(|c| c.is_object()) {
+            path.push("*".into());
+            bool_leaves(child, path, out);
+            path.pop();
+        }
+    }
+
+    #[test]
+    fn bool_fields_are_the_schemas_booleans() {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../schema/llama-swap.schema.json"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let mut leaves = Vec::new();
+        bool_leaves(&schema, &mut Vec::new(), &mut leaves);
+        let mut want: Vec<Vec<String>> = BOOL_FIELDS
+            .iter()
+            .map(|p| p.iter().map(|s| s.to_string()).collect())
+            .collect();
+        leaves.sort();
+        want.sort();
+        assert_eq!(leaves, want);
+        assert_eq!(go_bool("On"), Some(true));
+        assert_eq!(
+            go_bool("true"),
+            None,
+            "a string `true` is not a bool to yaml.v3"
+        );
+    }
 
     #[test]
     fn replaced_is_str_replace() {

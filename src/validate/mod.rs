@@ -11,6 +11,7 @@
 //! every finding carries a rule name, a JSONPath-like path and a position.
 
 pub mod expand;
+pub mod gourl;
 pub mod schema;
 pub mod semantic;
 pub mod yaml;

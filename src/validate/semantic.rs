@@ -140,36 +140,13 @@ pub fn unknown_keys(raw: &Value, report: &mut Report) {
     }
 }
 
-/// Go's `url.Parse` failures that matter in practice.
+/// Go's `url.Parse` error for `u`, unless `u` holds `${env.NAME}` (its
+/// value is only known on the host).
 fn url_error(u: &str) -> Option<String> {
-    // Non-ASCII characters never encode to ASCII bytes.
-    if u.bytes().any(|b| b.is_ascii_control()) {
-        return Some("contains a control character".into());
+    if u.contains("${env.") {
+        return None;
     }
-    if u.starts_with(':') {
-        return Some("missing protocol scheme".into());
-    }
-    if let Some(i) = u.find('%') {
-        let hex = u.get(i + 1..i + 3).unwrap_or("");
-        if hex.len() < 2 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Some(format!(
-                "invalid URL escape {:?}",
-                u.get(i..(i + 3).min(u.len())).unwrap_or("%")
-            ));
-        }
-    }
-    if let Some((_, rest)) = u.split_once("://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let hostport = authority.rsplit('@').next().unwrap_or("");
-        if !hostport.starts_with('[') {
-            if let Some((_, port)) = hostport.rsplit_once(':') {
-                if !port.chars().all(|c| c.is_ascii_digit()) {
-                    return Some(format!("invalid port {:?} after host", format!(":{port}")));
-                }
-            }
-        }
-    }
-    None
+    super::gourl::parse_error(u)
 }
 
 /// Go duration (`5s`, `1m30s`, `500ms`) or integer nanoseconds, in ns.
@@ -244,6 +221,7 @@ pub fn check(cfg: &Value, r: &mut Report) {
     let selectors = obj(top.get("selectors")).unwrap_or(&empty);
     check_selectors(selectors, &names, &peer_models, r);
     check_profiles(top, &names, &peer_models, selectors, r);
+    check_peer_namespace(top, &names, selectors, r);
 }
 
 /// What a model reference may name: a model id or an alias (including the
@@ -455,7 +433,7 @@ fn check_model_proxy(id: &str, m: &Value, r: &mut Report) {
             r.error(
                 &model_path(id, &["proxy"]),
                 "proxy-url",
-                format!("model {id}: invalid proxy URL {proxy:?}: {why}"),
+                format!("model {id}: invalid proxy URL: {why}"),
             );
         }
     }
@@ -553,17 +531,18 @@ fn check_routing(
     } else if let Some(mx) = matrix {
         check_matrix(mx, &matrix_path, names.models, r);
     } else {
-        check_groups(groups, &groups_path, names.models, r);
+        check_groups(groups, &groups_path, names, r);
     }
     ControlFlow::Continue(())
 }
 
-/// `group-duplicate-member`, `group-member-reused`, `group-member-unknown`
-/// (warning).
+/// `group-duplicate-member`, `group-member-reused` (the loader), and
+/// `group-member-unknown` (the server: building the group router looks
+/// every member up as a model id or alias and refuses to start without it).
 fn check_groups(
     groups: &serde_json::Map<String, Value>,
     groups_path: &[Seg],
-    models: &serde_json::Map<String, Value>,
+    names: &Names,
     r: &mut Report,
 ) {
     let gids: Vec<&String> = groups.keys().collect();
@@ -599,11 +578,11 @@ fn check_groups(
                 continue;
             }
             used.insert(member, n);
-            if !models.contains_key(member) {
-                r.warn(
+            if !names.resolves(member) {
+                r.error(
                     &at(),
                     "group-member-unknown",
-                    format!("group {gid} member {member:?} names no model (llama-swap ignores it)"),
+                    format!("group {gid}: member {member:?} names no model id or alias; llama-swap refuses to start (creating group router: no model config for {member:?})"),
                 );
             }
         }
@@ -877,6 +856,68 @@ fn check_matrix(mx: &Value, mp: &[Seg], models: &serde_json::Map<String, Value>,
                 );
                 break;
             }
+        }
+    }
+}
+
+/// `peer-name-reserved` (the server, building its peer router): every
+/// `peer/model` name is reserved; two peers may not spell the same one, and
+/// no model id, alias, selector or profile pin may take it.
+fn check_peer_namespace(
+    top: &serde_json::Map<String, Value>,
+    names: &Names,
+    selectors: &serde_json::Map<String, Value>,
+    r: &mut Report,
+) {
+    let Some(peers) = obj(top.get("peers")) else {
+        return;
+    };
+    let mut pids: Vec<&String> = peers.keys().collect();
+    pids.sort();
+    // Full name -> (peer, model) that first claimed it.
+    let mut claimed: HashMap<String, (&str, &str)> = HashMap::new();
+    let pins: Vec<(&String, &String)> = obj(top.get("profiles"))
+        .into_iter()
+        .flatten()
+        .flat_map(|(name, prof)| {
+            obj(prof.get("pins"))
+                .into_iter()
+                .flatten()
+                .map(move |(pin, _)| (name, pin))
+        })
+        .collect();
+    let pinned: HashMap<&str, &str> = pins.iter().map(|(n, p)| (p.as_str(), n.as_str())).collect();
+    for pid in pids {
+        let mut seen = HashSet::new();
+        for (i, model) in strs(peers.get(pid.as_str()).and_then(|p| p.get("models"))) {
+            if !seen.insert(model) {
+                continue;
+            }
+            let at = [p(&["peers", pid, "models"]), vec![Seg::Index(i)]].concat();
+            let fqn = format!("{pid}/{model}");
+            if let Some((other, other_model)) = claimed.get(&fqn) {
+                r.error(&at, "peer-name-reserved", format!("peer model name {fqn:?} is ambiguous between peers.{other} model {other_model:?} and peers.{pid} model {model:?}"));
+                continue;
+            }
+            let conflict = if names.models.contains_key(&fqn) {
+                Some(format!("model ID {fqn:?}"))
+            } else if let Some(owner) = names.aliases.get(fqn.as_str()) {
+                Some(format!("model {owner} alias {fqn:?}"))
+            } else if selectors.contains_key(&fqn) {
+                Some(format!("selector ID {fqn:?}"))
+            } else {
+                pinned
+                    .get(fqn.as_str())
+                    .map(|prof| format!("profile {prof} pin {fqn:?}"))
+            };
+            if let Some(what) = conflict {
+                r.error(
+                    &at,
+                    "peer-name-reserved",
+                    format!("{what} conflicts with fully qualified peer model name (peers.{pid} serves {model:?})"),
+                );
+            }
+            claimed.insert(fqn, (pid.as_str(), model));
         }
     }
 }

@@ -664,3 +664,115 @@ async fn wrapper_mode_apply_needs_no_config_path() {
         "no second read: the compare happens in the write"
     );
 }
+
+/// `--json` carries the validation findings in full: as data in
+/// `findings`, quoted in `error` when they stopped the apply, and the
+/// warnings of a valid file in `warnings`.
+#[tokio::test]
+async fn json_carries_validation_findings() {
+    let (fx, cfg, _st) = setup().await;
+    // Loads, but the server would not start: a group member naming nothing.
+    let bad = write_new(
+        &fx,
+        b"models:\n  a:\n    cmd: srv --port ${PORT}\ngroups:\n  g:\n    members: [a, ghost]\n",
+    );
+    let out = run(
+        &fx,
+        s(&[
+            "apply",
+            "t@127.0.0.1",
+            &bad,
+            "--config-path",
+            &cfg,
+            "--restart-cmd",
+            RESTART_OK,
+            "--yes",
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    let v = json(&out);
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(1), Some("validate")),
+        "{v}"
+    );
+    let error = v["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("6:18: $.groups.g.members[1]") && error.contains("no model config"),
+        "{error}"
+    );
+    let f = &v["findings"][0];
+    assert_eq!(
+        (
+            f["rule"].as_str(),
+            f["severity"].as_str(),
+            f["line"].as_u64(),
+            f["column"].as_u64(),
+            f["path"].as_str()
+        ),
+        (
+            Some("group-member-unknown"),
+            Some("error"),
+            Some(6),
+            Some(18),
+            Some("$.groups.g.members[1]")
+        ),
+        "{v}"
+    );
+    assert!(f["message"].as_str().unwrap_or("").contains("ghost"));
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD);
+    assert_eq!(fx.server.op_count(Op::Subsystem), 0, "never connected");
+
+    // A valid file with a warning: `plan --json` lists it (human output
+    // prints it on stderr).
+    let warn = write_new(
+        &fx,
+        b"models:\n  a:\n    cmd: srv --port ${PORT}\n    cmdd: typo\n",
+    );
+    let out = run(
+        &fx,
+        s(&[
+            "plan",
+            "t@127.0.0.1",
+            &warn,
+            "--config-path",
+            &cfg,
+            "--json",
+        ]),
+        vec![],
+    )
+    .await;
+    let v = json(&out);
+    assert_eq!(
+        (out.status.code(), v["step"].as_str(), v["ok"].as_bool()),
+        (Some(2), Some("planned"), Some(true)), // 2: changes pending
+        "{v}"
+    );
+    let warnings: Vec<&str> = v["warnings"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|w| w.as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("4:5: $.models.a.cmdd:") && w.ends_with("[unknown-key]")),
+        "{v}"
+    );
+    let f = &v["findings"][0];
+    assert_eq!(
+        (
+            f["rule"].as_str(),
+            f["severity"].as_str(),
+            f["line"].as_u64()
+        ),
+        (Some("unknown-key"), Some("warning"), Some(4)),
+        "{v}"
+    );
+    assert_eq!(
+        std::fs::read(&cfg).expect("cfg"),
+        OLD,
+        "plan writes nothing"
+    );
+}

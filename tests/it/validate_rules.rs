@@ -41,6 +41,8 @@ const CASES: &[(&str, &str, &str, usize, usize, Severity)] = &[
     ("models:\n  a:\n    cmd: x --port ${PORT}\ngroups:\n  g:\n    members: [a]\nmatrix:\n  sets:\n    s: a\n", "groups-and-matrix", "$.groups", 5, 3, Severity::Error),
     ("models:\n  a:\n    cmd: x --port ${PORT}\ngroups:\n  g:\n    members: [a, a]\n", "group-duplicate-member", "$.groups.g.members[1]", 6, 18, Severity::Error),
     ("models:\n  a:\n    cmd: x --port ${PORT}\ngroups:\n  g:\n    members: [a]\n  h:\n    members: [a]\n", "group-member-reused", "$.groups.h.members[0]", 8, 15, Severity::Error),
+    ("models:\n  a:\n    cmd: x --port ${PORT}\ngroups:\n  g:\n    members: [ghost]\n", "group-member-unknown", "$.groups.g.members[0]", 6, 15, Severity::Error),
+    ("models:\n  a:\n    cmd: x --port ${PORT}\nrouting:\n  router:\n    settings:\n      groups:\n        g:\n          members: [a, ghost]\n", "group-member-unknown", "$.routing.router.settings.groups.g.members[1]", 9, 24, Severity::Error),
     ("models:\n  a:\n    cmd: x --port ${PORT}\nmatrix:\n  sets: {}\n", "matrix", "$.matrix", 5, 3, Severity::Error),
     ("models:\n  a:\n    cmd: x --port ${PORT}\nmatrix:\n  vars:\n    v: nope\n  sets:\n    s: v\n", "matrix", "$.matrix.vars.v", 6, 8, Severity::Error),
     ("groups:\n  g:\n    members: []\nrouting:\n  router:\n    use: group\n", "routing-conflict", "$.routing.router", 6, 5, Severity::Error),
@@ -49,12 +51,13 @@ const CASES: &[(&str, &str, &str, usize, usize, Severity)] = &[
     ("apiKeys: [\"\"]\n", "api-keys", "$.apiKeys[0]", 1, 11, Severity::Error),
     ("apiKeys: [\"a b\"]\n", "api-keys", "$.apiKeys[0]", 1, 11, Severity::Error),
     ("peers:\n  p:\n    proxy: http://h\n    models: []\n", "peer", "$.peers.p", 3, 5, Severity::Error),
+    ("models:\n  p/m:\n    cmd: x --port ${PORT}\npeers:\n  p:\n    proxy: http://h\n    models: [m]\n", "peer-name-reserved", "$.peers.p.models[0]", 7, 14, Severity::Error),
+    ("peers:\n  a/b:\n    proxy: http://h\n    models: [c]\n  a:\n    proxy: http://h\n    models: [b/c]\n", "peer-name-reserved", "$.peers[\"a/b\"].models[0]", 4, 14, Severity::Error),
     ("selectors:\n  s:\n    targets: [x]\n", "selector", "$.selectors.s", 3, 5, Severity::Error),
     ("models:\n  a:\n    cmd: x --port ${PORT}\nprofiles:\n  p:\n    pins:\n      main: ghost\n", "profile", "$.profiles.p.pins.main", 7, 13, Severity::Error),
     // Warnings (exit status stays 0)
     ("models:\n  m:\n    cmdd: x\n    cmd: x --port ${PORT}\n", "unknown-key", "$.models.m.cmdd", 3, 5, Severity::Warning),
     ("modles: {}\n", "unknown-key", "$.modles", 1, 1, Severity::Warning),
-    ("models:\n  a:\n    cmd: x --port ${PORT}\ngroups:\n  g:\n    members: [ghost]\n", "group-member-unknown", "$.groups.g.members[0]", 6, 15, Severity::Warning),
     ("models:\n  a:\n    cmd: x --port ${PORT}\nhooks:\n  on_startup:\n    preload: [ghost]\n", "preload-unknown", "$.hooks.on_startup.preload[0]", 6, 15, Severity::Warning),
     ("models:\n  m:\n    cmd: x --port ${PORT} --key ${env.HF_TOKEN}\n", "env-macro", "$.models.m.cmd", 3, 5, Severity::Warning),
     ("healthCheckTimeout: 5\n", "health-check-timeout", "$.healthCheckTimeout", 1, 1, Severity::Warning),
@@ -227,4 +230,89 @@ fn a_config_without_models_is_valid_with_a_no_models_warning() {
     }
     let out = v.validate(b"models:\n  a:\n    cmd: a --port ${PORT}\n");
     assert!(out.findings.iter().all(|f| f.rule != "no-models"));
+}
+
+/// What llama-swap's server (not only its loader) accepts and refuses at
+/// start (SERVER.md): group members are looked up as model ids or aliases,
+/// YAML 1.1 booleans decode into Go bools, proxies go through Go's
+/// `url.Parse`, `${env.NAME}` counts in mapping keys.
+#[test]
+fn server_start_rules() {
+    let v = Validator::embedded();
+    let rules = |src: &str| -> Vec<(String, Severity, usize, usize)> {
+        v.validate(src.as_bytes())
+            .findings
+            .into_iter()
+            .filter(|f| f.rule != "no-models")
+            .map(|f| (f.rule, f.severity, f.line, f.column))
+            .collect()
+    };
+    // An alias (or a setParamsByID key) as a member: accepted, no warning.
+    let alias = "models:\n  a:\n    cmd: x --port ${PORT}\n    aliases: [al]\n    filters:\n      setParamsByID:\n        byid: {t: 1}\ngroups:\n  g:\n    members: [al, byid]\n";
+    assert_eq!(rules(alias), vec![]);
+    let routed = "models:\n  a:\n    cmd: x --port ${PORT}\n    aliases: [al]\nrouting:\n  router:\n    settings:\n      groups:\n        g:\n          members: [al]\n";
+    assert_eq!(rules(routed), vec![]);
+    // Groups of the router not in use are not built.
+    let unused = "models:\n  a:\n    cmd: x --port ${PORT}\nrouting:\n  router:\n    use: matrix\n    settings:\n      matrix:\n        sets:\n          s: a\n      groups:\n        g:\n          members: [ghost]\n";
+    assert!(
+        v.validate(unused.as_bytes()).is_valid(),
+        "{:?}",
+        rules(unused)
+    );
+
+    // Booleans as yaml.v3 decodes them into a bool field.
+    for word in [
+        "yes", "Yes", "YES", "on", "On", "y", "Y", "\"yes\"", "no", "off", "N",
+    ] {
+        let src = format!("sendLoadingState: {word}\nmodels:\n  a:\n    cmd: x --port ${{PORT}}\n    unlisted: {word}\ngroups:\n  g:\n    swap: {word}\n    members: [a]\n");
+        let out = v.validate(src.as_bytes());
+        assert!(out.findings.is_empty(), "{word}: {:?}", out.findings);
+        let hidden = matches!(
+            word,
+            "yes" | "Yes" | "YES" | "on" | "On" | "y" | "Y" | "\"yes\""
+        );
+        assert_eq!(out.listed_models.is_empty(), hidden, "{word}");
+    }
+    for word in ["\"true\"", "yess", "1", "enabled"] {
+        let src = format!("models:\n  a:\n    cmd: x --port ${{PORT}}\n    unlisted: {word}\n");
+        assert_eq!(
+            rules(&src),
+            vec![("schema".to_string(), Severity::Error, 4, 15)],
+            "{word}"
+        );
+    }
+
+    // Proxies as Go's url.Parse judges them, model and peer.
+    let out = v.validate(b"models:\n  a:\n    cmd: x\n    proxy: \"127.0.0.1:9000\"\n");
+    let f = &out.findings[0];
+    assert_eq!((f.rule.as_str(), f.line, f.column), ("proxy-url", 4, 12));
+    assert!(
+        f.message
+            .contains("first path segment in URL cannot contain colon"),
+        "{}",
+        f.message
+    );
+    assert!(v
+        .validate(b"models:\n  a:\n    cmd: x\n    proxy: \"localhost:9000\"\n")
+        .is_valid());
+    let peer = "peers:\n  p:\n    proxy: \"10.0.0.2:8080\"\n    models: [m]\n";
+    assert_eq!(
+        rules(peer),
+        vec![("peer".to_string(), Severity::Error, 3, 12)]
+    );
+    // A peer's proxy is checked as written: macros do not reach it.
+    let peer = "macros:\n  h: example.org\npeers:\n  p:\n    proxy: \"http://${h}:8080\"\n    models: [m]\n";
+    assert_eq!(
+        rules(peer),
+        vec![("peer".to_string(), Severity::Error, 5, 12)]
+    );
+    // `${env.NAME}` is left to the host, in values and in keys.
+    let env = "models:\n  ${env.MODEL}:\n    cmd: x --port ${PORT}\n    proxy: \"http://${env.HOST}:${PORT}\"\n";
+    assert_eq!(
+        rules(env),
+        vec![
+            ("env-macro".to_string(), Severity::Warning, 2, 3),
+            ("env-macro".to_string(), Severity::Warning, 4, 5),
+        ]
+    );
 }

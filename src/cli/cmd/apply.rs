@@ -66,7 +66,8 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
         }
     }
     let early = |step: Step, error: ApplyError| {
-        let rep = ApplyReport::early(step, &host, &config_path, job.new, error);
+        let mut rep = ApplyReport::early(step, &host, &config_path, job.new, error);
+        rep.findings = outcome.findings.clone();
         render::apply_report(&rep, job.change.json, ctx);
         Ok(Outcome::At(rep.step))
     };
@@ -181,6 +182,7 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
     };
     conn.session.cancel_on(opts.stop.clone());
     let mut rep = pipeline::apply(&remote, job.new, &opts, &mut hooks).await;
+    rep.findings = outcome.findings;
     rep.timings_ms.insert(0, (Step::Connect, connect_ms));
     if hooks.service.is_none() && rep.step == Step::Done {
         rep.warnings.push(Warning::HealthNotChecked);
