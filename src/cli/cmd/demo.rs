@@ -39,13 +39,13 @@ mod sandbox {
     use crate::cli::settings::{Change, Health, Restart, Settings};
     use crate::cli::style::Style;
 
-    const V1: &str = "# llama-swap on the demo host\nmodels:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m /models/qwen2.5-7b.gguf\n    ttl: 300\n";
-    const V2: &str = "# llama-swap on the demo host\nmodels:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m /models/qwen2.5-7b.gguf\n    ttl: 300\n  llama-3b:\n    cmd: llama-server --port ${PORT} -m /models/llama-3.2-3b.gguf\n    aliases: [small]\n";
-    const INVALID: &str = "models:\n  qwen-7b:\n    cmd: llama-server -m /models/qwen2.5-7b.gguf\n    proxy: http://127.0.0.1:${PORT}\n    ttl: -5\n";
+    const V1: &str = "# llama-swap on the demo host\nmodels:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m models/qwen2.5-7b.gguf\n    ttl: 300\n";
+    const V2: &str = "# llama-swap on the demo host\nmodels:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m models/qwen2.5-7b.gguf\n    ttl: 300\n  llama-3b:\n    cmd: llama-server --port ${PORT} -m models/llama-3.2-3b.gguf\n    aliases: [small]\n";
+    const INVALID: &str = "models:\n  qwen-7b:\n    cmd: llama-server -m models/qwen2.5-7b.gguf\n    proxy: http://127.0.0.1:${PORT}\n    ttl: -5\n";
     /// Loads for swapcfg (it cannot see the host's environment); the server
     /// refuses it: HF_TOKEN is not set in llama-swap's environment.
-    const NEEDS_ENV: &str = "# llama-swap on the demo host\nmodels:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m /models/qwen2.5-7b.gguf\n    ttl: 300\n  llama-3b:\n    cmd: llama-server --port ${PORT} -m /models/llama-3.2-3b.gguf --hf-token ${env.HF_TOKEN}\n    aliases: [small]\n";
-    const BROKEN: &str = "models:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m /models/qwen2.5-7b.gguf\n  broken-model:\n    cmd: /opt/missing/llama-server --port ${PORT}\n";
+    const NEEDS_ENV: &str = "# llama-swap on the demo host\nmodels:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m models/qwen2.5-7b.gguf\n    ttl: 300\n  llama-3b:\n    cmd: llama-server --port ${PORT} -m models/llama-3.2-3b.gguf --hf-token ${env.HF_TOKEN}\n    aliases: [small]\n";
+    const BROKEN: &str = "models:\n  qwen-7b:\n    cmd: llama-server --port ${PORT} -m models/qwen2.5-7b.gguf\n  broken-model:\n    cmd: /opt/missing/llama-server --port ${PORT}\n";
 
     fn section(title: &str) {
         let s = Style::for_stdout();
