@@ -42,6 +42,8 @@ const KEYS: &[&str] = &[
     "health_timeout",
     "verify_models",
     "ca_cert",
+    "proxy_jump",
+    "keepalive",
 ];
 
 /// Settings for one host; every field optional.
@@ -67,11 +69,15 @@ pub struct HostSettings {
     pub health_timeout: Option<Duration>,
     pub verify_models: Option<bool>,
     pub ca_cert: Option<PathBuf>,
+    /// Jump hosts, `[user@]host[:port]` each, in order (`none`: empty).
+    pub proxy_jump: Option<Vec<String>>,
+    /// A host that answers no keepalive for this long is considered gone.
+    pub keepalive: Option<Duration>,
 }
 
 impl HostSettings {
     /// `self` where set, else `base`.
-    fn over(self, base: &HostSettings) -> HostSettings {
+    pub fn over(self, base: &HostSettings) -> HostSettings {
         macro_rules! pick {
             ($($f:ident),*) => { HostSettings { $($f: self.$f.or_else(|| base.$f.clone()),)* } };
         }
@@ -95,7 +101,9 @@ impl HostSettings {
             health_delay,
             health_timeout,
             verify_models,
-            ca_cert
+            ca_cert,
+            proxy_jump,
+            keepalive
         )
     }
 }
@@ -200,6 +208,24 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
             "api_key_env" => s.api_key_env = Some(text()?),
             "schema" => s.schema = Some(PathBuf::from(text()?)),
             "ca_cert" => s.ca_cert = Some(PathBuf::from(text()?)),
+            "keepalive" => s.keepalive = Some(seconds(path, v, what, &key)?),
+            "proxy_jump" => {
+                let t = text()?;
+                s.proxy_jump = Some(if t.trim().eq_ignore_ascii_case("none") {
+                    Vec::new()
+                } else {
+                    t.split(',').map(|h| h.trim().to_string()).collect()
+                });
+                if s.proxy_jump.iter().flatten().any(|h| h.is_empty()) {
+                    return Err(err(
+                        path,
+                        v,
+                        format!(
+                            "{what}.proxy_jump has an empty hop (expected host1,user@host2:port)"
+                        ),
+                    ));
+                }
+            }
             other => {
                 return Err(err(
                     path,
@@ -312,6 +338,17 @@ impl Inventory {
             }
         }
         Ok(None)
+    }
+
+    /// The two inventory layers for TARGET, apart (the ssh config sits
+    /// between them): the host's own settings (`address` = TARGET when the
+    /// host sets none, or when TARGET is no inventory host), and the defaults.
+    pub fn layers(&self, target: &str) -> (HostSettings, HostSettings) {
+        let mut host = self.hosts.get(target).cloned().unwrap_or_default();
+        if host.address.is_none() {
+            host.address = Some(target.to_string());
+        }
+        (host, self.defaults.clone())
     }
 
     /// Settings for TARGET: a host name merged over defaults, or the

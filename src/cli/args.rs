@@ -124,6 +124,14 @@ pub struct TargetArgs {
     /// considered gone [default: 15].
     #[arg(long, value_name = "SECS")]
     pub keepalive: Option<u64>,
+    /// OpenSSH client config read for the host (`none`: skip it)
+    /// [default: ~/.ssh/config when it exists].
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// Jump hosts, `[user@]host[:port]` comma-separated, each reached through
+    /// the one before (as ssh -J; `none` ignores a configured ProxyJump).
+    #[arg(long, short = 'J', value_name = "HOPS")]
+    pub jump: Option<String>,
     /// Inventory file with `defaults:` and `hosts:` (TARGET may name a host).
     #[arg(long, value_name = "FILE", env = "SWAPCFG_INVENTORY")]
     pub inventory: Option<PathBuf>,

@@ -2,7 +2,8 @@
 //! terminals. The library below knows none of them.
 //!
 //! * `args`: clap definitions (what the user typed).
-//! * `settings`: flags > inventory host > inventory defaults, resolved once.
+//! * `settings`: flags > inventory host > ssh config > inventory defaults,
+//!   resolved once (`ssh_config`: the OpenSSH client config, bounded).
 //! * `host`: the one way to connect and open the remote config.
 //! * `cmd/*`: one thin adapter per subcommand (settings → library → outcome).
 //! * `render` + `style`: human and `--json` output, hints naming flags.
@@ -14,6 +15,7 @@ pub mod exit;
 mod host;
 mod render;
 mod settings;
+mod ssh_config;
 mod style;
 
 use clap::Parser;
