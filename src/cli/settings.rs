@@ -139,9 +139,11 @@ fn proxy_command_refused(file: &str, host: &str, cmd: &str) -> String {
 /// How to reach one jump host: its own ssh config entry (HostName, User,
 /// Port, IdentityFile, UserKnownHostsFile, StrictHostKeyChecking,
 /// ConnectTimeout), a user or port written in the hop winning; the
-/// connection flags beat the hop's ssh config; what is set by neither comes
-/// from the target's resolved settings. A hop's own ProxyJump is not
-/// followed.
+/// connection flags (`--known-hosts`, `--host-key-policy`,
+/// `--connect-timeout`) beat the hop's ssh config, except that the hop's own
+/// `IdentityFile` beats `--identity` (a key is per host); what is set by
+/// neither comes from the target's resolved settings. A hop's own ProxyJump
+/// is not followed.
 fn jump_options(
     hop: &str,
     args: &TargetArgs,
@@ -177,10 +179,10 @@ fn jump_options(
     }
     Ok(ConnectOptions {
         target,
-        identity: args
+        // A key is per host: the hop's own IdentityFile wins over --identity.
+        identity: sc
             .identity
-            .clone()
-            .or(sc.identity)
+            .or(args.identity.clone())
             .or(to.identity.clone()),
         known_hosts: args
             .known_hosts
@@ -894,6 +896,7 @@ hosts:
         let hops: Vec<_> = r.jumps.iter().map(|j| j.target.to_string()).collect();
         assert_eq!(hops, ["ops@j1:2022", "suser@j2:2209"]);
         for j in &r.jumps {
+            assert_eq!(j.identity, Some(dir.path().join("s_id")), "a hop's own key");
             assert_eq!(j.known_hosts, Path::new("/f/kh"));
             assert_eq!(j.host_key_policy, HostKeyPolicy::Strict);
             assert_eq!(j.connect_timeout, Duration::from_secs(13));

@@ -9,6 +9,7 @@
 //! * `cli_surface`: version, completions, hints, exit-code consistency.
 //! * `validate_rules`, `validate_corpus`, `validate_proptest`, `diff_patch`.
 //! * `e2e_openssh`: Debian's sshd on loopback (skips where absent).
+//! * `e2e_jump`: ProxyJump through sshd in network namespaces (root only).
 
 mod backups;
 mod cli_apply;
@@ -16,6 +17,7 @@ mod cli_surface;
 mod common;
 mod diff_patch;
 mod e2e_faults;
+mod e2e_jump;
 mod e2e_openssh;
 mod fault_matrix;
 mod nonregular;
