@@ -44,6 +44,7 @@ const KEYS: &[&str] = &[
     "ca_cert",
     "proxy_jump",
     "keepalive",
+    "file",
 ];
 
 /// Settings for one host; every field optional.
@@ -73,6 +74,9 @@ pub struct HostSettings {
     pub proxy_jump: Option<Vec<String>>,
     /// A host that answers no keepalive for this long is considered gone.
     pub keepalive: Option<Duration>,
+    /// The local config file for this host in a fleet run; `{host}` stands
+    /// for the host's inventory name (see [`Inventory::file_for`]).
+    pub file: Option<String>,
 }
 
 impl HostSettings {
@@ -103,7 +107,8 @@ impl HostSettings {
             verify_models,
             ca_cert,
             proxy_jump,
-            keepalive
+            keepalive,
+            file
         )
     }
 }
@@ -114,6 +119,8 @@ pub struct Inventory {
     pub path: PathBuf,
     pub defaults: HostSettings,
     pub hosts: BTreeMap<String, HostSettings>,
+    /// `groups:`: name → host names (each a key of `hosts`).
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 fn err(path: &Path, n: &Node, msg: impl std::fmt::Display) -> String {
@@ -209,6 +216,7 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
             "schema" => s.schema = Some(PathBuf::from(text()?)),
             "ca_cert" => s.ca_cert = Some(PathBuf::from(text()?)),
             "keepalive" => s.keepalive = Some(seconds(path, v, what, &key)?),
+            "file" => s.file = Some(text()?),
             "proxy_jump" => {
                 let t = text()?;
                 s.proxy_jump = Some(if t.trim().eq_ignore_ascii_case("none") {
@@ -239,6 +247,54 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
         }
     }
     Ok(s)
+}
+
+/// `groups:`: name → list of host names, each defined under `hosts:`.
+fn parse_groups(
+    path: &Path,
+    node: &Node,
+    hosts: &BTreeMap<String, HostSettings>,
+) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let mut out = BTreeMap::new();
+    let entries = match &node.kind {
+        Kind::Map(e) => e,
+        Kind::Null => return Ok(out),
+        _ => return Err(err(path, node, "groups must be a mapping of name: [hosts]")),
+    };
+    for (k, v) in entries {
+        let name = k.key_text();
+        if name == "all" || name.is_empty() || name.contains([',', '@']) {
+            return Err(err(
+                path,
+                k,
+                format!("group name `{name}` is reserved or holds `,` or `@`"),
+            ));
+        }
+        let Kind::Seq(items) = &v.kind else {
+            return Err(err(
+                path,
+                v,
+                format!("groups.{name} must be a list of host names"),
+            ));
+        };
+        let mut members = Vec::new();
+        for item in items {
+            let host = match &item.kind {
+                Kind::Str(t) => t.clone(),
+                _ => return Err(err(path, item, format!("groups.{name}: a host name"))),
+            };
+            if !hosts.contains_key(&host) {
+                return Err(err(
+                    path,
+                    item,
+                    format!("groups.{name}: no host `{host}` under hosts:"),
+                ));
+            }
+            members.push(host);
+        }
+        out.insert(name, members);
+    }
+    Ok(out)
 }
 
 /// Seconds (an integer or a decimal, 0 to 86400) as a duration.
@@ -282,6 +338,7 @@ impl Inventory {
                 "the inventory must be a mapping with `defaults:` and `hosts:`",
             ));
         };
+        let mut groups = None;
         for (k, v) in entries {
             match k.key_text().as_str() {
                 "defaults" => inv.defaults = settings(path, v, "defaults")?,
@@ -297,16 +354,77 @@ impl Inventory {
                     Kind::Null => {}
                     _ => return Err(err(path, v, "hosts must be a mapping of name: settings")),
                 },
+                "groups" => groups = Some(v),
                 other => {
                     return Err(err(
                         path,
                         k,
-                        format!("unknown key `{other}` (expected defaults, hosts)"),
+                        format!("unknown key `{other}` (expected defaults, hosts, groups)"),
                     ))
                 }
             }
         }
+        if let Some(g) = groups {
+            inv.groups = parse_groups(path, g, &inv.hosts)?;
+        }
         Ok(inv)
+    }
+
+    /// The inventory host names a `--hosts` selector names, in order, each
+    /// once: a comma list of host names, `@GROUP` and `@all`.
+    pub fn select(&self, selector: &str) -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut push = |name: &str, out: &mut Vec<String>| {
+            if !out.iter().any(|n| n == name) {
+                out.push(name.to_string());
+            }
+        };
+        for item in selector.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if item == "@all" {
+                for name in self.hosts.keys() {
+                    push(name, &mut out);
+                }
+            } else if let Some(g) = item.strip_prefix('@') {
+                let members = self.groups.get(g).ok_or_else(|| {
+                    format!(
+                        "no group `{g}` in inventory {} (groups: {})",
+                        self.path.display(),
+                        self.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                })?;
+                for name in members {
+                    push(name, &mut out);
+                }
+            } else if self.hosts.contains_key(item) {
+                push(item, &mut out);
+            } else {
+                return Err(format!(
+                    "no host `{item}` in inventory {}",
+                    self.path.display()
+                ));
+            }
+        }
+        if out.is_empty() {
+            return Err(format!("the selector {selector:?} names no host"));
+        }
+        Ok(out)
+    }
+
+    /// The local config file for inventory host `name`: its `file:` (else
+    /// the defaults' `file:`) with `{host}` replaced by the name; a relative
+    /// path is taken from the inventory file's directory.
+    pub fn file_for(&self, name: &str) -> Option<PathBuf> {
+        let pattern = self
+            .hosts
+            .get(name)
+            .and_then(|h| h.file.clone())
+            .or_else(|| self.defaults.file.clone())?;
+        let p = PathBuf::from(pattern.replace("{host}", name));
+        Some(if p.is_absolute() {
+            p
+        } else {
+            self.path.parent().unwrap_or(Path::new("")).join(p)
+        })
     }
 
     /// Read and parse a file (bounded).
@@ -398,6 +516,56 @@ mod tests {
             other.config_path.as_deref(),
             Some("/etc/llama-swap/config.yaml")
         );
+    }
+
+    const FLEET: &str = "defaults:\n  file: configs/{host}.yaml\nhosts:\n  a: {}\n  b: { file: /abs/b.yaml }\n  c: {}\ngroups:\n  gpu: [c, a]\n  one: [b]\n";
+
+    #[test]
+    fn selectors_groups_and_files() {
+        let inv =
+            Inventory::parse(Path::new("/repo/inv.yaml"), FLEET).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            inv.select("@all"),
+            Ok(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(inv.select("@gpu"), Ok(vec!["c".into(), "a".into()]));
+        assert_eq!(
+            inv.select("b, @gpu,a,@one"),
+            Ok(vec!["b".into(), "c".into(), "a".into()]),
+            "order of first mention, each once"
+        );
+        let e = inv.select("a,zz").err().unwrap_or_default();
+        assert!(e.contains("no host `zz`"), "{e}");
+        let e = inv.select("@nope").err().unwrap_or_default();
+        assert!(
+            e.contains("no group `nope`") && e.contains("gpu, one"),
+            "{e}"
+        );
+        assert!(inv.select(" , ").is_err());
+        assert_eq!(
+            inv.file_for("a"),
+            Some(PathBuf::from("/repo/configs/a.yaml"))
+        );
+        assert_eq!(inv.file_for("b"), Some(PathBuf::from("/abs/b.yaml")));
+        let plain = Inventory::parse(Path::new("inv.yaml"), INV).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plain.file_for("gpu1"), None);
+        let e = Inventory::parse(
+            Path::new("i.yaml"),
+            "hosts:\n  a: {}\ngroups:\n  g: [a, x]\n",
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            e.starts_with("inventory i.yaml:4:10: groups.g: no host `x`"),
+            "{e}"
+        );
+        let e = Inventory::parse(
+            Path::new("i.yaml"),
+            "hosts:\n  a: {}\ngroups:\n  all: [a]\n",
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(e.contains("reserved"), "{e}");
     }
 
     #[test]
