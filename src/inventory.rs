@@ -374,7 +374,7 @@ impl Inventory {
     /// once: a comma list of host names, `@GROUP` and `@all`.
     pub fn select(&self, selector: &str) -> Result<Vec<String>, String> {
         let mut out: Vec<String> = Vec::new();
-        let mut push = |name: &str, out: &mut Vec<String>| {
+        let push = |name: &str, out: &mut Vec<String>| {
             if !out.iter().any(|n| n == name) {
                 out.push(name.to_string());
             }
