@@ -98,7 +98,29 @@ pub enum ModeArg {
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
     /// Host to connect to: `[user@]host[:port]` (IPv6 in brackets).
+    #[arg(
+        required_unless_present = "hosts",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub target: String,
+    /// Inventory hosts to run on (apply, plan): `a,b`, `@GROUP`, `@all`;
+    /// then the one positional argument is FILE (else each host's `file:`).
+    #[arg(long, value_name = "SELECTOR")]
+    pub hosts: Option<String>,
+    /// Fleet: hosts at once.
+    #[arg(long, value_name = "N", default_value_t = 8, requires = "hosts")]
+    pub parallel: usize,
+    /// Fleet: hosts per rolling batch (each batch ends before the next starts).
+    #[arg(long, value_name = "N", requires = "hosts")]
+    pub serial: Option<usize>,
+    /// Fleet: run this many hosts first, alone, before the rest.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "hosts")]
+    pub canary: usize,
+    /// Fleet: once more hosts failed than this, start no more (the rest are
+    /// reported `skipped`).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "hosts")]
+    pub max_fail: usize,
     /// Path of the llama-swap config file on the host.
     #[arg(long, value_name = "PATH")]
     pub config_path: Option<String>,
@@ -210,8 +232,10 @@ pub struct ChangeArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// The new config file.
-    pub file: PathBuf,
+    /// The new config file (with --hosts: given as the first positional, or
+    /// each host's inventory `file:`).
+    #[arg(required_unless_present = "hosts")]
+    pub file: Option<PathBuf>,
     #[command(flatten)]
     pub service: ServiceArgs,
     #[command(flatten)]

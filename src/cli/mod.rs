@@ -5,6 +5,7 @@
 //! * `settings`: flags > inventory host > ssh config > inventory defaults,
 //!   resolved once (`ssh_config`: the OpenSSH client config, bounded).
 //! * `host`: the one way to connect and open the remote config.
+//! * `fleet`: `apply`/`plan --hosts`: many hosts, each on the single-host path.
 //! * `cmd/*`: one thin adapter per subcommand (settings → library → outcome).
 //! * `render` + `style`: human and `--json` output, hints naming flags.
 //! * `exit`: the exit-status table, applied once in `main`.
@@ -12,6 +13,7 @@
 pub mod args;
 mod cmd;
 pub mod exit;
+mod fleet;
 mod host;
 mod render;
 mod settings;

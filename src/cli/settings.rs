@@ -271,6 +271,9 @@ impl Settings {
     /// `service` is `None` for commands that neither restart nor check
     /// health (the API key variable is then not read).
     pub fn resolve(args: &TargetArgs, service: Option<&ServiceArgs>) -> Result<Settings, String> {
+        if args.hosts.is_some() {
+            return Err("--hosts works with apply and plan; this command takes one TARGET".into());
+        }
         let inv = Inventory::discover(args.inventory.as_deref())?;
         let ssh = SshConfig::discover(args.ssh_config.as_deref())?;
         Settings::resolve_full(args, service, inv.as_ref(), ssh.as_ref(), &|name| {
@@ -593,6 +596,11 @@ mod tests {
             keepalive: None,
             ssh_config: None,
             jump: None,
+            hosts: None,
+            parallel: 8,
+            serial: None,
+            canary: 0,
+            max_fail: 0,
             inventory: None,
             unverified_wrapper_write: false,
         }

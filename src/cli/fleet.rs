@@ -1,0 +1,491 @@
+//! Fleets: `apply` / `plan` with `--hosts SELECTOR` on many inventory hosts
+//! at once, each on the single-host path (`cmd::apply::execute`: one
+//! connection, the whole pipeline, its own rollback).
+//!
+//! Order of work:
+//! 1. Resolve every host's settings and its file (FILE, else the host's
+//!    inventory `file:` with `{host}`), read and validate every file, and
+//!    check every host's config path and restart command. Any problem stops
+//!    the run here, before any host is touched (invalid file: exit 1; a
+//!    setting: exit 2).
+//! 2. Run: `--canary N` hosts first (a batch of their own), then batches of
+//!    `--serial N` (all the rest when not given); within a batch at most
+//!    `--parallel N` hosts at once. Once more than `--max-fail N` hosts
+//!    failed, or on Ctrl-C, no host is started any more; those not started
+//!    are reported `skipped`. Running hosts finish (their own stop handling
+//!    applies).
+//! 3. Output: `--json`: one JSON object per host as it finishes (JSON lines:
+//!    `host`, `result`, `step`, `exit`, `changed`, `backup`, `ms`, `error`,
+//!    and the single-host `report`), then one `summary` object; otherwise a
+//!    line per host as it finishes and a table at the end, on stderr.
+//! 4. Exit: 0 when every host is done or unchanged (`plan`: 2 when any has
+//!    changes pending); otherwise the code of the earliest failing step in
+//!    pipeline order among the failed hosts.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use swapcfg::inventory::Inventory;
+use swapcfg::pipeline::{ApplyReport, Step};
+use swapcfg::validate::Severity;
+
+use super::args::ApplyArgs;
+use super::cmd::apply::{execute, Job};
+use super::exit::{self, Outcome};
+use super::render::{self, ApplyJson, Failure, HintContext};
+use super::settings::{Change, Settings};
+use super::ssh_config::SshConfig;
+use super::style::Style;
+use super::CmdResult;
+
+/// One host of the run, resolved and validated.
+struct Member {
+    name: String,
+    settings: Settings,
+    file: PathBuf,
+    bytes: Arc<Vec<u8>>,
+}
+
+/// How a host ended.
+enum Ended {
+    Ran(Box<ApplyReport>, HintContext, u64),
+    /// Failed before a report existed.
+    Error {
+        step: Step,
+        message: String,
+        ms: u64,
+    },
+    Skipped,
+}
+
+impl Ended {
+    fn result(&self) -> &'static str {
+        match self {
+            Ended::Skipped => "skipped",
+            Ended::Error { .. } => "failed",
+            Ended::Ran(rep, ..) => match rep.step {
+                Step::Done => "ok",
+                Step::Unchanged => "unchanged",
+                Step::Planned => "planned",
+                _ => "failed",
+            },
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.result() == "failed"
+    }
+}
+
+/// The batches of member indices: the canary batch, then `serial`-sized
+/// batches (or one batch of the rest).
+pub fn batches(n: usize, canary: usize, serial: Option<usize>) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let canary = canary.min(n);
+    if canary > 0 {
+        out.push((0..canary).collect());
+    }
+    let rest: Vec<usize> = (canary..n).collect();
+    match serial {
+        Some(s) if s > 0 => out.extend(rest.chunks(s).map(<[usize]>::to_vec)),
+        _ if !rest.is_empty() => out.push(rest),
+        _ => {}
+    }
+    out
+}
+
+/// The exit code of a finished fleet run (see the module doc).
+pub fn fleet_code(steps: &[Option<Step>]) -> u8 {
+    let failing = steps
+        .iter()
+        .flatten()
+        .filter(|s| !matches!(s, Step::Done | Step::Unchanged | Step::Planned))
+        .map(|s| exit::code(&Outcome::At(*s)))
+        .min();
+    match failing {
+        Some(c) => c,
+        None if steps.iter().flatten().any(|s| *s == Step::Planned) => 2,
+        None => 0,
+    }
+}
+
+fn prepare(args: &ApplyArgs, selector: &str) -> Result<Vec<Member>, Failure> {
+    let t = &args.target;
+    let inv = Inventory::discover(t.inventory.as_deref())
+        .map_err(Failure::usage)?
+        .ok_or_else(|| {
+            Failure::usage(
+                "--hosts needs an inventory (--inventory FILE, $SWAPCFG_INVENTORY, ./swapcfg.yaml)",
+            )
+        })?;
+    let ssh = SshConfig::discover(t.ssh_config.as_deref()).map_err(Failure::usage)?;
+    let names = inv.select(selector).map_err(Failure::usage)?;
+    // With --hosts, the one positional is FILE.
+    let common = match (&t.target, &args.file) {
+        (f, None) if f.is_empty() => None,
+        (f, None) => Some(PathBuf::from(f)),
+        (_, Some(_)) => {
+            return Err(Failure::usage(
+                "with --hosts, give at most one FILE (it is applied to every host)",
+            ))
+        }
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    let mut read: Vec<(PathBuf, Arc<Vec<u8>>)> = Vec::new();
+    let mut members = Vec::new();
+    let mut invalid = 0;
+    for name in names {
+        let mut one = t.clone();
+        one.target = name.clone();
+        one.hosts = None;
+        let at = |e: String| Failure::usage(format!("host {name}: {e}"));
+        let settings =
+            Settings::resolve_full(&one, Some(&args.service), Some(&inv), ssh.as_ref(), &env)
+                .map_err(at)?;
+        settings.config_path().map_err(at)?;
+        if !(args.dry_run) {
+            settings.restart_command().map_err(at)?;
+        }
+        let file = common
+            .clone()
+            .or_else(|| inv.file_for(&name))
+            .ok_or_else(|| at("no FILE given and no `file:` for it in the inventory".into()))?;
+        let bytes = match read.iter().find(|(p, _)| *p == file) {
+            Some((_, b)) => b.clone(),
+            None => {
+                let b = Arc::new(super::cmd::read_local(&file)?);
+                read.push((file.clone(), b.clone()));
+                b
+            }
+        };
+        let outcome = settings.validator().map_err(at)?.validate(&bytes);
+        if !outcome.is_valid() {
+            let style = Style::for_stderr();
+            for f in outcome
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+            {
+                eprintln!("{}", render::finding(f, &file.display().to_string(), style));
+            }
+            invalid += 1;
+        }
+        members.push(Member {
+            name,
+            settings,
+            file,
+            bytes,
+        });
+    }
+    if invalid > 0 {
+        return Err(Failure {
+            outcome: Outcome::Invalid,
+            ..Failure::usage(format!(
+                "{invalid} host(s) have an invalid config file; no host was touched"
+            ))
+        });
+    }
+    Ok(members)
+}
+
+/// `apply` / `plan` with `--hosts`.
+pub fn apply(args: ApplyArgs, plan: bool) -> CmdResult {
+    let selector = args.target.hosts.clone().unwrap_or_default();
+    let members = prepare(&args, &selector)?;
+    let change = Change {
+        // Nobody can confirm N hosts one by one: a fleet apply needs --yes
+        // (plan changes nothing).
+        yes: args.change.yes,
+        ..Change::from(&args.change)
+    };
+    let dry_run = plan || args.dry_run;
+    if !dry_run && !change.yes {
+        return Err(Failure::usage(
+            "a fleet apply needs --yes (run `plan --hosts …` first to see every diff)",
+        ));
+    }
+    let t = &args.target;
+    let order = batches(members.len(), t.canary, t.serial);
+    let parallel = t.parallel.max(1);
+    let max_fail = t.max_fail;
+    let json = change.json;
+    let (force, expect_sha256) = (args.force, &args.expect_sha256);
+    let code = super::runtime()?.block_on(async {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let flag = interrupted.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    flag.store(true, Ordering::SeqCst);
+                    eprintln!(
+                        "swapcfg: interrupted: no more hosts are started; running ones finish"
+                    );
+                }
+            })
+        };
+        let failed = Cell::new(0usize);
+        let mut ended: Vec<Option<Ended>> = (0..members.len()).map(|_| None).collect();
+        let halted = || failed.get() > max_fail || interrupted.load(Ordering::SeqCst);
+        for batch in &order {
+            let mut runs = futures::stream::iter(batch.iter().copied())
+                .map(|i| {
+                    let m = &members[i];
+                    let halted = &halted;
+                    async move {
+                        if halted() {
+                            return (i, Ended::Skipped);
+                        }
+                        let started = Instant::now();
+                        let job = Job {
+                            settings: &m.settings,
+                            change,
+                            new: &m.bytes,
+                            new_label: m.file.display().to_string(),
+                            dry_run,
+                            force,
+                            expect_sha256: expect_sha256.clone(),
+                        };
+                        let mut ctx = HintContext::default();
+                        let r = execute(&job, &mut ctx, false).await;
+                        let ms = started.elapsed().as_millis() as u64;
+                        match r {
+                            Ok(rep) => (i, Ended::Ran(Box::new(rep), ctx, ms)),
+                            // Settings were checked up front; whatever is
+                            // left fails this host at its step.
+                            Err(f) => (
+                                i,
+                                Ended::Error {
+                                    step: match f.outcome {
+                                        Outcome::At(s) => s,
+                                        _ => Step::Connect,
+                                    },
+                                    message: f.error.to_string(),
+                                    ms,
+                                },
+                            ),
+                        }
+                    }
+                })
+                .buffer_unordered(parallel);
+            while let Some((i, e)) = runs.next().await {
+                if e.failed() {
+                    failed.set(failed.get() + 1);
+                }
+                print_host(&members[i].name, &e, json);
+                ended[i] = Some(e);
+            }
+        }
+        watcher.abort();
+        // Hosts of batches never reached are skipped too.
+        for (i, e) in ended.iter_mut().enumerate() {
+            if e.is_none() {
+                print_host(&members[i].name, &Ended::Skipped, json);
+                *e = Some(Ended::Skipped);
+            }
+        }
+        let ended: Vec<Ended> = ended.into_iter().flatten().collect();
+        let steps: Vec<Option<Step>> = ended
+            .iter()
+            .map(|e| match e {
+                Ended::Ran(rep, ..) => Some(rep.step),
+                Ended::Error { step, .. } => Some(*step),
+                Ended::Skipped => None,
+            })
+            .collect();
+        let code = fleet_code(&steps);
+        print_summary(&members, &ended, code, json);
+        code
+    });
+    Ok(match code {
+        0 => Outcome::Success,
+        _ => Outcome::At(step_for_code(code)),
+    })
+}
+
+/// The step whose exit code is `code` (the fleet's exit goes through the one
+/// exit table).
+fn step_for_code(code: u8) -> Step {
+    [
+        Step::Planned,
+        Step::Connect,
+        Step::Read,
+        Step::Conflict,
+        Step::Backup,
+        Step::Write,
+        Step::Restart,
+        Step::Health,
+        Step::Rollback,
+        Step::Aborted,
+        Step::Interrupted,
+    ]
+    .into_iter()
+    .find(|s| exit::code(&Outcome::At(*s)) == code)
+    .unwrap_or(Step::Aborted)
+}
+
+fn host_json(name: &str, e: &Ended) -> serde_json::Value {
+    match e {
+        Ended::Skipped => serde_json::json!({
+            "host": name, "result": "skipped", "step": null, "exit": null,
+            "changed": false, "backup": null, "ms": null, "error": null,
+        }),
+        Ended::Error { step, message, ms } => serde_json::json!({
+            "host": name, "result": "failed", "step": step.name(),
+            "exit": exit::code(&Outcome::At(*step)), "changed": false,
+            "backup": null, "ms": ms, "error": message,
+        }),
+        Ended::Ran(rep, ctx, ms) => {
+            let report = ApplyJson::new(rep, ctx);
+            serde_json::json!({
+                "host": name,
+                "result": e.result(),
+                "step": rep.step.name(),
+                "exit": exit::code(&Outcome::At(rep.step)),
+                "changed": rep.changed,
+                "backup": rep.backup_path,
+                "ms": ms,
+                "error": report.error,
+                "report": report,
+            })
+        }
+    }
+}
+
+fn print_host(name: &str, e: &Ended, json: bool) {
+    if json {
+        println!("{}", host_json(name, e));
+        return;
+    }
+    let s = Style::for_stderr();
+    let mark = match e.result() {
+        "ok" | "unchanged" => s.ok("✓"),
+        "planned" => s.warn("•"),
+        "skipped" => s.warn("-"),
+        _ => s.err("✗"),
+    };
+    let detail = match e {
+        Ended::Skipped => String::new(),
+        Ended::Error { step, message, ms } => {
+            format!(" at {} ({ms} ms) {message}", step.name())
+        }
+        Ended::Ran(rep, ctx, ms) => {
+            let err = ApplyJson::new(rep, ctx).error.unwrap_or_default();
+            format!(" at {} ({ms} ms) {err}", rep.step.name())
+        }
+    };
+    eprintln!(
+        "{mark} {}: {}{}",
+        render::term(name),
+        e.result(),
+        render::term(&detail)
+    );
+}
+
+fn print_summary(members: &[Member], ended: &[Ended], code: u8, json: bool) {
+    let count = |r: &str| ended.iter().filter(|e| e.result() == r).count();
+    let named = |r: &str| -> Vec<&str> {
+        members
+            .iter()
+            .zip(ended)
+            .filter(|(_, e)| e.result() == r)
+            .map(|(m, _)| m.name.as_str())
+            .collect()
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"summary": {
+                "hosts": members.len(),
+                "ok": count("ok"),
+                "unchanged": count("unchanged"),
+                "planned": count("planned"),
+                "failed": count("failed"),
+                "skipped": count("skipped"),
+                "failed_hosts": named("failed"),
+                "skipped_hosts": named("skipped"),
+                "exit": code,
+            }})
+        );
+        return;
+    }
+    eprintln!();
+    eprintln!(
+        "{:<20} {:<10} {:<11} {:<8} {:>8}  backup",
+        "host", "result", "step", "changed", "ms"
+    );
+    for (m, e) in members.iter().zip(ended) {
+        let (step, changed, ms, backup) = match e {
+            Ended::Skipped => ("-", "-".to_string(), "-".to_string(), String::new()),
+            Ended::Error { step, ms, .. } => (
+                step.name(),
+                "false".to_string(),
+                ms.to_string(),
+                String::new(),
+            ),
+            Ended::Ran(rep, _, ms) => (
+                rep.step.name(),
+                rep.changed.to_string(),
+                ms.to_string(),
+                rep.backup_path.clone().unwrap_or_default(),
+            ),
+        };
+        eprintln!(
+            "{:<20} {:<10} {:<11} {:<8} {:>8}  {}",
+            render::term(&m.name),
+            e.result(),
+            step,
+            changed,
+            ms,
+            render::term(&backup)
+        );
+    }
+    eprintln!(
+        "{} hosts: {} ok, {} unchanged, {} planned, {} failed, {} skipped",
+        members.len(),
+        count("ok"),
+        count("unchanged"),
+        count("planned"),
+        count("failed"),
+        count("skipped")
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_canary_then_serial() {
+        assert_eq!(batches(5, 0, None), vec![vec![0, 1, 2, 3, 4]]);
+        assert_eq!(batches(5, 1, None), vec![vec![0], vec![1, 2, 3, 4]]);
+        assert_eq!(
+            batches(5, 1, Some(2)),
+            vec![vec![0], vec![1, 2], vec![3, 4]]
+        );
+        assert_eq!(batches(2, 5, Some(1)), vec![vec![0, 1]]);
+        assert!(batches(0, 1, None).is_empty());
+    }
+
+    #[test]
+    fn exit_code_is_the_earliest_failing_step() {
+        assert_eq!(fleet_code(&[Some(Step::Done), Some(Step::Unchanged)]), 0);
+        assert_eq!(fleet_code(&[Some(Step::Done), Some(Step::Planned)]), 2);
+        assert_eq!(
+            fleet_code(&[
+                Some(Step::Health),
+                None,
+                Some(Step::Connect),
+                Some(Step::Planned)
+            ]),
+            3
+        );
+        assert_eq!(fleet_code(&[Some(Step::Write), Some(Step::Restart)]), 7);
+        for code in [2u8, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] {
+            assert_eq!(exit::code(&Outcome::At(step_for_code(code))), code);
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! `apply` / `plan --hosts`: several in-process servers named in one
+//! inventory, driven through the binary; every test checks the hosts'
+//! files afterwards.
+
+use std::path::PathBuf;
+
+use crate::common::{fixture, output, path_str, swapcfg_cmd, Fixture};
+
+const OLD: &[u8] = b"models:\n  old:\n    cmd: llama-server --port ${PORT} -m /m/old.gguf\n";
+
+fn new_for(host: &str) -> Vec<u8> {
+    format!("models:\n  {host}:\n    cmd: llama-server --port ${{PORT}} -m /m/{host}.gguf\n")
+        .into_bytes()
+}
+
+struct Fleet {
+    hosts: Vec<Fixture>,
+    dir: tempfile::TempDir,
+    inventory: PathBuf,
+}
+
+impl Fleet {
+    /// Hosts h1…hN, one server each; `file: configs/{host}.yaml` with a
+    /// distinct new config per host; `dead` names hosts whose port has no
+    /// server (connect fails).
+    async fn new(n: usize, dead: &[&str]) -> Fleet {
+        let mut hosts = Vec::new();
+        for _ in 0..n {
+            hosts.push(fixture(|b| b).await);
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("configs")).expect("mkdir");
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let mut inv = String::from("defaults:\n  user: tester\n  restart_cmd: none\n  file: configs/{host}.yaml\n  connect_timeout: 2\nhosts:\n");
+        for (i, fx) in hosts.iter().enumerate() {
+            let name = format!("h{}", i + 1);
+            fx.config("config.yaml", OLD, 0o644);
+            std::fs::write(
+                dir.path().join("configs").join(format!("{name}.yaml")),
+                new_for(&name),
+            )
+            .expect("write");
+            let port = if dead.contains(&name.as_str()) {
+                free
+            } else {
+                fx.server.port()
+            };
+            inv.push_str(&format!(
+                "  {name}:\n    address: 127.0.0.1\n    port: {port}\n    identity: {}\n    known_hosts: {}\n    config_path: {}\n",
+                path_str(&fx.key_path),
+                path_str(&fx.known_hosts),
+                path_str(&fx.dir.path().join("config.yaml")),
+            ));
+        }
+        inv.push_str("groups:\n  two: [h2, h1]\n");
+        let inventory = dir.path().join("inventory.yaml");
+        std::fs::write(&inventory, inv).expect("inventory");
+        Fleet {
+            hosts,
+            dir,
+            inventory,
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut c = swapcfg_cmd();
+        c.args(args).arg("--inventory").arg(&self.inventory);
+        output(c).await
+    }
+
+    fn remote(&self, i: usize) -> Vec<u8> {
+        std::fs::read(self.hosts[i].dir.path().join("config.yaml")).expect("read")
+    }
+
+    /// Nothing but the config (and the fixture's key and known_hosts) in
+    /// host `i`'s directory: no backup, temp file or lock.
+    fn untouched(&self, i: usize) -> bool {
+        self.remote(i) == OLD
+            && self.hosts[i]
+                .listing()
+                .iter()
+                .all(|n| n == "config.yaml" || n == "id_test" || n == "known_hosts")
+    }
+}
+
+fn lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| {
+                panic!(
+                    "not a JSON line ({e}): {l}\nstderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+        })
+        .collect()
+}
+
+fn summary(v: &[serde_json::Value]) -> &serde_json::Value {
+    &v.last().expect("summary line")["summary"]
+}
+
+#[tokio::test]
+async fn apply_every_host_its_own_file_json_lines_and_summary() {
+    let f = Fleet::new(3, &[]).await;
+    let out = f
+        .run(&["apply", "--hosts", "@all", "--yes", "--json"])
+        .await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:?}");
+    assert_eq!(v.len(), 4, "one line per host and a summary: {v:?}");
+    let mut names: Vec<&str> = v[..3]
+        .iter()
+        .map(|h| h["host"].as_str().unwrap_or(""))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["h1", "h2", "h3"]);
+    for h in &v[..3] {
+        assert_eq!(h["result"], "ok", "{h}");
+        assert_eq!(h["exit"], 0);
+        assert_eq!(h["changed"], true);
+        assert!(h["backup"]
+            .as_str()
+            .is_some_and(|b| b.contains("config.yaml")));
+    }
+    let s = summary(&v);
+    assert_eq!(
+        (s["hosts"].as_u64(), s["ok"].as_u64(), s["exit"].as_u64()),
+        (Some(3), Some(3), Some(0))
+    );
+    for i in 0..3 {
+        assert_eq!(f.remote(i), new_for(&format!("h{}", i + 1)), "host {i}");
+    }
+    // Again: every host unchanged, exit 0.
+    let out = f
+        .run(&["apply", "--hosts", "h1,@two", "--yes", "--json"])
+        .await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:?}");
+    assert_eq!(
+        summary(&v)["unchanged"],
+        2,
+        "h1 once (selector dedupes): {v:?}"
+    );
+}
+
+#[tokio::test]
+async fn plan_changes_nothing_and_exits_2_with_one_file_for_all() {
+    let f = Fleet::new(2, &[]).await;
+    let common = f.dir.path().join("common.yaml");
+    std::fs::write(&common, new_for("common")).expect("write");
+    let out = f
+        .run(&["plan", "--hosts", "@two", &path_str(&common), "--json"])
+        .await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(2), "{v:?}");
+    assert_eq!(summary(&v)["planned"], 2);
+    assert!(f.untouched(0) && f.untouched(1));
+    // A fleet apply without --yes is refused before anything runs.
+    let out = f.run(&["apply", "--hosts", "@all"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert!(f.untouched(0) && f.untouched(1));
+}
+
+#[tokio::test]
+async fn an_invalid_file_stops_the_run_before_any_host_is_touched() {
+    let f = Fleet::new(3, &[]).await;
+    std::fs::write(
+        f.dir.path().join("configs/h3.yaml"),
+        b"models:\n  bad:\n    cmd: [not, a, string\n",
+    )
+    .expect("write");
+    let out = f
+        .run(&["apply", "--hosts", "@all", "--yes", "--json"])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("h3.yaml"));
+    for i in 0..3 {
+        assert!(f.untouched(i), "host {i}: {:?}", f.hosts[i].listing());
+    }
+    // A host without a file (no FILE, no `file:` for it) is a usage error,
+    // before any host too.
+    let out = f.run(&["apply", "--hosts", "h1,nope", "--yes"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no host `nope`"));
+}
+
+#[tokio::test]
+async fn a_failed_canary_skips_the_rest_and_max_fail_lets_them_run() {
+    let f = Fleet::new(3, &["h1"]).await;
+    let out = f
+        .run(&[
+            "apply", "--hosts", "@all", "--canary", "1", "--yes", "--json",
+        ])
+        .await;
+    let v = lines(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "connect is the failing step: {v:?}"
+    );
+    let s = summary(&v);
+    assert_eq!(s["failed_hosts"], serde_json::json!(["h1"]), "{v:?}");
+    assert_eq!(s["skipped_hosts"], serde_json::json!(["h2", "h3"]), "{v:?}");
+    assert!(f.untouched(1) && f.untouched(2), "skipped hosts untouched");
+    // --max-fail 1, one at a time: h1 fails, h2 and h3 still run.
+    let out = f
+        .run(&[
+            "apply",
+            "--hosts",
+            "@all",
+            "--parallel",
+            "1",
+            "--max-fail",
+            "1",
+            "--yes",
+            "--json",
+        ])
+        .await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(3), "{v:?}");
+    let s = summary(&v);
+    assert_eq!(
+        (s["ok"].as_u64(), s["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{v:?}"
+    );
+    assert_eq!(f.remote(1), new_for("h2"));
+    assert_eq!(f.remote(2), new_for("h3"));
+    let h1 = v.iter().find(|h| h["host"] == "h1").expect("h1 line");
+    assert_eq!(
+        (h1["result"].as_str(), h1["step"].as_str()),
+        (Some("failed"), Some("connect"))
+    );
+}
