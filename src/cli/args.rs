@@ -306,6 +306,12 @@ pub struct WrapperScriptArgs {
 pub struct GetArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// With --hosts: write each host's config byte-exact to DIR/{host}.yaml.
+    #[arg(long, value_name = "DIR", requires = "hosts")]
+    pub out: Option<PathBuf>,
+    /// With --hosts: one JSON object per host, then a summary.
+    #[arg(long, requires = "hosts")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

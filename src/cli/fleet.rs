@@ -1,5 +1,5 @@
-//! Fleets: `apply` / `plan` with `--hosts SELECTOR` on many inventory hosts
-//! at once, each on the single-host path (`cmd::apply::execute`: one
+//! Fleets: `apply` / `plan` (and `get --out DIR`) with `--hosts SELECTOR` on
+//! many inventory hosts at once, each on the single-host path (`cmd::apply::execute`: one
 //! connection, the whole pipeline, its own rollback).
 //!
 //! Order of work:
@@ -33,7 +33,7 @@ use swapcfg::inventory::Inventory;
 use swapcfg::pipeline::{ApplyReport, Step};
 use swapcfg::validate::Severity;
 
-use super::args::ApplyArgs;
+use super::args::{ApplyArgs, GetArgs, TargetArgs};
 use super::cmd::apply::{execute, Job};
 use super::exit::{self, Outcome};
 use super::render::{self, ApplyJson, Failure, HintContext};
@@ -113,8 +113,9 @@ pub fn fleet_code(steps: &[Option<Step>]) -> u8 {
     }
 }
 
-fn prepare(args: &ApplyArgs, selector: &str) -> Result<Vec<Member>, Failure> {
-    let t = &args.target;
+/// The inventory, the ssh config and the selected host names.
+fn select(t: &TargetArgs) -> Result<(Inventory, Option<SshConfig>, Vec<String>), Failure> {
+    let selector = t.hosts.clone().unwrap_or_default();
     let inv = Inventory::discover(t.inventory.as_deref())
         .map_err(Failure::usage)?
         .ok_or_else(|| {
@@ -123,7 +124,21 @@ fn prepare(args: &ApplyArgs, selector: &str) -> Result<Vec<Member>, Failure> {
             )
         })?;
     let ssh = SshConfig::discover(t.ssh_config.as_deref()).map_err(Failure::usage)?;
-    let names = inv.select(selector).map_err(Failure::usage)?;
+    let names = inv.select(&selector).map_err(Failure::usage)?;
+    Ok((inv, ssh, names))
+}
+
+/// `t` for one inventory host.
+fn one(t: &TargetArgs, name: &str) -> TargetArgs {
+    let mut one = t.clone();
+    one.target = name.to_string();
+    one.hosts = None;
+    one
+}
+
+fn prepare(args: &ApplyArgs) -> Result<Vec<Member>, Failure> {
+    let t = &args.target;
+    let (inv, ssh, names) = select(t)?;
     // With --hosts, the one positional is FILE.
     let common = match (&t.target, &args.file) {
         (f, None) if f.is_empty() => None,
@@ -139,13 +154,15 @@ fn prepare(args: &ApplyArgs, selector: &str) -> Result<Vec<Member>, Failure> {
     let mut members = Vec::new();
     let mut invalid = 0;
     for name in names {
-        let mut one = t.clone();
-        one.target = name.clone();
-        one.hosts = None;
         let at = |e: String| Failure::usage(format!("host {name}: {e}"));
-        let settings =
-            Settings::resolve_full(&one, Some(&args.service), Some(&inv), ssh.as_ref(), &env)
-                .map_err(at)?;
+        let settings = Settings::resolve_full(
+            &one(t, &name),
+            Some(&args.service),
+            Some(&inv),
+            ssh.as_ref(),
+            &env,
+        )
+        .map_err(at)?;
         settings.config_path().map_err(at)?;
         if !(args.dry_run) {
             settings.restart_command().map_err(at)?;
@@ -194,8 +211,7 @@ fn prepare(args: &ApplyArgs, selector: &str) -> Result<Vec<Member>, Failure> {
 
 /// `apply` / `plan` with `--hosts`.
 pub fn apply(args: ApplyArgs, plan: bool) -> CmdResult {
-    let selector = args.target.hosts.clone().unwrap_or_default();
-    let members = prepare(&args, &selector)?;
+    let members = prepare(&args)?;
     let change = Change {
         // Nobody can confirm N hosts one by one: a fleet apply needs --yes
         // (plan changes nothing).
@@ -304,6 +320,147 @@ pub fn apply(args: ApplyArgs, plan: bool) -> CmdResult {
         0 => Outcome::Success,
         _ => Outcome::At(step_for_code(code)),
     })
+}
+
+/// `get --hosts … --out DIR`: every host's config byte-exact to
+/// `DIR/{host}.yaml` (written to a temp name, then renamed), at most
+/// `--parallel` hosts at once; a host that fails leaves no file.
+pub fn get(args: GetArgs) -> CmdResult {
+    let t = &args.target;
+    let dir = args
+        .out
+        .clone()
+        .ok_or_else(|| Failure::usage("get --hosts needs --out DIR (one file per host)"))?;
+    if !dir.is_dir() {
+        return Err(Failure::usage(format!(
+            "--out {}: not a directory",
+            dir.display()
+        )));
+    }
+    let (inv, ssh, names) = select(t)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let mut hosts = Vec::new();
+    for name in names {
+        let at = |e: String| Failure::usage(format!("host {name}: {e}"));
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
+            return Err(at("the name cannot be a file name under --out".into()));
+        }
+        let settings = Settings::resolve_full(&one(t, &name), None, Some(&inv), ssh.as_ref(), &env)
+            .map_err(at)?;
+        let path = settings.config_path().map_err(at)?;
+        hosts.push((name, settings, path));
+    }
+    let json = args.json;
+    let parallel = t.parallel.max(1);
+    let steps = super::runtime()?.block_on(async {
+        let mut runs = futures::stream::iter(hosts.iter())
+            .map(|(name, settings, path)| {
+                let dir = &dir;
+                async move {
+                    let started = Instant::now();
+                    let r = fetch(settings, path).await.and_then(|bytes| {
+                        let dest = dir.join(format!("{name}.yaml"));
+                        let tmp = dir.join(format!(".{name}.yaml.swapcfg-tmp"));
+                        std::fs::write(&tmp, &bytes)
+                            .and_then(|()| std::fs::rename(&tmp, &dest))
+                            .map_err(|e| {
+                                let _ = std::fs::remove_file(&tmp);
+                                Failure::usage(format!("{}: {e}", dest.display()))
+                            })?;
+                        Ok((bytes, dest))
+                    });
+                    (name, r, started.elapsed().as_millis() as u64)
+                }
+            })
+            .buffer_unordered(parallel);
+        let mut steps: Vec<(String, Option<Step>)> = Vec::new();
+        while let Some((name, r, ms)) = runs.next().await {
+            let step = match &r {
+                Ok(_) => None,
+                Err(f) => Some(match f.outcome {
+                    Outcome::At(s) => s,
+                    _ => Step::Read,
+                }),
+            };
+            if json {
+                let line = match &r {
+                    Ok((bytes, dest)) => serde_json::json!({
+                        "host": name, "result": "ok", "bytes": bytes.len(),
+                        "sha256": swapcfg::pipeline::sha256_hex(bytes),
+                        "path": dest.display().to_string(), "ms": ms, "error": null,
+                    }),
+                    Err(f) => serde_json::json!({
+                        "host": name, "result": "failed",
+                        "step": step.map(|s| s.name()), "ms": ms,
+                        "error": f.error.to_string(),
+                    }),
+                };
+                println!("{line}");
+            } else {
+                let s = Style::for_stderr();
+                match &r {
+                    Ok((bytes, dest)) => eprintln!(
+                        "{} {}: {} bytes → {}",
+                        s.ok("✓"),
+                        render::term(name),
+                        bytes.len(),
+                        render::term(&dest.display().to_string())
+                    ),
+                    Err(f) => eprintln!(
+                        "{} {}: {}",
+                        s.err("✗"),
+                        render::term(name),
+                        render::term(&f.error.to_string())
+                    ),
+                }
+            }
+            steps.push((name.clone(), step));
+        }
+        steps
+    });
+    let failed: Vec<&str> = steps
+        .iter()
+        .filter(|(_, s)| s.is_some())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let code = fleet_code(&steps.iter().map(|(_, s)| *s).collect::<Vec<_>>());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"summary": {
+                "hosts": steps.len(), "ok": steps.len() - failed.len(),
+                "failed": failed.len(), "failed_hosts": failed, "exit": code,
+            }})
+        );
+    } else {
+        eprintln!(
+            "{} hosts: {} written to {}, {} failed",
+            steps.len(),
+            steps.len() - failed.len(),
+            render::term(&dir.display().to_string()),
+            failed.len()
+        );
+    }
+    Ok(match code {
+        0 => Outcome::Success,
+        _ => Outcome::At(step_for_code(code)),
+    })
+}
+
+/// Connect, read the config, close.
+async fn fetch(settings: &Settings, path: &str) -> Result<Vec<u8>, Failure> {
+    use swapcfg::remote::RemoteOps;
+    let host = super::host::Host::connect(settings, path).await?;
+    let bytes = {
+        let remote = host.remote(settings, Default::default()).await?;
+        remote
+            .read()
+            .await
+            .map(|f| f.bytes)
+            .map_err(|e| Failure::at(Step::Read, e))
+    };
+    host.close().await;
+    bytes
 }
 
 /// The step whose exit code is `code` (the fleet's exit goes through the one

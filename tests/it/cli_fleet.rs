@@ -243,3 +243,45 @@ async fn a_failed_canary_skips_the_rest_and_max_fail_lets_them_run() {
         (Some("failed"), Some("connect"))
     );
 }
+
+#[tokio::test]
+async fn get_out_writes_each_host_byte_exact_and_names_the_failures() {
+    let f = Fleet::new(3, &["h3"]).await;
+    // Bytes a text round trip would change: CRLF, a tab, no final newline.
+    let odd: &[u8] = b"models:\r\n  x:\r\n\tcmd: \xe2\x9c\x93 y";
+    std::fs::write(f.hosts[1].dir.path().join("config.yaml"), odd).expect("write");
+    let out_dir = f.dir.path().join("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let out = f
+        .run(&[
+            "get",
+            "--hosts",
+            "@all",
+            "--out",
+            &path_str(&out_dir),
+            "--json",
+        ])
+        .await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(3), "h3 cannot connect: {v:?}");
+    assert_eq!(std::fs::read(out_dir.join("h1.yaml")).expect("h1"), OLD);
+    assert_eq!(std::fs::read(out_dir.join("h2.yaml")).expect("h2"), odd);
+    let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+        .expect("read out")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["h1.yaml", "h2.yaml"],
+        "no file (or temp) for the failed host"
+    );
+    let s = summary(&v);
+    assert_eq!(s["failed_hosts"], serde_json::json!(["h3"]));
+    let h2 = v.iter().find(|h| h["host"] == "h2").expect("h2 line");
+    assert_eq!(h2["bytes"].as_u64(), Some(odd.len() as u64));
+    // Without --out: a usage error, nothing connects.
+    let out = f.run(&["get", "--hosts", "@all"]).await;
+    assert_eq!(out.status.code(), Some(2));
+}
