@@ -285,3 +285,26 @@ async fn get_out_writes_each_host_byte_exact_and_names_the_failures() {
     let out = f.run(&["get", "--hosts", "@all"]).await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn human_output_is_one_line_per_host_and_a_table_without_diffs() {
+    let f = Fleet::new(2, &[]).await;
+    let out = f.run(&["apply", "--hosts", "@all", "--yes"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stdout.is_empty(),
+        "no diff on stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("✓ h1: ok") && err.contains("✓ h2: ok"),
+        "{err}"
+    );
+    assert!(
+        err.contains("host") && err.contains("backup"),
+        "table header: {err}"
+    );
+    assert!(err.contains("2 hosts: 2 ok, 0 unchanged"), "{err}");
+    assert_eq!(f.remote(0), new_for("h1"));
+}

@@ -135,10 +135,11 @@ pub async fn execute(
     let out_style = Style::for_stdout();
     let mut hooks = CliHooks {
         yes: job.change.yes,
-        json: job.change.json,
+        // Not printing (a fleet host): no diff, no progress lines.
+        json: job.change.json || !print,
         health,
         style: out_style,
-        progress: Style::for_stderr().color,
+        progress: print && Style::for_stderr().color,
         settings: settings.clone(),
         config_path: config_path.clone(),
         remote_opts,
