@@ -43,6 +43,9 @@ pub enum Command {
     Plan(ApplyArgs),
     /// Check that llama-swap answers on /v1/models.
     Health(HealthArgs),
+    /// Fleet drift: per host, the remote config's sha256 against its local
+    /// file (in-sync / drifted / missing), health and models (needs --hosts).
+    Status(StatusArgs),
     /// List the config's backups on the host.
     Backups(BackupsArgs),
     /// Restore the newest (or a named) backup through the apply pipeline.
@@ -257,6 +260,20 @@ pub struct HealthArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub service: ServiceArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The local file every host is compared with (else each host's
+    /// inventory `file:`); with --hosts it is the one positional argument.
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// One JSON object per host, then a summary.
     #[arg(long)]
     pub json: bool,
 }

@@ -1,5 +1,5 @@
-//! Fleets: `apply` / `plan` (and `get --out DIR`) with `--hosts SELECTOR` on
-//! many inventory hosts at once, each on the single-host path (`cmd::apply::execute`: one
+//! Fleets: `apply` / `plan` (and `get --out DIR`, `status`) with `--hosts
+//! SELECTOR` on many inventory hosts at once, each on the single-host path (`cmd::apply::execute`: one
 //! connection, the whole pipeline, its own rollback).
 //!
 //! Order of work:
@@ -33,7 +33,7 @@ use swapcfg::inventory::Inventory;
 use swapcfg::pipeline::{ApplyReport, Step};
 use swapcfg::validate::Severity;
 
-use super::args::{ApplyArgs, GetArgs, TargetArgs};
+use super::args::{ApplyArgs, GetArgs, StatusArgs, TargetArgs};
 use super::cmd::apply::{execute, Job};
 use super::exit::{self, Outcome};
 use super::render::{self, ApplyJson, Failure, HintContext};
@@ -445,6 +445,182 @@ pub fn get(args: GetArgs) -> CmdResult {
         0 => Outcome::Success,
         _ => Outcome::At(step_for_code(code)),
     })
+}
+
+/// `status --hosts …`: per host, the remote config against its local file
+/// (`in-sync`, `drifted`, or `missing` on the host), its sha256, and, when a
+/// base URL is known, one health attempt with the models listed.
+/// Exit: the earliest failing step when a host could not be read; else 9
+/// when one is unhealthy; else 1 when one drifted or is missing; else 0.
+pub fn status(args: StatusArgs) -> CmdResult {
+    let t = &args.target;
+    if t.hosts.is_none() {
+        return Err(Failure::usage(
+            "status works on inventory hosts: --hosts SELECTOR (e.g. @all)",
+        ));
+    }
+    let (inv, ssh, names) = select(t)?;
+    let common = match (&t.target, &args.file) {
+        (f, None) if f.is_empty() => None,
+        (f, None) => Some(PathBuf::from(f)),
+        (_, Some(_)) => {
+            return Err(Failure::usage(
+                "with --hosts, give at most one FILE (every host is compared with it)",
+            ))
+        }
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    let mut hosts = Vec::new();
+    for name in names {
+        let at = |e: String| Failure::usage(format!("host {name}: {e}"));
+        let settings = Settings::resolve_full(
+            &one(t, &name),
+            Some(&args.service),
+            Some(&inv),
+            ssh.as_ref(),
+            &env,
+        )
+        .map_err(at)?;
+        let path = settings.config_path().map_err(at)?;
+        let file = common
+            .clone()
+            .or_else(|| inv.file_for(&name))
+            .ok_or_else(|| at("no FILE given and no `file:` for it in the inventory".into()))?;
+        let local = super::cmd::read_local(&file)?;
+        hosts.push((name, settings, path, local));
+    }
+    let json = args.json;
+    let parallel = t.parallel.max(1);
+    let rows = super::runtime()?.block_on(async {
+        let mut runs = futures::stream::iter(hosts.iter())
+            .map(|(name, settings, path, local)| async move {
+                let remote = fetch_opt(settings, path).await;
+                let health = match settings.health_check(None) {
+                    None => None,
+                    Some(mut hc) => {
+                        hc.attempts = 1;
+                        Some(swapcfg::health::check(&hc, &mut |_| {}).await)
+                    }
+                };
+                let row = status_row(name, local, remote, health);
+                if json {
+                    println!("{}", row.1);
+                } else {
+                    eprintln!("{}", row.2);
+                }
+                row
+            })
+            .buffer_unordered(parallel);
+        let mut rows = Vec::new();
+        while let Some(r) = runs.next().await {
+            rows.push(r);
+        }
+        rows
+    });
+    let count = |f: &dyn Fn(&serde_json::Value) -> bool| rows.iter().filter(|r| f(&r.1)).count();
+    let failed_steps: Vec<Option<Step>> = rows.iter().map(|r| r.0).collect();
+    let unhealthy = count(&|v| v["health"] == "unhealthy");
+    let off = count(&|v| v["sync"] == "drifted" || v["sync"] == "missing");
+    let code = match fleet_code(&failed_steps) {
+        0 if unhealthy > 0 => exit::code(&Outcome::At(Step::Health)),
+        0 if off > 0 => exit::code(&Outcome::Differ),
+        c => c,
+    };
+    let summary = serde_json::json!({"summary": {
+        "hosts": rows.len(),
+        "in_sync": count(&|v| v["sync"] == "in-sync"),
+        "drifted": count(&|v| v["sync"] == "drifted"),
+        "missing": count(&|v| v["sync"] == "missing"),
+        "failed": count(&|v| v["result"] == "failed"),
+        "unhealthy": unhealthy,
+        "exit": code,
+    }});
+    if json {
+        println!("{summary}");
+    } else {
+        let s = &summary["summary"];
+        eprintln!(
+            "{} hosts: {} in-sync, {} drifted, {} missing, {} failed, {} unhealthy",
+            s["hosts"], s["in_sync"], s["drifted"], s["missing"], s["failed"], s["unhealthy"]
+        );
+    }
+    Ok(match code {
+        0 => Outcome::Success,
+        1 => Outcome::Differ,
+        c => Outcome::At(step_for_code(c)),
+    })
+}
+
+/// One host's status: its failing step (if it could not be read), the JSON
+/// object, and the human line.
+fn status_row(
+    name: &str,
+    local: &[u8],
+    remote: Result<Option<Vec<u8>>, Failure>,
+    health: Option<Result<swapcfg::health::HealthReport, swapcfg::health::HealthError>>,
+) -> (Option<Step>, serde_json::Value, String) {
+    use swapcfg::pipeline::sha256_hex;
+    let (step, sync, sha, error) = match &remote {
+        Ok(Some(b)) if b == local => (None, "in-sync", Some(sha256_hex(b)), None),
+        Ok(Some(b)) => (None, "drifted", Some(sha256_hex(b)), None),
+        Ok(None) => (None, "missing", None, None),
+        Err(f) => (
+            Some(match f.outcome {
+                Outcome::At(s) => s,
+                _ => Step::Read,
+            }),
+            "unknown",
+            None,
+            Some(f.error.to_string()),
+        ),
+    };
+    let (health_word, models, health_error) = match &health {
+        None => ("unchecked", Vec::new(), None),
+        Some(Ok(r)) => ("healthy", r.listed_models.clone(), None),
+        Some(Err(e)) => ("unhealthy", Vec::new(), Some(e.to_string())),
+    };
+    let v = serde_json::json!({
+        "host": name,
+        "result": if step.is_some() { "failed" } else { "ok" },
+        "sync": sync,
+        "sha256": sha,
+        "local_sha256": sha256_hex(local),
+        "health": health_word,
+        "models": models,
+        // llama-swap's /api/version is not read yet.
+        "version": null,
+        "error": error,
+        "health_error": health_error,
+    });
+    let line = format!(
+        "{:<20} {:<9} {:<10} {} {}{}",
+        render::term(name),
+        sync,
+        health_word,
+        sha.as_deref().and_then(|s| s.get(..12)).unwrap_or("-"),
+        render::term(&models.join(",")),
+        error
+            .or(health_error)
+            .map(|e| format!("  {}", render::term(&e)))
+            .unwrap_or_default()
+    );
+    (step, v, line)
+}
+
+/// Connect, read the config (`None` when it does not exist), close.
+async fn fetch_opt(settings: &Settings, path: &str) -> Result<Option<Vec<u8>>, Failure> {
+    use swapcfg::remote::{RemoteError, RemoteOps};
+    let host = super::host::Host::connect(settings, path).await?;
+    let bytes = {
+        let remote = host.remote(settings, Default::default()).await?;
+        match remote.read().await {
+            Ok(f) => Ok(Some(f.bytes)),
+            Err(RemoteError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Failure::at(Step::Read, e)),
+        }
+    };
+    host.close().await;
+    bytes
 }
 
 /// Connect, read the config, close.

@@ -38,6 +38,7 @@ pub fn run() -> Outcome {
         Command::Apply(a) => cmd::apply::run(a, false, &mut ctx),
         Command::Plan(a) => cmd::apply::run(a, true, &mut ctx),
         Command::Health(a) => cmd::health::run(a, &mut ctx),
+        Command::Status(a) => fleet::status(a),
         Command::Backups(a) => cmd::backups::run(a),
         Command::Rollback(a) => cmd::rollback::run(a, &mut ctx),
         Command::Edit(a) => cmd::edit::run(a, &mut ctx),

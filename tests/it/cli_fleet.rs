@@ -308,3 +308,58 @@ async fn human_output_is_one_line_per_host_and_a_table_without_diffs() {
     assert!(err.contains("2 hosts: 2 ok, 0 unchanged"), "{err}");
     assert_eq!(f.remote(0), new_for("h1"));
 }
+
+#[tokio::test]
+async fn status_shows_drift_health_and_models() {
+    use swapcfg_testkit::standin::Standin;
+    let f = Fleet::new(3, &[]).await;
+    let standin = Standin::start(vec!["qwen".into(), "llama".into()], None)
+        .await
+        .expect("standin");
+    // h1 in sync with its file, h2 drifted (still OLD), h3's config gone.
+    std::fs::write(f.hosts[0].dir.path().join("config.yaml"), new_for("h1")).expect("write");
+    std::fs::remove_file(f.hosts[2].dir.path().join("config.yaml")).expect("rm");
+    let inv = std::fs::read_to_string(&f.inventory).expect("inventory");
+    let inv = inv.replacen(
+        "  h1:\n",
+        &format!("  h1:\n    base_url: {}\n", standin.base_url()),
+        1,
+    );
+    std::fs::write(&f.inventory, inv).expect("inventory");
+    let out = f.run(&["status", "--hosts", "@all", "--json"]).await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(1), "drift exits 1: {v:?}");
+    let row = |h: &str| v.iter().find(|r| r["host"] == h).cloned().expect("row");
+    let h1 = row("h1");
+    assert_eq!(
+        (h1["sync"].as_str(), h1["health"].as_str()),
+        (Some("in-sync"), Some("healthy"))
+    );
+    assert_eq!(h1["models"], serde_json::json!(["qwen", "llama"]));
+    assert_eq!(h1["sha256"], h1["local_sha256"]);
+    let h2 = row("h2");
+    assert_eq!(
+        (h2["sync"].as_str(), h2["health"].as_str()),
+        (Some("drifted"), Some("unchecked"))
+    );
+    assert_ne!(h2["sha256"], h2["local_sha256"]);
+    assert_eq!(row("h3")["sync"], "missing");
+    let s = summary(&v);
+    assert_eq!(
+        (
+            s["in_sync"].as_u64(),
+            s["drifted"].as_u64(),
+            s["missing"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    // Status changes nothing.
+    assert_eq!(f.remote(1), OLD);
+    assert!(!f.hosts[2].dir.path().join("config.yaml").exists());
+    // All in sync and healthy: exit 0; an unhealthy one: exit 9.
+    let out = f.run(&["status", "--hosts", "h1", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", lines(&out));
+    standin.set_status(500);
+    let out = f.run(&["status", "--hosts", "h1", "--json"]).await;
+    assert_eq!(out.status.code(), Some(9), "{:?}", lines(&out));
+}
