@@ -20,7 +20,8 @@
 //!    line per host as it finishes and a table at the end, on stderr.
 //! 4. Exit: 0 when every host is done or unchanged (`plan`: 2 when any has
 //!    changes pending); otherwise the code of the earliest failing step in
-//!    pipeline order among the failed hosts.
+//!    pipeline order among the failed hosts; 11 (aborted) when hosts were
+//!    skipped without a failure (Ctrl-C).
 
 use std::cell::Cell;
 use std::path::PathBuf;
@@ -312,7 +313,11 @@ pub fn apply(args: ApplyArgs, plan: bool) -> CmdResult {
                 Ended::Skipped => None,
             })
             .collect();
-        let code = fleet_code(&steps);
+        let mut code = fleet_code(&steps);
+        if matches!(code, 0 | 2) && steps.iter().any(Option::is_none) {
+            // Hosts were skipped without a failure: interrupted (Ctrl-C).
+            code = exit::code(&Outcome::At(Step::Aborted));
+        }
         print_summary(&members, &ended, code, json);
         code
     });
