@@ -1,5 +1,5 @@
-//! Fleets: `apply` / `plan` (and `get --out DIR`, `status`) with `--hosts
-//! SELECTOR` on many inventory hosts at once, each on the single-host path (`cmd::apply::execute`: one
+//! Fleets: `apply` / `plan` (and `get --out DIR`, `status`, `health`,
+//! `backups`) with `--hosts SELECTOR` on many inventory hosts at once, each on the single-host path (`cmd::apply::execute`: one
 //! connection, the whole pipeline, its own rollback).
 //!
 //! Order of work:
@@ -34,7 +34,9 @@ use swapcfg::inventory::Inventory;
 use swapcfg::pipeline::{ApplyReport, Step};
 use swapcfg::validate::Severity;
 
-use super::args::{ApplyArgs, GetArgs, StatusArgs, TargetArgs};
+use super::args::{
+    ApplyArgs, BackupsArgs, GetArgs, HealthArgs, ServiceArgs, StatusArgs, TargetArgs,
+};
 use super::cmd::apply::{execute, Job};
 use super::exit::{self, Outcome};
 use super::render::{self, ApplyJson, Failure, HintContext};
@@ -610,6 +612,186 @@ fn status_row(
             .unwrap_or_default()
     );
     (step, v, line)
+}
+
+/// Every selected host's settings (config path checked when `path`).
+fn resolve_all(
+    t: &TargetArgs,
+    service: Option<&ServiceArgs>,
+    path: bool,
+) -> Result<Vec<(String, Settings)>, Failure> {
+    let (inv, ssh, names) = select(t)?;
+    let env = |name: &str| std::env::var(name).ok();
+    names
+        .into_iter()
+        .map(|name| {
+            let at = |e: String| Failure::usage(format!("host {name}: {e}"));
+            let s = Settings::resolve_full(&one(t, &name), service, Some(&inv), ssh.as_ref(), &env)
+                .map_err(at)?;
+            if path {
+                s.config_path().map_err(at)?;
+            }
+            Ok((name, s))
+        })
+        .collect()
+}
+
+/// Run `work` on every host (at most `parallel` at once), printing a line
+/// (or a JSON object: `host`, `result`, the fields of `describe`, `error`)
+/// per host as it finishes and a summary; the exit is the earliest failing
+/// step.
+fn run_each<'a, T, Fut>(
+    hosts: &'a [(String, Settings)],
+    parallel: usize,
+    json: bool,
+    work: impl Fn(&'a Settings) -> Fut,
+    describe: impl Fn(&T) -> (serde_json::Value, String),
+) -> CmdResult
+where
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let steps = super::runtime()?.block_on(async {
+        let mut runs = futures::stream::iter(hosts.iter())
+            .map(|(name, settings)| {
+                let work = &work;
+                async move { (name, work(settings).await) }
+            })
+            .buffer_unordered(parallel.max(1));
+        let mut steps = Vec::new();
+        while let Some((name, r)) = runs.next().await {
+            let st = Style::for_stderr();
+            let step = r.as_ref().err().map(|f| match f.outcome {
+                Outcome::At(s) => s,
+                _ => Step::Connect,
+            });
+            match (&r, json) {
+                (Ok(v), true) => {
+                    let (mut obj, _) = describe(v);
+                    if let Some(m) = obj.as_object_mut() {
+                        m.insert("host".into(), name.as_str().into());
+                        m.insert("result".into(), "ok".into());
+                        m.insert("error".into(), serde_json::Value::Null);
+                    }
+                    println!("{obj}");
+                }
+                (Ok(v), false) => {
+                    eprintln!("{} {}: {}", st.ok("✓"), render::term(name), describe(v).1)
+                }
+                (Err(f), true) => println!(
+                    "{}",
+                    serde_json::json!({"host": name, "result": "failed",
+                        "step": step.map(|s| s.name()), "error": f.error.to_string()})
+                ),
+                (Err(f), false) => eprintln!(
+                    "{} {}: {}",
+                    st.err("✗"),
+                    render::term(name),
+                    render::term(&f.error.to_string())
+                ),
+            }
+            steps.push((name.clone(), step));
+        }
+        steps
+    });
+    let failed: Vec<&str> = steps
+        .iter()
+        .filter(|(_, s)| s.is_some())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let code = fleet_code(&steps.iter().map(|(_, s)| *s).collect::<Vec<_>>());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"summary": {"hosts": steps.len(), "ok": steps.len() - failed.len(),
+                "failed": failed.len(), "failed_hosts": failed, "exit": code}})
+        );
+    } else {
+        eprintln!(
+            "{} hosts: {} ok, {} failed",
+            steps.len(),
+            steps.len() - failed.len(),
+            failed.len()
+        );
+    }
+    Ok(match code {
+        0 => Outcome::Success,
+        c => Outcome::At(step_for_code(c)),
+    })
+}
+
+/// `health --hosts …`: every host's llama-swap health (no SSH).
+pub fn health(args: HealthArgs) -> CmdResult {
+    let hosts = resolve_all(&args.target, Some(&args.service), false)?;
+    for (name, s) in &hosts {
+        if s.health_check(None).is_none() {
+            return Err(Failure::usage(format!(
+                "host {name}: no base URL (--base-url URL, or base_url in the inventory)"
+            )));
+        }
+    }
+    run_each(
+        &hosts,
+        args.target.parallel,
+        args.json,
+        |s| {
+            let hc = s.health_check(None);
+            async move {
+                let hc = hc.ok_or_else(|| Failure::usage("no base URL"))?;
+                swapcfg::health::check(&hc, &mut |_| {})
+                    .await
+                    .map_err(|e| Failure::at(Step::Health, e))
+            }
+        },
+        |r: &swapcfg::health::HealthReport| {
+            (
+                serde_json::json!({"models": r.listed_models, "attempts": r.attempts_used}),
+                format!(
+                    "healthy, {} model(s): {}",
+                    r.listed_models.len(),
+                    render::term(&r.listed_models.join(", "))
+                ),
+            )
+        },
+    )
+}
+
+/// `backups --hosts …`: every host's backups of its config.
+pub fn backups(args: BackupsArgs) -> CmdResult {
+    let hosts = resolve_all(&args.target, None, true)?;
+    run_each(
+        &hosts,
+        args.target.parallel,
+        args.json,
+        |s| async move {
+            use swapcfg::remote::RemoteOps;
+            let path = s.config_path().map_err(Failure::usage)?;
+            let host = super::host::Host::connect(s, &path).await?;
+            let list = {
+                let remote = host.remote(s, Default::default()).await?;
+                remote
+                    .list_backups()
+                    .await
+                    .map_err(|e| Failure::at(Step::Read, e))
+            };
+            host.close().await;
+            list
+        },
+        |list: &Vec<swapcfg::remote::BackupEntry>| {
+            let items: Vec<_> = list
+                .iter()
+                .map(|b| serde_json::json!({"path": b.path, "size": b.size, "mtime": b.mtime}))
+                .collect();
+            let newest = list
+                .iter()
+                .map(|b| b.path.rsplit(".bak-").next().unwrap_or(""))
+                .max()
+                .unwrap_or("-");
+            (
+                serde_json::json!({ "backups": items }),
+                format!("{} backup(s), newest {}", list.len(), render::term(newest)),
+            )
+        },
+    )
 }
 
 /// Connect, read the config (`None` when it does not exist), close.

@@ -363,3 +363,68 @@ async fn status_shows_drift_health_and_models() {
     let out = f.run(&["status", "--hosts", "h1", "--json"]).await;
     assert_eq!(out.status.code(), Some(9), "{:?}", lines(&out));
 }
+
+#[tokio::test]
+async fn health_and_backups_on_many_hosts() {
+    use swapcfg_testkit::standin::Standin;
+    let f = Fleet::new(2, &["h2"]).await;
+    let up = Standin::start(vec!["qwen".into()], None)
+        .await
+        .expect("standin");
+    let down = Standin::start(vec![], None).await.expect("standin");
+    down.set_status(503);
+    let inv = std::fs::read_to_string(&f.inventory)
+        .expect("inventory")
+        .replacen(
+            "  h1:\n",
+            &format!("  h1:\n    base_url: {}\n", up.base_url()),
+            1,
+        )
+        .replacen(
+            "  h2:\n",
+            &format!("  h2:\n    base_url: {}\n", down.base_url()),
+            1,
+        );
+    std::fs::write(&f.inventory, inv).expect("inventory");
+    let out = f
+        .run(&[
+            "health",
+            "--hosts",
+            "@all",
+            "--health-attempts",
+            "1",
+            "--json",
+        ])
+        .await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(9), "{v:?}");
+    let h1 = v.iter().find(|h| h["host"] == "h1").expect("h1");
+    assert_eq!(h1["models"], serde_json::json!(["qwen"]));
+    assert_eq!(summary(&v)["failed_hosts"], serde_json::json!(["h2"]));
+    // backups: h1 has one after an apply; h2 cannot connect (exit 3).
+    let out = f
+        .run(&[
+            "apply",
+            "--hosts",
+            "h1",
+            "--yes",
+            "--json",
+            "--health-attempts",
+            "1",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", lines(&out));
+    let out = f.run(&["backups", "--hosts", "@all", "--json"]).await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(3), "{v:?}");
+    let h1 = v.iter().find(|h| h["host"] == "h1").expect("h1");
+    let backups = h1["backups"].as_array().expect("backups");
+    assert_eq!(backups.len(), 1, "{h1}");
+    let path = backups[0]["path"].as_str().expect("path");
+    assert_eq!(std::fs::read(path).expect("backup bytes"), OLD);
+    assert_eq!(summary(&v)["failed_hosts"], serde_json::json!(["h2"]));
+    // rollback and edit still take one TARGET.
+    let out = f.run(&["rollback", "--hosts", "@all", "--yes"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hosts works with"));
+}
