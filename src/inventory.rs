@@ -462,10 +462,21 @@ impl Inventory {
     /// between them): the host's own settings (`address` = TARGET when the
     /// host sets none, or when TARGET is no inventory host), and the defaults.
     pub fn layers(&self, target: &str) -> (HostSettings, HostSettings) {
-        let mut host = self.hosts.get(target).cloned().unwrap_or_default();
-        if host.address.is_none() {
-            host.address = Some(target.to_string());
-        }
+        let host = match self.hosts.get(target) {
+            // As `resolve`: the host's address, else the defaults', else
+            // the name itself.
+            Some(h) => {
+                let mut h = h.clone();
+                if h.address.is_none() && self.defaults.address.is_none() {
+                    h.address = Some(target.to_string());
+                }
+                h
+            }
+            None => HostSettings {
+                address: Some(target.to_string()),
+                ..Default::default()
+            },
+        };
         (host, self.defaults.clone())
     }
 
@@ -566,6 +577,23 @@ mod tests {
         .err()
         .unwrap_or_default();
         assert!(e.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn layers_keep_the_defaults_address_for_named_hosts() {
+        let inv = Inventory::parse(
+            Path::new("i.yaml"),
+            "defaults:\n  address: 10.0.0.1\nhosts:\n  a: {}\n  b: { address: 10.0.0.2 }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let addr = |t: &str| {
+            let (h, d) = inv.layers(t);
+            h.over(&d).address
+        };
+        assert_eq!(addr("a"), inv.resolve("a").address);
+        assert_eq!(addr("a").as_deref(), Some("10.0.0.1"));
+        assert_eq!(addr("b").as_deref(), Some("10.0.0.2"));
+        assert_eq!(addr("other").as_deref(), Some("other"));
     }
 
     #[test]
