@@ -47,6 +47,9 @@ const KEYS: &[&str] = &[
     "reload_timeout",
     "require_healthy",
     "strict_host",
+    "proxy_jump",
+    "keepalive",
+    "file",
 ];
 
 /// Settings for one host; every field optional.
@@ -79,11 +82,18 @@ pub struct HostSettings {
     pub require_healthy: Option<bool>,
     /// A host-check problem stops the apply before writing.
     pub strict_host: Option<bool>,
+    /// Jump hosts, `[user@]host[:port]` each, in order (`none`: empty).
+    pub proxy_jump: Option<Vec<String>>,
+    /// A host that answers no keepalive for this long is considered gone.
+    pub keepalive: Option<Duration>,
+    /// The local config file for this host in a fleet run; `{host}` stands
+    /// for the host's inventory name (see [`Inventory::file_for`]).
+    pub file: Option<String>,
 }
 
 impl HostSettings {
     /// `self` where set, else `base`.
-    fn over(self, base: &HostSettings) -> HostSettings {
+    pub fn over(self, base: &HostSettings) -> HostSettings {
         macro_rules! pick {
             ($($f:ident),*) => { HostSettings { $($f: self.$f.or_else(|| base.$f.clone()),)* } };
         }
@@ -112,7 +122,10 @@ impl HostSettings {
             reload,
             reload_timeout,
             require_healthy,
-            strict_host
+            strict_host,
+            proxy_jump,
+            keepalive,
+            file
         )
     }
 }
@@ -123,6 +136,8 @@ pub struct Inventory {
     pub path: PathBuf,
     pub defaults: HostSettings,
     pub hosts: BTreeMap<String, HostSettings>,
+    /// `groups:`: name → host names (each a key of `hosts`).
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 fn err(path: &Path, n: &Node, msg: impl std::fmt::Display) -> String {
@@ -255,6 +270,25 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
                     ))
                 }
             },
+            "keepalive" => s.keepalive = Some(seconds(path, v, what, &key)?),
+            "file" => s.file = Some(text()?),
+            "proxy_jump" => {
+                let t = text()?;
+                s.proxy_jump = Some(if t.trim().eq_ignore_ascii_case("none") {
+                    Vec::new()
+                } else {
+                    t.split(',').map(|h| h.trim().to_string()).collect()
+                });
+                if s.proxy_jump.iter().flatten().any(|h| h.is_empty()) {
+                    return Err(err(
+                        path,
+                        v,
+                        format!(
+                            "{what}.proxy_jump has an empty hop (expected host1,user@host2:port)"
+                        ),
+                    ));
+                }
+            }
             other => {
                 return Err(err(
                     path,
@@ -268,6 +302,54 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
         }
     }
     Ok(s)
+}
+
+/// `groups:`: name → list of host names, each defined under `hosts:`.
+fn parse_groups(
+    path: &Path,
+    node: &Node,
+    hosts: &BTreeMap<String, HostSettings>,
+) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let mut out = BTreeMap::new();
+    let entries = match &node.kind {
+        Kind::Map(e) => e,
+        Kind::Null => return Ok(out),
+        _ => return Err(err(path, node, "groups must be a mapping of name: [hosts]")),
+    };
+    for (k, v) in entries {
+        let name = k.key_text();
+        if name == "all" || name.is_empty() || name.contains([',', '@']) {
+            return Err(err(
+                path,
+                k,
+                format!("group name `{name}` is reserved or holds `,` or `@`"),
+            ));
+        }
+        let Kind::Seq(items) = &v.kind else {
+            return Err(err(
+                path,
+                v,
+                format!("groups.{name} must be a list of host names"),
+            ));
+        };
+        let mut members = Vec::new();
+        for item in items {
+            let host = match &item.kind {
+                Kind::Str(t) => t.clone(),
+                _ => return Err(err(path, item, format!("groups.{name}: a host name"))),
+            };
+            if !hosts.contains_key(&host) {
+                return Err(err(
+                    path,
+                    item,
+                    format!("groups.{name}: no host `{host}` under hosts:"),
+                ));
+            }
+            members.push(host);
+        }
+        out.insert(name, members);
+    }
+    Ok(out)
 }
 
 /// Seconds (an integer or a decimal, 0 to 86400) as a duration.
@@ -311,6 +393,7 @@ impl Inventory {
                 "the inventory must be a mapping with `defaults:` and `hosts:`",
             ));
         };
+        let mut groups = None;
         for (k, v) in entries {
             match k.key_text().as_str() {
                 "defaults" => inv.defaults = settings(path, v, "defaults")?,
@@ -326,16 +409,77 @@ impl Inventory {
                     Kind::Null => {}
                     _ => return Err(err(path, v, "hosts must be a mapping of name: settings")),
                 },
+                "groups" => groups = Some(v),
                 other => {
                     return Err(err(
                         path,
                         k,
-                        format!("unknown key `{other}` (expected defaults, hosts)"),
+                        format!("unknown key `{other}` (expected defaults, hosts, groups)"),
                     ))
                 }
             }
         }
+        if let Some(g) = groups {
+            inv.groups = parse_groups(path, g, &inv.hosts)?;
+        }
         Ok(inv)
+    }
+
+    /// The inventory host names a `--hosts` selector names, in order, each
+    /// once: a comma list of host names, `@GROUP` and `@all`.
+    pub fn select(&self, selector: &str) -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = Vec::new();
+        let push = |name: &str, out: &mut Vec<String>| {
+            if !out.iter().any(|n| n == name) {
+                out.push(name.to_string());
+            }
+        };
+        for item in selector.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if item == "@all" {
+                for name in self.hosts.keys() {
+                    push(name, &mut out);
+                }
+            } else if let Some(g) = item.strip_prefix('@') {
+                let members = self.groups.get(g).ok_or_else(|| {
+                    format!(
+                        "no group `{g}` in inventory {} (groups: {})",
+                        self.path.display(),
+                        self.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                })?;
+                for name in members {
+                    push(name, &mut out);
+                }
+            } else if self.hosts.contains_key(item) {
+                push(item, &mut out);
+            } else {
+                return Err(format!(
+                    "no host `{item}` in inventory {}",
+                    self.path.display()
+                ));
+            }
+        }
+        if out.is_empty() {
+            return Err(format!("the selector {selector:?} names no host"));
+        }
+        Ok(out)
+    }
+
+    /// The local config file for inventory host `name`: its `file:` (else
+    /// the defaults' `file:`) with `{host}` replaced by the name; a relative
+    /// path is taken from the inventory file's directory.
+    pub fn file_for(&self, name: &str) -> Option<PathBuf> {
+        let pattern = self
+            .hosts
+            .get(name)
+            .and_then(|h| h.file.clone())
+            .or_else(|| self.defaults.file.clone())?;
+        let p = PathBuf::from(pattern.replace("{host}", name));
+        Some(if p.is_absolute() {
+            p
+        } else {
+            self.path.parent().unwrap_or(Path::new("")).join(p)
+        })
     }
 
     /// Read and parse a file (bounded).
@@ -367,6 +511,28 @@ impl Inventory {
             }
         }
         Ok(None)
+    }
+
+    /// The two inventory layers for TARGET, apart (the ssh config sits
+    /// between them): the host's own settings (`address` = TARGET when the
+    /// host sets none, or when TARGET is no inventory host), and the defaults.
+    pub fn layers(&self, target: &str) -> (HostSettings, HostSettings) {
+        let host = match self.hosts.get(target) {
+            // As `resolve`: the host's address, else the defaults', else
+            // the name itself.
+            Some(h) => {
+                let mut h = h.clone();
+                if h.address.is_none() && self.defaults.address.is_none() {
+                    h.address = Some(target.to_string());
+                }
+                h
+            }
+            None => HostSettings {
+                address: Some(target.to_string()),
+                ..Default::default()
+            },
+        };
+        (host, self.defaults.clone())
     }
 
     /// Settings for TARGET: a host name merged over defaults, or the
@@ -416,6 +582,73 @@ mod tests {
             other.config_path.as_deref(),
             Some("/etc/llama-swap/config.yaml")
         );
+    }
+
+    const FLEET: &str = "defaults:\n  file: configs/{host}.yaml\nhosts:\n  a: {}\n  b: { file: /abs/b.yaml }\n  c: {}\ngroups:\n  gpu: [c, a]\n  one: [b]\n";
+
+    #[test]
+    fn selectors_groups_and_files() {
+        let inv =
+            Inventory::parse(Path::new("/repo/inv.yaml"), FLEET).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            inv.select("@all"),
+            Ok(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(inv.select("@gpu"), Ok(vec!["c".into(), "a".into()]));
+        assert_eq!(
+            inv.select("b, @gpu,a,@one"),
+            Ok(vec!["b".into(), "c".into(), "a".into()]),
+            "order of first mention, each once"
+        );
+        let e = inv.select("a,zz").err().unwrap_or_default();
+        assert!(e.contains("no host `zz`"), "{e}");
+        let e = inv.select("@nope").err().unwrap_or_default();
+        assert!(
+            e.contains("no group `nope`") && e.contains("gpu, one"),
+            "{e}"
+        );
+        assert!(inv.select(" , ").is_err());
+        assert_eq!(
+            inv.file_for("a"),
+            Some(PathBuf::from("/repo/configs/a.yaml"))
+        );
+        assert_eq!(inv.file_for("b"), Some(PathBuf::from("/abs/b.yaml")));
+        let plain = Inventory::parse(Path::new("inv.yaml"), INV).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plain.file_for("gpu1"), None);
+        let e = Inventory::parse(
+            Path::new("i.yaml"),
+            "hosts:\n  a: {}\ngroups:\n  g: [a, x]\n",
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            e.starts_with("inventory i.yaml:4:10: groups.g: no host `x`"),
+            "{e}"
+        );
+        let e = Inventory::parse(
+            Path::new("i.yaml"),
+            "hosts:\n  a: {}\ngroups:\n  all: [a]\n",
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(e.contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn layers_keep_the_defaults_address_for_named_hosts() {
+        let inv = Inventory::parse(
+            Path::new("i.yaml"),
+            "defaults:\n  address: 10.0.0.1\nhosts:\n  a: {}\n  b: { address: 10.0.0.2 }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let addr = |t: &str| {
+            let (h, d) = inv.layers(t);
+            h.over(&d).address
+        };
+        assert_eq!(addr("a"), inv.resolve("a").address);
+        assert_eq!(addr("a").as_deref(), Some("10.0.0.1"));
+        assert_eq!(addr("b").as_deref(), Some("10.0.0.2"));
+        assert_eq!(addr("other").as_deref(), Some("other"));
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum Command {
     Plan(ApplyArgs),
     /// Check that llama-swap answers (/v1/models); show its version and running models.
     Health(HealthArgs),
+    /// Fleet drift: per host, the remote config's sha256 against its local
+    /// file (in-sync / drifted / missing), health and models (needs --hosts).
+    Status(StatusArgs),
     /// List the config's backups on the host.
     Backups(BackupsArgs),
     /// Restore the newest (or a named) backup through the apply pipeline.
@@ -111,7 +114,29 @@ pub enum ModeArg {
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
     /// Host to connect to: `[user@]host[:port]` (IPv6 in brackets).
+    #[arg(
+        required_unless_present = "hosts",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub target: String,
+    /// Inventory hosts to run on (apply, plan): `a,b`, `@GROUP`, `@all`;
+    /// then the one positional argument is FILE (else each host's `file:`).
+    #[arg(long, value_name = "SELECTOR")]
+    pub hosts: Option<String>,
+    /// Fleet: hosts at once.
+    #[arg(long, value_name = "N", default_value_t = 8, requires = "hosts")]
+    pub parallel: usize,
+    /// Fleet: hosts per rolling batch (each batch ends before the next starts).
+    #[arg(long, value_name = "N", requires = "hosts")]
+    pub serial: Option<usize>,
+    /// Fleet: run this many hosts first, alone, before the rest.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "hosts")]
+    pub canary: usize,
+    /// Fleet: once more hosts failed than this, start no more (the rest are
+    /// reported `skipped`).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "hosts")]
+    pub max_fail: usize,
     /// Path of the llama-swap config file on the host.
     #[arg(long, value_name = "PATH")]
     pub config_path: Option<String>,
@@ -137,6 +162,14 @@ pub struct TargetArgs {
     /// considered gone [default: 15].
     #[arg(long, value_name = "SECS")]
     pub keepalive: Option<u64>,
+    /// OpenSSH client config read for the host (`none`: skip it)
+    /// [default: ~/.ssh/config when it exists].
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// Jump hosts, `[user@]host[:port]` comma-separated, each reached through
+    /// the one before (as ssh -J; `none` ignores a configured ProxyJump).
+    #[arg(long, short = 'J', value_name = "HOPS")]
+    pub jump: Option<String>,
     /// Inventory file with `defaults:` and `hosts:` (TARGET may name a host).
     #[arg(long, value_name = "FILE", env = "SWAPCFG_INVENTORY")]
     pub inventory: Option<PathBuf>,
@@ -244,8 +277,10 @@ pub struct ChangeArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// The new config file.
-    pub file: PathBuf,
+    /// The new config file (with --hosts: given as the first positional, or
+    /// each host's inventory `file:`).
+    #[arg(required_unless_present = "hosts")]
+    pub file: Option<PathBuf>,
     #[command(flatten)]
     pub service: ServiceArgs,
     #[command(flatten)]
@@ -267,6 +302,20 @@ pub struct HealthArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub service: ServiceArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The local file every host is compared with (else each host's
+    /// inventory `file:`); with --hosts it is the one positional argument.
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// One JSON object per host, then a summary.
     #[arg(long)]
     pub json: bool,
 }
@@ -316,6 +365,12 @@ pub struct WrapperScriptArgs {
 pub struct GetArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// With --hosts: write each host's config byte-exact to DIR/{host}.yaml.
+    #[arg(long, value_name = "DIR", requires = "hosts")]
+    pub out: Option<PathBuf>,
+    /// With --hosts: one JSON object per host, then a summary.
+    #[arg(long, requires = "hosts")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,9 +16,11 @@ pub struct Host {
 }
 
 impl Host {
-    /// Connect (host key, authentication) within the connect timeout.
+    /// Connect (host key, authentication) within the connect timeout,
+    /// through the jump hosts when there are any (each hop within its own
+    /// connect timeout).
     pub async fn connect(settings: &Settings, config_path: &str) -> Result<Host, Failure> {
-        let session = Session::connect(&settings.connect)
+        let session = swapcfg::transport::connect_via(&settings.jumps, &settings.connect)
             .await
             .map_err(|e| Failure::at(Step::Connect, e))?;
         Ok(Host {

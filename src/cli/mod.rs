@@ -2,8 +2,10 @@
 //! terminals. The library below knows none of them.
 //!
 //! * `args`: clap definitions (what the user typed).
-//! * `settings`: flags > inventory host > inventory defaults, resolved once.
+//! * `settings`: flags > inventory host > ssh config > inventory defaults,
+//!   resolved once (`ssh_config`: the OpenSSH client config, bounded).
 //! * `host`: the one way to connect and open the remote config.
+//! * `fleet`: `apply`/`plan --hosts`: many hosts, each on the single-host path.
 //! * `cmd/*`: one thin adapter per subcommand (settings → library → outcome).
 //! * `render` + `style`: human and `--json` output, hints naming flags.
 //! * `exit`: the exit-status table, applied once in `main`.
@@ -11,9 +13,11 @@
 pub mod args;
 mod cmd;
 pub mod exit;
+mod fleet;
 mod host;
 mod render;
 mod settings;
+mod ssh_config;
 mod style;
 
 use clap::Parser;
@@ -34,6 +38,7 @@ pub fn run() -> Outcome {
         Command::Apply(a) => cmd::apply::run(a, false, &mut ctx),
         Command::Plan(a) => cmd::apply::run(a, true, &mut ctx),
         Command::Health(a) => cmd::health::run(a, &mut ctx),
+        Command::Status(a) => fleet::status(a),
         Command::Backups(a) => cmd::backups::run(a),
         Command::Rollback(a) => cmd::rollback::run(a, &mut ctx),
         Command::Edit(a) => cmd::edit::run(a, &mut ctx),

@@ -94,6 +94,10 @@ fn transport_hint(e: &TransportError) -> Option<String> {
             "raise --restart-timeout if the restart is only slow".into()
         }
         TransportError::AuthRejected { .. } => "check --identity".into(),
+        TransportError::Jump { source, .. } => return transport_hint(source),
+        TransportError::JumpChannel { .. } => {
+            "check that the jump host reaches the target's address and port, and allows TCP forwarding (AllowTcpForwarding)".into()
+        }
         TransportError::NoSftp { .. } => {
             "use --mode shell (or --mode wrapper for a forced-command key)".into()
         }

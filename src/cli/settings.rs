@@ -18,6 +18,7 @@ use swapcfg::transport::{default_known_hosts, ConnectOptions, HostKeyPolicy};
 use swapcfg::validate::Validator;
 
 use super::args::{ChangeArgs, ModeArg, PolicyArg, ReloadArg, ServiceArgs, TargetArgs};
+use super::ssh_config::{SshConfig, SshHost};
 
 const HEALTH_PATH: &str = "/v1/models";
 /// The first wait after a restart; later waits double up to the cap.
@@ -81,6 +82,9 @@ pub struct Health {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub connect: ConnectOptions,
+    /// Jump hosts in order (the first is reached directly, each next one
+    /// through the one before, the target through the last).
+    pub jumps: Vec<ConnectOptions>,
     pub mode: Mode,
     pub config_path: Option<String>,
     pub restart: Restart,
@@ -126,6 +130,106 @@ fn implied_reload(restart: &Restart) -> ReloadMode {
         Restart::Skip => ReloadMode::Watch,
         Restart::Unset => ReloadMode::Restart,
     }
+}
+
+/// Jump hosts followed at most (a longer chain is a usage error).
+pub const MAX_HOPS: usize = 8;
+
+/// Whether `[user@]host[:port]` writes a port.
+fn port_written(address: &str) -> bool {
+    let rest = address.rsplit_once('@').map_or(address, |(_, r)| r);
+    if rest.starts_with('[') {
+        rest.contains("]:")
+    } else {
+        rest.matches(':').count() == 1
+    }
+}
+
+/// `a,b` (or `none`) as hops; `ssh://` prefixes dropped.
+fn split_hops(s: &str) -> Vec<String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Vec::new();
+    }
+    s.split(',')
+        .map(|h| h.trim().trim_start_matches("ssh://").to_string())
+        .filter(|h| !h.is_empty())
+        .collect()
+}
+
+fn proxy_command_refused(file: &str, host: &str, cmd: &str) -> String {
+    let shown: String = cmd.chars().take(60).collect();
+    format!(
+        "ssh config {file}: host {host:?} uses ProxyCommand ({shown:?}); swapcfg never runs a local command to reach a host. Use ProxyJump (or --jump HOPS), or --ssh-config none"
+    )
+}
+
+/// How to reach one jump host: its own ssh config entry (HostName, User,
+/// Port, IdentityFile, UserKnownHostsFile, StrictHostKeyChecking,
+/// ConnectTimeout), a user or port written in the hop winning; the
+/// connection flags (`--known-hosts`, `--host-key-policy`,
+/// `--connect-timeout`) beat the hop's ssh config, except that the hop's own
+/// `IdentityFile` beats `--identity` (a key is per host); what is set by
+/// neither comes from the target's resolved settings. A hop's own ProxyJump
+/// is not followed.
+fn jump_options(
+    hop: &str,
+    args: &TargetArgs,
+    to: &ConnectOptions,
+    ssh: Option<&SshConfig>,
+) -> Result<ConnectOptions, String> {
+    let hop = hop.trim_start_matches("ssh://");
+    let mut target = Target::parse(hop).map_err(|e| format!("jump host {e}"))?;
+    let sc = match ssh {
+        Some(c) => c.lookup(&target.host, &target.user)?,
+        None => SshHost::default(),
+    };
+    if let Some(cmd) = &sc.proxy_command {
+        let file = ssh
+            .map(|c| c.path.display().to_string())
+            .unwrap_or_default();
+        return Err(proxy_command_refused(&file, &target.host, cmd));
+    }
+    if let Some(h) = &sc.host_name {
+        target.host = Target::parse(h)
+            .map_err(|e| format!("ssh config HostName {e}"))?
+            .host;
+    }
+    if !hop.contains('@') {
+        if let Some(u) = &sc.user {
+            target.user = u.clone();
+        }
+    }
+    if !port_written(hop) {
+        if let Some(p) = sc.port {
+            target.port = p;
+        }
+    }
+    Ok(ConnectOptions {
+        target,
+        // A key is per host: the hop's own IdentityFile wins over --identity.
+        identity: sc
+            .identity
+            .or(args.identity.clone())
+            .or(to.identity.clone()),
+        known_hosts: args
+            .known_hosts
+            .clone()
+            .or(sc.known_hosts)
+            .unwrap_or_else(|| to.known_hosts.clone()),
+        host_key_policy: match args.host_key_policy {
+            Some(PolicyArg::Strict) => HostKeyPolicy::Strict,
+            Some(PolicyArg::AcceptNew) => HostKeyPolicy::AcceptNew,
+            None => sc.host_key_policy.unwrap_or(to.host_key_policy),
+        },
+        connect_timeout: args
+            .connect_timeout
+            .map(Duration::from_secs)
+            .or(sc.connect_timeout)
+            .unwrap_or(to.connect_timeout)
+            .max(Duration::from_secs(1)),
+        op_timeout: to.op_timeout,
+        keepalive: to.keepalive,
+    })
 }
 
 fn secs(s: f64) -> Duration {
@@ -190,29 +294,86 @@ pub fn check_base_url(url: &str) -> Result<String, String> {
 
 impl Settings {
     /// Find the inventory (flag, `$SWAPCFG_INVENTORY`, default places) and
-    /// resolve. `service` is `None` for commands that neither restart nor
-    /// check health (the API key variable is then not read).
+    /// the ssh config (`--ssh-config`, `~/.ssh/config`), and resolve.
+    /// `service` is `None` for commands that neither restart nor check
+    /// health (the API key variable is then not read).
     pub fn resolve(args: &TargetArgs, service: Option<&ServiceArgs>) -> Result<Settings, String> {
+        if args.hosts.is_some() {
+            return Err("--hosts works with apply, plan, get --out, status, health and backups; this command takes one TARGET".into());
+        }
         let inv = Inventory::discover(args.inventory.as_deref())?;
-        Settings::resolve_with(args, service, inv.as_ref(), &|name| {
+        let ssh = SshConfig::discover(args.ssh_config.as_deref())?;
+        Settings::resolve_full(args, service, inv.as_ref(), ssh.as_ref(), &|name| {
             std::env::var(name).ok()
         })
     }
 
-    /// [`Settings::resolve`] with the inventory and the environment given.
+    /// [`Settings::resolve`] with the inventory and the environment given
+    /// (no ssh config).
+    #[cfg(test)]
     pub fn resolve_with(
         args: &TargetArgs,
         service: Option<&ServiceArgs>,
         inv: Option<&Inventory>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, String> {
-        let host: HostSettings = inv.map(|i| i.resolve(&args.target)).unwrap_or_default();
+        Settings::resolve_full(args, service, inv, None, env)
+    }
+
+    /// [`Settings::resolve`] with the inventory, the ssh config and the
+    /// environment given. Connection settings: flags > inventory host > ssh
+    /// config > inventory defaults > built-in defaults.
+    pub fn resolve_full(
+        args: &TargetArgs,
+        service: Option<&ServiceArgs>,
+        inv: Option<&Inventory>,
+        ssh: Option<&SshConfig>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Settings, String> {
+        let (inv_host, inv_defaults) = match inv {
+            Some(i) => i.layers(&args.target),
+            None => (
+                HostSettings {
+                    address: Some(args.target.clone()),
+                    ..Default::default()
+                },
+                HostSettings::default(),
+            ),
+        };
+        let host: HostSettings = inv_host.clone().over(&inv_defaults);
         let address = host.address.clone().unwrap_or_else(|| args.target.clone());
         let mut target = Target::parse(&address)?;
-        if let (Some(u), false) = (&host.user, address.contains('@')) {
-            target.user = u.clone();
+        // The host name as typed (TARGET or the inventory's address) is what
+        // the ssh config's `Host` patterns see, as `ssh ADDRESS` would.
+        let sc = match ssh {
+            Some(c) => c.lookup(&target.host, &target.user)?,
+            None => SshHost::default(),
+        };
+        let sc_path = || {
+            ssh.map(|c| c.path.display().to_string())
+                .unwrap_or_default()
+        };
+        if let Some(h) = &sc.host_name {
+            target.host = Target::parse(h)
+                .map_err(|e| format!("ssh config {}: HostName {e}", sc_path()))?
+                .host;
         }
-        if let Some(p) = args.port.or(host.port) {
+        if !address.contains('@') {
+            if let Some(u) = inv_host
+                .user
+                .clone()
+                .or(sc.user.clone())
+                .or(inv_defaults.user.clone())
+            {
+                target.user = u;
+            }
+        }
+        let port = args.port.or(if port_written(&address) {
+            Some(target.port)
+        } else {
+            inv_host.port.or(sc.port).or(inv_defaults.port)
+        });
+        if let Some(p) = port {
             if p == 0 {
                 return Err("--port must be from 1 to 65535".into());
             }
@@ -221,7 +382,11 @@ impl Settings {
         let policy = match args.host_key_policy {
             Some(PolicyArg::Strict) => HostKeyPolicy::Strict,
             Some(PolicyArg::AcceptNew) => HostKeyPolicy::AcceptNew,
-            None => host.host_key_policy.unwrap_or_default(),
+            None => inv_host
+                .host_key_policy
+                .or(sc.host_key_policy)
+                .or(inv_defaults.host_key_policy)
+                .unwrap_or_default(),
         };
         let mode = match args.mode {
             Some(ModeArg::Sftp) => Mode::Sftp,
@@ -232,9 +397,74 @@ impl Settings {
         let connect_timeout = args
             .connect_timeout
             .map(Duration::from_secs)
-            .or(host.connect_timeout)
+            .or(inv_host.connect_timeout)
+            .or(sc.connect_timeout)
+            .or(inv_defaults.connect_timeout)
             .unwrap_or(limits::CONNECT_TIMEOUT)
             .max(Duration::from_secs(1));
+        let keepalive = args
+            .keepalive
+            .map(Duration::from_secs)
+            .or(inv_host.keepalive)
+            .or(sc.keepalive)
+            .or(inv_defaults.keepalive)
+            .unwrap_or(limits::KEEPALIVE)
+            .max(Duration::from_secs(1));
+        let ssh_identity = sc.identity.clone().or_else(|| {
+            // IdentitiesOnly without IdentityFile: ssh offers its default
+            // key files and not the agent's keys.
+            sc.identities_only
+                .then(|| {
+                    swapcfg::transport::auth::default_key_files()
+                        .into_iter()
+                        .next()
+                })
+                .flatten()
+        });
+        let identity = args
+            .identity
+            .clone()
+            .or(inv_host.identity.clone())
+            .or(ssh_identity)
+            .or(inv_defaults.identity.clone());
+        let known_hosts = args
+            .known_hosts
+            .clone()
+            .or(inv_host.known_hosts.clone())
+            .or(sc.known_hosts.clone())
+            .or(inv_defaults.known_hosts.clone())
+            .unwrap_or_else(default_known_hosts);
+        let jump_over = args
+            .jump
+            .as_deref()
+            .map(split_hops)
+            .or(inv_host.proxy_jump.clone());
+        if let (Some(cmd), None) = (&sc.proxy_command, &jump_over) {
+            return Err(proxy_command_refused(&sc_path(), &target.host, cmd));
+        }
+        let hops = jump_over
+            .or(sc.proxy_jump.clone())
+            .or(inv_defaults.proxy_jump.clone())
+            .unwrap_or_default();
+        if hops.len() > MAX_HOPS {
+            return Err(format!(
+                "{} jump hosts: at most {MAX_HOPS} are followed",
+                hops.len()
+            ));
+        }
+        let connect = ConnectOptions {
+            target,
+            identity,
+            known_hosts,
+            host_key_policy: policy,
+            connect_timeout,
+            op_timeout: limits::OP_TIMEOUT,
+            keepalive,
+        };
+        let jumps = hops
+            .iter()
+            .map(|hop| jump_options(hop, args, &connect, ssh))
+            .collect::<Result<Vec<_>, String>>()?;
         let s = service;
         let restart_cmd = s.and_then(|s| s.restart_cmd.clone()).or(host.restart_cmd);
         let restart = match (restart_cmd.as_deref(), mode) {
@@ -278,23 +508,8 @@ impl Settings {
             .map(|u| check_base_url(&u))
             .transpose()?;
         Ok(Settings {
-            connect: ConnectOptions {
-                target,
-                identity: args.identity.clone().or(host.identity),
-                known_hosts: args
-                    .known_hosts
-                    .clone()
-                    .or(host.known_hosts)
-                    .unwrap_or_else(default_known_hosts),
-                host_key_policy: policy,
-                connect_timeout,
-                op_timeout: limits::OP_TIMEOUT,
-                keepalive: args
-                    .keepalive
-                    .map(Duration::from_secs)
-                    .unwrap_or(limits::KEEPALIVE)
-                    .max(Duration::from_secs(1)),
-            },
+            connect,
+            jumps,
             mode,
             config_path: args.config_path.clone().or(host.config_path),
             restart,
@@ -433,6 +648,13 @@ mod tests {
             port: None,
             connect_timeout: None,
             keepalive: None,
+            ssh_config: None,
+            jump: None,
+            hosts: None,
+            parallel: 8,
+            serial: None,
+            canary: 0,
+            max_fail: 0,
             inventory: None,
             unverified_wrapper_write: false,
         }
@@ -486,6 +708,8 @@ defaults:
   reload: signal
   reload_timeout: 7
   require_healthy: false
+  keepalive: 9
+  proxy_jump: djump
 hosts:
   h:
     address: 10.0.0.9
@@ -512,6 +736,8 @@ hosts:
     reload: watch
     reload_timeout: 8
     require_healthy: true
+    keepalive: 8
+    proxy_jump: hjump1,hjump2
   other: {}
 ";
 
@@ -717,6 +943,142 @@ hosts:
         // A user in TARGET wins over the inventory's user.
         let r = resolve(&target("bob@other"), &service());
         assert_eq!(r.connect.target.user, "bob");
+    }
+
+    /// An ssh config setting every connection setting to `s`-values for
+    /// every host, with `StrictHostKeyChecking` = `policy`.
+    fn ssh_config(dir: &Path, policy: &str) -> SshConfig {
+        let id = dir.join("s_id");
+        std::fs::write(&id, "key").unwrap_or_else(|e| panic!("{e}"));
+        let text = format!(
+            "Host other\n  HostName 10.9.9.9\nHost *\n  User suser\n  Port 2209\n  IdentityFile {}\n  UserKnownHostsFile /s/kh\n  StrictHostKeyChecking {policy}\n  ConnectTimeout 19\n  ServerAliveInterval 6\n  ProxyJump sjump\n",
+            id.display()
+        );
+        SshConfig::parse(&dir.join("ssh_config"), text.as_bytes(), None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn resolve_ssh(t: &TargetArgs, with_inv: bool, ssh: &SshConfig) -> Result<Settings, String> {
+        let inv = Inventory::parse(Path::new("inv.yaml"), INV).unwrap_or_else(|e| panic!("{e}"));
+        Settings::resolve_full(
+            t,
+            Some(&service()),
+            with_inv.then_some(&inv),
+            Some(ssh),
+            &env,
+        )
+    }
+
+    #[test]
+    fn ssh_config_sits_between_inventory_host_and_defaults() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let yes = ssh_config(dir.path(), "yes");
+        let new = ssh_config(dir.path(), "accept-new");
+        let ok = |r: Result<Settings, String>| r.unwrap_or_else(|e| panic!("{e}"));
+        // Inventory host over ssh config.
+        let h = ok(resolve_ssh(&target("h"), true, &yes));
+        assert_eq!(h.connect.target.user, "huser");
+        assert_eq!(h.connect.target.port, 2202);
+        assert_eq!(h.connect.identity.as_deref(), Some(Path::new("/h/id")));
+        assert_eq!(h.connect.known_hosts, Path::new("/h/kh"));
+        assert_eq!(h.connect.host_key_policy, HostKeyPolicy::AcceptNew);
+        assert_eq!(h.connect.connect_timeout, Duration::from_secs(12));
+        assert_eq!(h.connect.keepalive, Duration::from_secs(8));
+        let hops: Vec<_> = h.jumps.iter().map(|j| j.target.host.as_str()).collect();
+        assert_eq!(hops, ["hjump1", "hjump2"]);
+        // ssh config over inventory defaults.
+        let o = ok(resolve_ssh(&target("other"), true, &new));
+        assert_eq!(o.connect.target.host, "10.9.9.9", "HostName");
+        assert_eq!(o.connect.target.user, "suser");
+        assert_eq!(o.connect.target.port, 2209);
+        assert_eq!(o.connect.identity, Some(dir.path().join("s_id")));
+        assert_eq!(o.connect.known_hosts, Path::new("/s/kh"));
+        assert_eq!(o.connect.host_key_policy, HostKeyPolicy::AcceptNew);
+        assert_eq!(o.connect.connect_timeout, Duration::from_secs(19));
+        assert_eq!(o.connect.keepalive, Duration::from_secs(18));
+        let hops: Vec<_> = o.jumps.iter().map(|j| j.target.to_string()).collect();
+        assert_eq!(hops, ["suser@sjump:2209"], "hops get their own ssh config");
+        // Without the ssh config, the defaults again.
+        let d = resolve(&target("other"), &service());
+        assert_eq!(
+            (d.connect.target.host.as_str(), d.connect.target.port),
+            ("other", 2201)
+        );
+        assert_eq!(d.connect.keepalive, Duration::from_secs(9));
+        assert_eq!(d.jumps.len(), 1);
+        assert_eq!(d.jumps[0].target.host, "djump");
+        // ssh config over built-in defaults (no inventory).
+        let b = ok(resolve_ssh(&target("plain"), false, &yes));
+        assert_eq!(
+            (b.connect.target.user.as_str(), b.connect.target.port),
+            ("suser", 2209)
+        );
+        assert_eq!(b.connect.host_key_policy, HostKeyPolicy::Strict);
+    }
+
+    #[test]
+    fn flags_override_ssh_config() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let ssh = ssh_config(dir.path(), "accept-new");
+        let mut t = target("fred@other:2299");
+        t.identity = Some("/f/id".into());
+        t.known_hosts = Some("/f/kh".into());
+        t.host_key_policy = Some(PolicyArg::Strict);
+        t.connect_timeout = Some(13);
+        t.keepalive = Some(14);
+        t.jump = Some("ops@j1:2022,j2".into());
+        let r = resolve_ssh(&t, false, &ssh).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.connect.target.to_string(), "fred@10.9.9.9:2299");
+        assert_eq!(r.connect.identity.as_deref(), Some(Path::new("/f/id")));
+        assert_eq!(r.connect.known_hosts, Path::new("/f/kh"));
+        assert_eq!(r.connect.host_key_policy, HostKeyPolicy::Strict);
+        assert_eq!(r.connect.connect_timeout, Duration::from_secs(13));
+        assert_eq!(r.connect.keepalive, Duration::from_secs(14));
+        // The hops: written user/port win, then the hop's ssh config; the
+        // connection flags apply to every hop.
+        let hops: Vec<_> = r.jumps.iter().map(|j| j.target.to_string()).collect();
+        assert_eq!(hops, ["ops@j1:2022", "suser@j2:2209"]);
+        for j in &r.jumps {
+            assert_eq!(j.identity, Some(dir.path().join("s_id")), "a hop's own key");
+            assert_eq!(j.known_hosts, Path::new("/f/kh"));
+            assert_eq!(j.host_key_policy, HostKeyPolicy::Strict);
+            assert_eq!(j.connect_timeout, Duration::from_secs(13));
+        }
+        t.jump = Some("none".into());
+        let r = resolve_ssh(&t, false, &ssh).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            r.jumps.is_empty(),
+            "--jump none drops the configured ProxyJump"
+        );
+    }
+
+    #[test]
+    fn proxy_command_is_refused_unless_a_jump_overrides_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let ssh = SshConfig::parse(
+            &dir.path().join("cfg"),
+            b"Host gpu\n  ProxyCommand ssh -W %h:%p bastion\n",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let e = resolve_ssh(&target("gpu"), false, &ssh)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("ProxyCommand") && e.contains("never runs a local command"),
+            "{e}"
+        );
+        let mut t = target("gpu");
+        t.jump = Some("b".into());
+        let r = resolve_ssh(&t, false, &ssh).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.jumps.len(), 1);
+        // A jump host using ProxyCommand is refused too.
+        t = target("x");
+        t.jump = Some("gpu".into());
+        assert!(resolve_ssh(&t, false, &ssh).is_err());
+        t.jump = Some("a,b,c,d,e,f,g,h,i".into());
+        let e = resolve_ssh(&t, false, &ssh).err().unwrap_or_default();
+        assert!(e.contains("at most 8"), "{e}");
     }
 
     #[test]

@@ -88,6 +88,21 @@ pub enum TransportError {
         op: String,
         message: String,
     },
+    #[error("jump host {hop} (hop {index} of {of}): {source}")]
+    Jump {
+        /// `user@host:port` of the jump host that failed.
+        hop: String,
+        /// 1-based position in the chain.
+        index: usize,
+        of: usize,
+        source: Box<TransportError>,
+    },
+    #[error("{via}: the jump host could not open a connection to {to}: {message}")]
+    JumpChannel {
+        via: String,
+        to: String,
+        message: String,
+    },
     #[error("{target}: the host offers no SFTP subsystem")]
     NoSftp { target: String },
     #[error("{target}: the host refused to run a command over exec ({message})")]

@@ -13,6 +13,8 @@
 //! * `error.rs`: [`TransportError`], data first; the words say what failed,
 //!   never which flag fixes it (the CLI adds that).
 //! * `known_hosts.rs`: the OpenSSH-compatible known_hosts reader/writer.
+//! * `jump.rs`: [`connect_via`]: ProxyJump without a process (each hop a
+//!   session, the next one riding a `direct-tcpip` channel of the previous).
 //!
 //! Invariant: this module never spawns a local process, and every await on
 //! the network is bounded by a timeout.
@@ -20,6 +22,7 @@
 pub mod auth;
 mod error;
 mod handler;
+mod jump;
 pub mod known_hosts;
 mod session;
 
@@ -29,6 +32,7 @@ use std::time::Duration;
 use crate::target::Target;
 
 pub use error::TransportError;
+pub use jump::connect_via;
 pub use session::Session;
 
 /// What to do with a host key that is not in known_hosts.

@@ -20,6 +20,8 @@ pub struct Session {
     started: std::time::Instant,
     /// Commands run by `exec_group` end early when this stop is requested.
     cancel: Mutex<Option<crate::stop::Stop>>,
+    /// The jump hosts this connection rides on (kept open while it lives).
+    via: Vec<Session>,
 }
 
 impl std::fmt::Debug for Session {
@@ -113,6 +115,23 @@ impl Session {
             }
         };
         let _ = stream.set_nodelay(true);
+        Self::establish(opts, label, stream, set_phase).await
+    }
+
+    /// Handshake (host key checked against known_hosts) and authentication
+    /// over an already open byte stream: a TCP connection, or a
+    /// `direct-tcpip` channel of a jump host. No timeout of its own: the
+    /// caller bounds it.
+    pub(super) async fn establish<S>(
+        opts: &ConnectOptions,
+        label: &str,
+        stream: S,
+        set_phase: impl Fn(&'static str),
+    ) -> Result<Session, TransportError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let t = &opts.target;
         set_phase("exchanging SSH keys");
         let verdict = Arc::new(Mutex::new(None));
         let handler = ClientHandler {
@@ -138,7 +157,27 @@ impl Session {
             keepalive: opts.keepalive,
             started: std::time::Instant::now(),
             cancel: Mutex::new(None),
+            via: Vec::new(),
         })
+    }
+
+    /// This session, riding on the jump-host sessions `via` (kept open as
+    /// long as it is).
+    pub(super) fn riding(mut self, via: Vec<Session>) -> Session {
+        self.via = via;
+        self
+    }
+
+    /// Open a `direct-tcpip` channel to `host:port` from this host (the
+    /// jump host connects; nothing runs on it).
+    pub(super) async fn direct_tcpip(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<russh::Channel<russh::client::Msg>, russh::Error> {
+        self.handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
     }
 
     /// Run `command` on an exec channel, feeding `stdin` (then EOF) when
@@ -443,6 +482,15 @@ impl Session {
                 .disconnect(russh::Disconnect::ByApplication, "", "en"),
         )
         .await;
+        // Then the jump hosts, nearest to the target first.
+        for hop in self.via.iter().rev() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                hop.handle
+                    .disconnect(russh::Disconnect::ByApplication, "", "en"),
+            )
+            .await;
+        }
     }
 
     fn lost(&self, op: &str, e: russh::Error) -> TransportError {

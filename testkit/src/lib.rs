@@ -6,6 +6,8 @@
 //!   filesystem, with scripted exec, shell exec, forced-command wrapper verbs
 //!   and a fault plan (fail, deny, hang, drop at an operation's Nth call).
 //! * [`standin`]: a stand-in llama-swap HTTP endpoint (`/v1/models`).
+//! * [`netns`]: network namespaces in a line joined by veth pairs (a host
+//!   reachable only through another one).
 //! * [`proxy`]: a delaying, connection-breaking TCP proxy (real networks
 //!   and broken links in front of a real sshd).
 //! * [`sshd`]: a real OpenSSH `sshd` on loopback with a temp host key, shared
@@ -15,6 +17,7 @@
 //! it must agree on with the client (backup names, wrapper verbs) it computes
 //! itself.
 
+pub mod netns;
 pub mod proxy;
 pub mod server;
 pub mod sshd;

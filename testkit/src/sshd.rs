@@ -80,6 +80,17 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
 impl Sshd {
     /// Start sshd and wait until it accepts TCP connections (10 s at most).
     pub fn start(opts: Options) -> Result<Sshd, String> {
+        Sshd::start_at(opts, None, "127.0.0.1", free_port()?)
+    }
+
+    /// Start sshd inside network namespace `netns` (see [`crate::netns`]),
+    /// listening on `addr:port` only; wait (10 s at most) until its log says
+    /// it listens. `known_hosts` names it as `[addr]:port`.
+    pub fn start_in(opts: Options, netns: &str, addr: &str, port: u16) -> Result<Sshd, String> {
+        Sshd::start_at(opts, Some(netns), addr, port)
+    }
+
+    fn start_at(opts: Options, netns: Option<&str>, addr: &str, port: u16) -> Result<Sshd, String> {
         if !Path::new(SSHD).exists() {
             return Err(format!("{SSHD} not found (apt-get install openssh-server)"));
         }
@@ -91,9 +102,8 @@ impl Sshd {
         keygen(&host_key, "ed25519", "")?;
         let authorized_keys = d.join("authorized_keys");
         std::fs::write(&authorized_keys, "").map_err(io("authorized_keys"))?;
-        let port = free_port()?;
         let mut cfg = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nStrictModes no\nUsePAM no\n\
+            "Port {port}\nListenAddress {addr}\nHostKey {hk}\nAuthorizedKeysFile {ak}\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPidFile {pid}\n\
              LogLevel VERBOSE\nPermitRootLogin yes\n\
              PubkeyAcceptedAlgorithms ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256\nMaxStartups 100\n",
@@ -107,7 +117,15 @@ impl Sshd {
         let cfg_path = d.join("sshd_config");
         std::fs::write(&cfg_path, cfg).map_err(io("sshd_config"))?;
         let log = std::fs::File::create(d.join("sshd.log")).map_err(io("sshd.log"))?;
-        let child = Command::new(SSHD)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new(crate::netns::IP);
+                c.args(["netns", "exec", ns, SSHD]);
+                c
+            }
+            None => Command::new(SSHD),
+        };
+        let child = command
             .args(["-D", "-e", "-f"])
             .arg(&cfg_path)
             .stdin(Stdio::null())
@@ -124,7 +142,12 @@ impl Sshd {
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let listening = |me: &Sshd| match netns {
+            // Not reachable from here: its log says when it listens.
+            Some(_) => me.log().contains("Server listening on"),
+            None => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
+        while !listening(&me) {
             if Instant::now() > deadline {
                 return Err(format!("sshd did not start: {}", me.log()));
             }
@@ -139,7 +162,7 @@ impl Sshd {
             .join(" ");
         std::fs::write(
             &me.known_hosts,
-            format!("[127.0.0.1]:{port} {}\n", me.host_pub),
+            format!("[{addr}]:{port} {}\n", me.host_pub),
         )
         .map_err(io("known_hosts"))?;
         Ok(me)

@@ -6,16 +6,20 @@
 //!   in-process server, asserting the remote files afterwards.
 //! * `pipeline_mock`: every pipeline step's failure over an in-memory remote.
 //! * `cli_apply`: the binary end to end (JSON fields, exit codes, API key).
+//! * `cli_fleet`: `apply`/`plan --hosts` over several in-process servers.
 //! * `cli_surface`: version, completions, hints, exit-code consistency.
 //! * `validate_rules`, `validate_corpus`, `validate_proptest`, `diff_patch`.
 //! * `e2e_openssh`: Debian's sshd on loopback (skips where absent).
+//! * `e2e_jump`: ProxyJump through sshd in network namespaces (root only).
 
 mod backups;
 mod cli_apply;
+mod cli_fleet;
 mod cli_surface;
 mod common;
 mod diff_patch;
 mod e2e_faults;
+mod e2e_jump;
 mod e2e_openssh;
 mod fault_matrix;
 mod hostcheck;

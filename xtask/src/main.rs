@@ -7,6 +7,10 @@
 //!   `sftp` do not exist.
 //! * `bench [--rounds N]`: swapcfg against OpenSSH and paramiko on one
 //!   loopback sshd: medians of wall time, CPU time and peak memory.
+//! * `bench --fleet N`: N inventory hosts behind one loopback sshd (distinct
+//!   config paths and health endpoints): the sum of N single-host applies
+//!   against one `apply --hosts @all --parallel 16` (target: fleet wall <=
+//!   0.15 x the sum), and the fleet run's peak RSS.
 //!
 //! * `man [DIR]`: `swapcfg.1` (default `target/man/`) from the binary's own
 //!   clap definitions (clap_mangen).
@@ -30,6 +34,15 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("dist") => dist(args.iter().any(|a| a == "--check")),
         Some("man") => man(args.get(1).map(PathBuf::from)),
+        Some("bench") if args.iter().any(|a| a == "--fleet") => {
+            let n = args
+                .iter()
+                .position(|a| a == "--fleet")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(32);
+            bench_fleet(n)
+        }
         Some("bench") => {
             let rounds = args
                 .iter()
@@ -40,7 +53,7 @@ fn main() {
             bench(rounds)
         }
         _ => Err(
-            "usage: cargo xtask dist [--check] | cargo xtask bench [--rounds N] | cargo xtask man [DIR]"
+            "usage: cargo xtask dist [--check] | cargo xtask bench [--rounds N | --fleet N] | cargo xtask man [DIR]"
                 .into(),
         ),
     };
@@ -509,5 +522,86 @@ fn bench(rounds: usize) -> R<()> {
         d.2 / med[4].2,
         d.3
     );
+    Ok(())
+}
+
+/// `bench --fleet N`: see the module doc.
+fn bench_fleet(n: usize) -> R<()> {
+    let bin = build_dist()?;
+    let fx = Sshd::start()?;
+    let new = fx.dir.join("new.yaml");
+    std::fs::write(&new, NEW).map_err(|e| e.to_string())?;
+    let mut https = Vec::new();
+    let mut inv = format!(
+        "defaults:\n  address: 127.0.0.1\n  port: {}\n  user: {}\n  identity: {}\n  known_hosts: {}\n  restart_cmd: \"true\"\n  health_delay: 0.05\nhosts:\n",
+        fx.port,
+        swapcfg_testkit::sshd::whoami(),
+        fx.key.display(),
+        fx.known_hosts.display()
+    );
+    for i in 0..n {
+        let cfg = fx.dir.join(format!("config-{i}.yaml"));
+        std::fs::write(&cfg, OLD).map_err(|e| e.to_string())?;
+        let http = HttpOk::start(&["qwen"])?;
+        inv.push_str(&format!(
+            "  h{i}:\n    config_path: {}\n    base_url: {}\n",
+            cfg.display(),
+            http.url()
+        ));
+        https.push(http);
+    }
+    let inventory = fx.dir.join("inventory.yaml");
+    std::fs::write(&inventory, inv).map_err(|e| e.to_string())?;
+    let clean = || {
+        if let Ok(rd) = std::fs::read_dir(&fx.dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().contains(".bak-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    };
+    let swapcfg = |extra: &[&str]| -> R<Sample> {
+        measure(
+            Command::new(&bin)
+                .env_clear()
+                .env("HOME", &fx.dir)
+                .args(extra)
+                .arg("--inventory")
+                .arg(&inventory)
+                .args(["--force", "--yes"]),
+            None,
+        )
+    };
+    let mut single = Sample::default();
+    for i in 0..n {
+        let host = format!("h{i}");
+        let new = new.display().to_string();
+        single = add(single, swapcfg(&["apply", &host, &new])?);
+    }
+    clean();
+    let new_s = new.display().to_string();
+    let fleet = swapcfg(&["apply", "--hosts", "@all", &new_s, "--parallel", "16"])?;
+    clean();
+    let ratio = fleet.wall / single.wall;
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!("\nfleet of {n} hosts behind one loopback sshd ({nproc} CPUs)\n");
+    println!("| run | wall ms | CPU ms | peak RSS MiB |\n|---|---:|---:|---:|");
+    println!(
+        "| sum of {n} single-host applies | {:.1} | {:.1} | {:.1} |",
+        single.wall * 1000.0,
+        single.cpu * 1000.0,
+        single.rss_kib as f64 / 1024.0
+    );
+    println!(
+        "| apply --hosts @all --parallel 16 | {:.1} | {:.1} | {:.1} |",
+        fleet.wall * 1000.0,
+        fleet.cpu * 1000.0,
+        fleet.rss_kib as f64 / 1024.0
+    );
+    println!("\nratio (wall): fleet / sum = {ratio:.3} (target <= 0.15)");
+    drop(https);
     Ok(())
 }

@@ -32,13 +32,20 @@ pub struct Job<'a> {
 }
 
 pub fn run(args: ApplyArgs, plan: bool, ctx: &mut HintContext) -> CmdResult {
+    if args.target.hosts.is_some() {
+        return crate::cli::fleet::apply(args, plan);
+    }
     let settings = Settings::resolve(&args.target, Some(&args.service)).map_err(Failure::usage)?;
-    let new = super::read_local(&args.file)?;
+    let file = args
+        .file
+        .clone()
+        .ok_or_else(|| Failure::usage("FILE is required".to_string()))?;
+    let new = super::read_local(&file)?;
     let job = Job {
         settings: &settings,
         change: Change::from(&args.change),
         new: &new,
-        new_label: args.file.display().to_string(),
+        new_label: file.display().to_string(),
         dry_run: plan || args.dry_run,
         force: args.force,
         expect_sha256: args.expect_sha256.clone(),
@@ -48,6 +55,17 @@ pub fn run(args: ApplyArgs, plan: bool, ctx: &mut HintContext) -> CmdResult {
 
 /// Validate → connect → pipeline → report.
 pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
+    let rep = execute(job, ctx, true).await?;
+    Ok(Outcome::At(rep.step))
+}
+
+/// [`run_job`] returning the report; printing (findings, diff, report) only
+/// when `print` (a fleet run prints its own lines).
+pub async fn execute(
+    job: &Job<'_>,
+    ctx: &mut HintContext,
+    print: bool,
+) -> Result<ApplyReport, Failure> {
     let settings = job.settings;
     ctx.api_key_env = settings.health.api_key.as_ref().map(|k| k.env.clone());
     let host = settings.host();
@@ -59,7 +77,7 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
     };
     let validator = settings.validator().map_err(Failure::usage)?;
     let outcome = validator.validate(job.new);
-    if !job.change.json {
+    if print && !job.change.json {
         let style = Style::for_stderr();
         for f in &outcome.findings {
             eprintln!("{}", render::finding(f, &job.new_label, style));
@@ -68,8 +86,10 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
     let early = |step: Step, error: ApplyError| {
         let mut rep = ApplyReport::early(step, &host, &config_path, job.new, error);
         rep.findings = outcome.findings.clone();
-        render::apply_report(&rep, job.change.json, ctx);
-        Ok(Outcome::At(rep.step))
+        if print {
+            render::apply_report(&rep, job.change.json, ctx);
+        }
+        Ok(rep)
     };
     if !outcome.is_valid() {
         let errors = outcome
@@ -170,10 +190,11 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
     let out_style = Style::for_stdout();
     let mut hooks = CliHooks {
         yes: job.change.yes,
-        json: job.change.json,
+        // Not printing (a fleet host): no diff, no progress lines.
+        json: job.change.json || !print,
         service,
         style: out_style,
-        progress: Style::for_stderr().color,
+        progress: print && Style::for_stderr().color,
         settings: settings.clone(),
         config_path: config_path.clone(),
         remote_opts,
@@ -198,18 +219,23 @@ pub async fn run_job(job: &Job<'_>, ctx: &mut HintContext) -> CmdResult {
             .chain(said)
             .map(Warning::Service),
     );
-    if job.dry_run && !job.change.json {
+    if print && job.dry_run && !job.change.json {
         render::diff(&rep.diff, out_style);
     }
     drop(remote);
     conn.close().await;
-    render::apply_report(&rep, job.change.json, ctx);
-    Ok(Outcome::At(rep.step))
+    if print {
+        render::apply_report(&rep, job.change.json, ctx);
+    }
+    Ok(rep)
 }
 
 /// A connect-phase failure becomes an early report (so `--json` still
 /// prints one object).
-fn early_failure(f: Failure, early: &dyn Fn(Step, ApplyError) -> CmdResult) -> CmdResult {
+fn early_failure(
+    f: Failure,
+    early: &dyn Fn(Step, ApplyError) -> Result<ApplyReport, Failure>,
+) -> Result<ApplyReport, Failure> {
     use crate::cli::render::CliError;
     let error = match *f.error {
         CliError::Transport(t) => ApplyError::Connect(t),

@@ -11,6 +11,9 @@ use crate::cli::settings::Settings;
 use crate::cli::CmdResult;
 
 pub fn run(args: BackupsArgs) -> CmdResult {
+    if args.target.hosts.is_some() {
+        return crate::cli::fleet::backups(args);
+    }
     let settings = Settings::resolve(&args.target, None).map_err(Failure::usage)?;
     let path = settings.config_path().map_err(Failure::usage)?;
     crate::cli::runtime()?.block_on(async {

@@ -104,6 +104,7 @@ mod sandbox {
                 op_timeout: Duration::from_secs(10),
                 keepalive: swapcfg::limits::KEEPALIVE,
             },
+            jumps: Vec::new(),
             mode: Mode::Sftp,
             config_path: Some(config_path.clone()),
             restart: Restart::Command(restart),

@@ -12,6 +12,9 @@ use crate::cli::settings::Settings;
 use crate::cli::CmdResult;
 
 pub fn run(args: HealthArgs, ctx: &mut HintContext) -> CmdResult {
+    if args.target.hosts.is_some() {
+        return crate::cli::fleet::health(args);
+    }
     let settings = Settings::resolve(&args.target, Some(&args.service)).map_err(Failure::usage)?;
     ctx.api_key_env = settings.health.api_key.as_ref().map(|k| k.env.clone());
     let mut hc = settings.health_check(None).ok_or_else(|| {
