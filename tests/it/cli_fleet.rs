@@ -412,6 +412,11 @@ async fn health_and_backups_on_many_hosts() {
             "--json",
             "--health-attempts",
             "1",
+            // The stand-in does not follow the file: no reload to prove,
+            // and it lists its own models.
+            "--reload",
+            "restart",
+            "--no-verify-models",
         ])
         .await;
     assert_eq!(out.status.code(), Some(0), "{:?}", lines(&out));
