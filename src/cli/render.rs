@@ -290,7 +290,10 @@ fn warning(w: &Warning) -> String {
 /// * `old_sha256`, `new_sha256`: hex sha256 of the remote and new bytes.
 /// * `pruned_backups`: backups deleted by `--keep-backups`.
 /// * `warnings`: things that did not stop the apply.
-/// * `timings_ms`: milliseconds per step, in the order they ran.
+/// * `timings_ms`: milliseconds per step, in the order they ran. `backup`
+///   and `write` overlap (the upload runs beside the backup): both count
+///   from the same start, `write` until the rename, so they are not to be
+///   added up.
 #[derive(Debug, serde::Serialize)]
 pub struct ApplyJson {
     pub ok: bool,

@@ -21,6 +21,7 @@ mod fault_matrix;
 mod nonregular;
 mod pipeline_mock;
 mod remote_ops;
+mod round_trips;
 mod shell_mode;
 mod signals;
 mod transport_inprocess;

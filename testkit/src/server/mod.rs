@@ -274,6 +274,7 @@ pub struct TestServerBuilder {
     shell: ShellSpec,
     scripts: HashMap<String, ScriptedExec>,
     faults: FaultPlan,
+    round_trip: Duration,
 }
 
 impl Default for TestServerBuilder {
@@ -298,7 +299,17 @@ impl TestServerBuilder {
             shell: ShellSpec::default(),
             scripts: HashMap::new(),
             faults: FaultPlan::default(),
+            round_trip: Duration::ZERO,
         }
+    }
+
+    /// Serve as if across a network with this round-trip time: every chunk
+    /// the server receives and every chunk it sends is held for half of it
+    /// (order kept). Faults that drop the connection still cut the real
+    /// socket.
+    pub fn round_trip(mut self, rtt: Duration) -> Self {
+        self.round_trip = rtt;
+        self
     }
 
     /// Accept this client key (may be called several times).
@@ -434,6 +445,7 @@ impl TestServerBuilder {
             config,
             shared.clone(),
             sockets.clone(),
+            self.round_trip / 2,
         ));
         Ok(TestServer {
             addr,
@@ -450,6 +462,7 @@ async fn accept_loop(
     config: Arc<russh::server::Config>,
     shared: Arc<Shared>,
     sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    one_way: Duration,
 ) {
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
@@ -474,8 +487,31 @@ async fn accept_loop(
         };
         let config = config.clone();
         tokio::spawn(async move {
-            if let Ok(running) = russh::server::run_stream(config, stream, handler).await {
-                let _ = running.await;
+            if one_way.is_zero() {
+                if let Ok(running) = russh::server::run_stream(config, stream, handler).await {
+                    let _ = running.await;
+                }
+            } else {
+                // The session runs on one end of an in-memory pipe; the
+                // other end is joined to the socket through two delays.
+                let (near, far) = tokio::io::duplex(256 * 1024);
+                let (sock_r, sock_w) = stream.into_split();
+                let (far_r, far_w) = tokio::io::split(far);
+                let link = async {
+                    tokio::join!(
+                        crate::proxy::delayed_copy(sock_r, far_w, one_way),
+                        crate::proxy::delayed_copy(far_r, sock_w, one_way)
+                    )
+                };
+                let session = async {
+                    if let Ok(running) = russh::server::run_stream(config, near, handler).await {
+                        let _ = running.await;
+                    }
+                };
+                tokio::select! {
+                    _ = link => {}
+                    () = session => {}
+                }
             }
             let _ = closed_tx.send(true);
         });
