@@ -93,15 +93,32 @@ impl<'s> SftpRemote<'s> {
         fut: impl std::future::Future<Output = Result<T, RemoteError>>,
     ) -> Result<T, RemoteError> {
         self.alive(op)?;
-        tokio::select! {
+        let r = tokio::select! {
             r = fut => r,
             () = self.session.closed() => {
                 self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
-                Err(RemoteError::Disconnected {
+                return Err(RemoteError::Disconnected {
                     op,
                     message: self.session.why_closed(),
+                });
+            }
+        };
+        match r {
+            // The SFTP stream ends with the connection, a moment before the
+            // session notices: say why the connection ended, when it did.
+            Err(RemoteError::Disconnected { op, message }) => {
+                let closed =
+                    tokio::time::timeout(Duration::from_millis(300), self.session.closed()).await;
+                Err(RemoteError::Disconnected {
+                    op,
+                    message: if closed.is_ok() {
+                        self.session.why_closed()
+                    } else {
+                        message
+                    },
                 })
             }
+            r => r,
         }
     }
 

@@ -21,7 +21,7 @@ use super::TransportError;
 
 /// The data of one channel as `AsyncRead + AsyncWrite`.
 pub struct ChannelIo {
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
     writer: Pin<Box<dyn AsyncWrite + Send + Sync>>,
@@ -63,14 +63,18 @@ pub(super) fn subsystem_stream(
 ) -> (ChannelIo, SubsystemReply) {
     let (mut read, write) = ch.split();
     let writer = Box::pin(write.make_writer());
-    let (dtx, drx) = mpsc::channel::<Vec<u8>>(64);
+    // Unbounded, so the connection's task never waits on this channel (it
+    // must keep reading the socket to notice the connection end): what
+    // arrives is the replies to this client's own requests, bounded by
+    // them and by the channel window.
+    let (dtx, drx) = mpsc::unbounded_channel::<Vec<u8>>();
     let (atx, arx) = oneshot::channel();
     let reader = tokio::spawn(async move {
         let mut atx = Some(atx);
         while let Some(msg) = read.wait().await {
             match msg {
                 // Data is handed on in the guard; only a gone reader stops.
-                ChannelMsg::Data { data } if dtx.send(data.to_vec()).await.is_err() => break,
+                ChannelMsg::Data { data } if dtx.send(data.to_vec()).is_err() => break,
                 ChannelMsg::Success => {
                     if let Some(a) = atx.take() {
                         let _ = a.send(true);
