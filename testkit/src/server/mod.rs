@@ -202,6 +202,100 @@ impl Default for ShellSpec {
     }
 }
 
+/// A channel's data as a stream whose incoming side is drained at once
+/// into an unbounded queue: the connection's task never waits for the
+/// (sequential) SFTP server, which may itself be waiting to send a reply.
+/// Without it, a client with many large requests and replies in flight
+/// can deadlock the two (the task stops reading the socket, keepalives
+/// go unanswered).
+struct Drained {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+    writer: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>,
+    _write_half: russh::ChannelWriteHalf<Msg>,
+    reader: JoinHandle<()>,
+}
+
+impl Drained {
+    fn new(channel: Channel<Msg>) -> Drained {
+        let (mut read, write) = channel.split();
+        let writer = Box::pin(write.make_writer());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some(msg) = read.wait().await {
+                match msg {
+                    // Data is queued in the guard; only a gone reader stops.
+                    russh::ChannelMsg::Data { data } if tx.send(data.to_vec()).is_err() => break,
+                    russh::ChannelMsg::Eof | russh::ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+        });
+        Drained {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            writer,
+            _write_half: write,
+            reader,
+        }
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl tokio::io::AsyncRead for Drained {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.pos >= this.buf.len() {
+            match std::task::ready!(this.rx.poll_recv(cx)) {
+                Some(v) => {
+                    this.buf = v;
+                    this.pos = 0;
+                }
+                None => return std::task::Poll::Ready(Ok(())),
+            }
+        }
+        let n = out.remaining().min(this.buf.len() - this.pos);
+        out.put_slice(&this.buf[this.pos..this.pos + n]);
+        this.pos += n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Drained {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writer.as_mut().poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.writer.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.writer.as_mut().poll_shutdown(cx)
+    }
+}
+
 /// Lock a mutex, recovering the data if a panicking test thread poisoned it.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -687,7 +781,7 @@ impl russh::server::Handler for Conn {
             {
                 session.channel_success(channel_id)?;
                 let handler = sftp::SftpHandler::new(self.shared.clone(), self.ctl.clone());
-                russh_sftp::server::run(channel.into_stream(), handler).await;
+                russh_sftp::server::run(Drained::new(channel), handler).await;
             }
             _ => session.channel_failure(channel_id)?,
         }
