@@ -517,20 +517,34 @@ async fn changing<R: RemoteOps, H: Hooks>(
         }};
     }
     let stop = &opts.stop;
-    let backup = match timed!(
-        Step::Backup,
-        stop.race(remote.backup(current, SystemTime::now())).await
-    ) {
+    // The backup and the upload of the new bytes run at the same time; the
+    // config is replaced (commit) only once the backup exists. Both steps'
+    // times count from this start (`write` includes the wait for `backup`).
+    hooks.step(Step::Backup);
+    let t = Instant::now();
+    let ((backup, backup_ms), staged) = tokio::join!(
+        async {
+            let b = stop.race(remote.backup(current, SystemTime::now())).await;
+            (b, ms(t.elapsed()))
+        },
+        remote.prepare_write(new, current, Some(old_sha))
+    );
+    rep.timings_ms.push((Step::Backup, backup_ms));
+    let backup = match backup {
         Some(Ok(b)) => b,
         Some(Err(e)) => {
+            if let Ok(s) = staged {
+                remote.discard_write(s).await;
+            }
             rep.step = Step::Backup;
             rep.error = Some(e.into());
             return;
         }
         None => {
-            // Stopped mid-backup: its temp file may be left. Requests on this
-            // session may be queued behind the interrupted upload, so clean
-            // up here only if that is quick, else over a fresh connection.
+            // Stopped mid-backup: its temp file (and the staged one) may be
+            // left. Requests on this session may be queued behind the
+            // interrupted upload, so clean up here only if that is quick,
+            // else over a fresh connection.
             let quick = tokio::time::timeout(Duration::from_secs(2), remote.clean_up(me)).await;
             if !matches!(quick, Ok(Ok(()))) && hooks.recover(me).await.is_none() {
                 rep.warnings.push(Warning::Unlock {
@@ -545,6 +559,9 @@ async fn changing<R: RemoteOps, H: Hooks>(
     };
     rep.backup_path = Some(backup.clone());
     if stop.requested() {
+        if let Ok(s) = staged {
+            remote.discard_write(s).await;
+        }
         rep.step = Step::Aborted;
         rep.error = Some(ApplyError::InterruptedBefore);
         return;
@@ -553,7 +570,12 @@ async fn changing<R: RemoteOps, H: Hooks>(
     // The write is never cut short: it is atomic and bounded by timeouts.
     hooks.before_write(new, false).await;
     stop.set_phase(Phase::Writing);
-    let written = timed!(Step::Write, remote.write(new, current, Some(old_sha)).await);
+    hooks.step(Step::Write);
+    let written = match staged {
+        Ok(s) => remote.commit_write(s, new, current, Some(old_sha)).await,
+        Err(e) => Err(e),
+    };
+    rep.timings_ms.push((Step::Write, ms(t.elapsed())));
     if let Err(e) = written {
         stop.set_phase(Phase::Untouched);
         if let RemoteError::Changed { found, .. } = &e {

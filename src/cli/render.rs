@@ -337,7 +337,10 @@ fn service_warning(w: &swapcfg::health::ServiceWarning) -> String {
 ///   `column` (1-based, in the new file), `path` (`$.models["m"].proxy`),
 ///   `message`. When `step` is `validate`, the errors here are why; `error`
 ///   then also quotes the first ones.
-/// * `timings_ms`: milliseconds per step, in the order they ran.
+/// * `timings_ms`: milliseconds per step, in the order they ran. `backup`
+///   and `write` overlap (the upload runs beside the backup): both count
+///   from the same start, `write` until the rename, so they are not to be
+///   added up.
 /// * `host_checks`: what the host checks found before anything was
 ///   written, in config order; each `{severity, check, target, flag, model,
 ///   line, column, message}`: `severity` is `warning` (`error` when

@@ -38,6 +38,13 @@ pub struct RemoteFile {
     pub owner: Option<(u32, u32)>,
 }
 
+/// A write begun by [`RemoteOps::prepare_write`], waiting for
+/// [`RemoteOps::commit_write`]. Empty for modes that stage nothing.
+#[derive(Debug, Default)]
+pub struct Staged {
+    pub(crate) sftp: Option<sftp::StagedWrite>,
+}
+
 /// How the lock was obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockTaken {
@@ -192,6 +199,34 @@ pub trait RemoteOps {
         like: &RemoteFile,
         expect: Option<&str>,
     ) -> Result<(), RemoteError>;
+    /// Stage a write of `content` so that it can run beside the backup:
+    /// whatever can be done before the config is replaced (SFTP: upload
+    /// and sync the temp file, hash the config again). Nothing at the
+    /// config path changes. Finish with [`RemoteOps::commit_write`] (same
+    /// arguments) or [`RemoteOps::discard_write`]. Default: stage nothing;
+    /// `commit_write` then does the whole [`RemoteOps::write`].
+    async fn prepare_write(
+        &self,
+        _content: &[u8],
+        _like: &RemoteFile,
+        _expect: Option<&str>,
+    ) -> Result<Staged, RemoteError> {
+        Ok(Staged::default())
+    }
+    /// Finish a staged write with the guarantees of [`RemoteOps::write`]
+    /// (the compare-and-swap against `expect` is checked right before the
+    /// rename).
+    async fn commit_write(
+        &self,
+        _staged: Staged,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<(), RemoteError> {
+        self.write(content, like, expect).await
+    }
+    /// Give up a staged write (its temp file is removed, best effort).
+    async fn discard_write(&self, _staged: Staged) {}
     /// Take the lock beside the config for `me`. A holder whose lease has
     /// expired at `now` (epoch seconds) is replaced; with `force`, any
     /// holder is. Otherwise [`RemoteError::Locked`] naming the holder.
@@ -413,6 +448,26 @@ impl RemoteOps for AnyRemote<'_> {
         expect: Option<&str>,
     ) -> Result<(), RemoteError> {
         dispatch!(self, r => r.write(content, like, expect).await)
+    }
+    async fn prepare_write(
+        &self,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<Staged, RemoteError> {
+        dispatch!(self, r => r.prepare_write(content, like, expect).await)
+    }
+    async fn commit_write(
+        &self,
+        staged: Staged,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<(), RemoteError> {
+        dispatch!(self, r => r.commit_write(staged, content, like, expect).await)
+    }
+    async fn discard_write(&self, staged: Staged) {
+        dispatch!(self, r => r.discard_write(staged).await)
     }
     async fn lock(&self, me: &LockInfo, now: u64, force: bool) -> Result<LockTaken, RemoteError> {
         dispatch!(self, r => r.lock(me, now, force).await)

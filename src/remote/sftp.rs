@@ -29,7 +29,10 @@ const FSYNC: &str = "fsync@openssh.com";
 /// SFTP implementation of [`super::RemoteOps`] for one config path.
 pub struct SftpRemote<'s> {
     session: &'s Session,
-    sftp: RawSftpSession,
+    sftp: std::sync::Arc<RawSftpSession>,
+    /// The config's attributes, asked for together with the SFTP init;
+    /// used (once) by the first read instead of a round trip of its own.
+    first_stat: std::sync::Mutex<Option<FileAttributes>>,
     path: String,
     opts: RemoteOptions,
     posix_rename: bool,
@@ -41,23 +44,30 @@ pub struct SftpRemote<'s> {
 
 impl<'s> SftpRemote<'s> {
     /// Open the SFTP subsystem on `session` and negotiate extensions.
+    ///
+    /// Round trips: the SFTP channel and a spare channel for the restart
+    /// open side by side (1); the subsystem request, INIT and a stat of the
+    /// config go out together (1).
     pub async fn open(
         session: &'s Session,
         config_path: &str,
         opts: RemoteOptions,
     ) -> Result<SftpRemote<'s>, RemoteError> {
-        let channel = session.open_sftp_channel().await?;
-        let sftp = RawSftpSession::new(channel.into_stream());
+        let (stream, ()) = tokio::join!(session.open_sftp_stream(), session.open_spare_channel());
+        let (io, reply) = stream?;
+        let sftp = RawSftpSession::new(io);
         sftp.set_timeout(session.op_timeout().as_secs().max(1));
-        let version = sftp
-            .init()
-            .await
-            .map_err(|e| map_err("sftp init", config_path, session.op_timeout(), e))?;
+        let (version, stat, accepted) =
+            tokio::join!(sftp.init(), sftp.stat(config_path), reply.accepted());
+        accepted?;
+        let version =
+            version.map_err(|e| map_err("sftp init", config_path, session.op_timeout(), e))?;
         Ok(SftpRemote {
             session,
             posix_rename: version.extensions.contains_key(POSIX_RENAME),
             fsync: version.extensions.contains_key(FSYNC),
-            sftp,
+            sftp: std::sync::Arc::new(sftp),
+            first_stat: std::sync::Mutex::new(stat.ok().map(|a| a.attrs)),
             path: config_path.to_string(),
             opts,
             lost: Default::default(),
@@ -83,15 +93,32 @@ impl<'s> SftpRemote<'s> {
         fut: impl std::future::Future<Output = Result<T, RemoteError>>,
     ) -> Result<T, RemoteError> {
         self.alive(op)?;
-        tokio::select! {
+        let r = tokio::select! {
             r = fut => r,
             () = self.session.closed() => {
                 self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
-                Err(RemoteError::Disconnected {
+                return Err(RemoteError::Disconnected {
                     op,
                     message: self.session.why_closed(),
+                });
+            }
+        };
+        match r {
+            // The SFTP stream ends with the connection, a moment before the
+            // session notices: say why the connection ended, when it did.
+            Err(RemoteError::Disconnected { op, message }) => {
+                let closed =
+                    tokio::time::timeout(Duration::from_millis(300), self.session.closed()).await;
+                Err(RemoteError::Disconnected {
+                    op,
+                    message: if closed.is_ok() {
+                        self.session.why_closed()
+                    } else {
+                        message
+                    },
                 })
             }
+            r => r,
         }
     }
 
@@ -111,29 +138,54 @@ impl<'s> SftpRemote<'s> {
     /// The file is stat'ed first and opened only if it is a regular file
     /// (opening a FIFO would block the server; a device would never end).
     async fn read_file(&self, path: &str) -> Result<RemoteFile, RemoteError> {
-        let attrs = self
-            .sftp
-            .stat(path)
-            .await
-            .map_err(|e| self.err("read", path, e))?
-            .attrs;
+        let first = if path == self.path {
+            self.first_stat.lock().ok().and_then(|mut s| s.take())
+        } else {
+            None
+        };
+        let attrs = match first {
+            Some(a) => a,
+            None => {
+                self.sftp
+                    .stat(path)
+                    .await
+                    .map_err(|e| self.err("read", path, e))?
+                    .attrs
+            }
+        };
         regular(path, &attrs)?;
+        let bytes = self.read_regular(path, attrs.size.unwrap_or(0)).await?;
+        Ok(RemoteFile {
+            bytes,
+            mode: attrs.permissions.map(|m| m & 0o7777),
+            owner: attrs.uid.zip(attrs.gid),
+        })
+    }
+
+    /// Open `path` (already known to be a regular file of about `size`
+    /// bytes) and read it: two round trips; the close is not waited for.
+    async fn read_regular(&self, path: &str, size: u64) -> Result<Vec<u8>, RemoteError> {
         let handle = self
             .sftp
             .open(path, OpenFlags::READ, FileAttributes::empty())
             .await
             .map_err(|e| self.err("read", path, e))?
             .handle;
-        let result = self
-            .read_handle(path, &handle, attrs.size.unwrap_or(0))
-            .await;
-        let _ = self.sftp.close(handle).await;
-        let bytes = result?;
-        Ok(RemoteFile {
-            bytes,
-            mode: attrs.permissions.map(|m| m & 0o7777),
-            owner: attrs.uid.zip(attrs.gid),
-        })
+        let result = self.read_handle(path, &handle, size).await;
+        self.close_later(handle);
+        result
+    }
+
+    /// Close a read handle without waiting for the reply (nothing depends
+    /// on it; a failure changes nothing on the host).
+    fn close_later(&self, handle: String) {
+        if self.alive("close").is_err() {
+            return;
+        }
+        let sftp = self.sftp.clone();
+        tokio::spawn(async move {
+            let _ = sftp.close(handle).await;
+        });
     }
 
     async fn read_handle(
@@ -239,13 +291,17 @@ impl<'s> SftpRemote<'s> {
             .await
             .map_err(|e| self.err(op, path, e))?
             .handle;
-        let result = self.fill(op, path, &handle, content, mode, owner).await;
+        // The close travels right behind the writes, fsync, mode change
+        // and fstat: one round trip for all of them.
+        let (result, closed) = tokio::join!(
+            self.fill(op, path, &handle, content, mode, owner),
+            self.sftp.close(handle.clone())
+        );
         if self.alive(op).is_err() {
             // Nothing more can be sent; `clean_up` over a new connection
             // removes the temp file.
             return result;
         }
-        let closed = self.sftp.close(handle).await;
         let result = result.and(closed.map(|_| ()).map_err(|e| self.err(op, path, e)));
         if result.is_err() {
             self.remove_quietly(path).await;
@@ -330,11 +386,12 @@ impl<'s> SftpRemote<'s> {
                         ),
                     });
                 }
-                // A backup owned by us instead: readable by nobody else.
+                // A backup owned by us instead: readable by nobody else
+                // (by path: the handle is closed right behind the fstat).
                 let mut a = FileAttributes::empty();
                 a.permissions = Some(mode.unwrap_or(0o600) & 0o700);
                 self.sftp
-                    .fsetstat(handle, a)
+                    .setstat(path, a)
                     .await
                     .map_err(|e| self.err(op, path, e))?;
             }
@@ -487,16 +544,37 @@ impl<'s> SftpRemote<'s> {
                 }
             }
         };
-        let data = self
-            .read_range(lock, &handle, 0, super::names::MAX_LOCK_RECORD + 1)
-            .await;
-        let _ = self.sftp.close(handle).await;
+        // The record's size comes with the first read (fstat right behind
+        // it): a record read whole needs no second read to meet EOF.
+        let want = super::names::MAX_LOCK_RECORD + 1;
+        let (first, size) = tokio::join!(
+            self.sftp.read(handle.as_str(), 0, want as u32),
+            self.sftp.fstat(handle.as_str())
+        );
+        let data = match (first, size.ok().and_then(|a| a.attrs.size)) {
+            (Ok(d), Some(size)) if d.data.len() as u64 >= size => {
+                Ok(d.data[..d.data.len().min(want)].to_vec())
+            }
+            (Err(SftpError::Status(s)), _) if s.status_code == StatusCode::Eof => Ok(Vec::new()),
+            _ => self.read_range(lock, &handle, 0, want).await,
+        };
+        self.close_later(handle);
         Ok(super::LockInfo::parse(&data?))
     }
 
     fn backup_prefix(&self) -> String {
         format!("{}.bak-", file_name(&self.path))
     }
+}
+
+/// A write staged by `prepare_write`: the complete temp file beside the
+/// real config file, and the config's (size, mtime, mode) when it was
+/// hashed.
+#[derive(Debug)]
+pub struct StagedWrite {
+    tmp: String,
+    real: String,
+    before: (Option<u64>, Option<u32>, Option<u32>),
 }
 
 /// Refuse anything but a regular file, naming what it is.
@@ -577,8 +655,10 @@ fn map_err(op: &'static str, path: &str, timeout: Duration, e: SftpError) -> Rem
         },
         SftpError::Timeout => RemoteError::Timeout { op, after: timeout },
         SftpError::IO(m) => RemoteError::Disconnected { op, message: m },
-        // russh-sftp reports a closed channel only as text in this variant.
-        SftpError::UnexpectedBehavior(m) if m.contains("closed") => {
+        // russh-sftp reports a closed channel only as text in this variant
+        // ("session closed"; "sender dropped" when the stream ended with
+        // requests pending).
+        SftpError::UnexpectedBehavior(m) if m.contains("closed") || m.contains("sender dropped") => {
             RemoteError::Disconnected { op, message: m }
         }
         other => RemoteError::Failed {
@@ -643,6 +723,20 @@ impl SftpRemote<'_> {
         like: &RemoteFile,
         expect: Option<&str>,
     ) -> Result<(), RemoteError> {
+        let staged = self.op_prepare(content, like, expect).await?;
+        self.op_commit(staged, expect).await
+    }
+
+    /// Stage a write: resolve the config (1 round trip), then upload the
+    /// temp file (open; writes + fsync + mode + fstat + close: 2) while the
+    /// config is read again and hashed for the compare-and-swap (open;
+    /// reads: 2, at the same time). Nothing is replaced yet.
+    async fn op_prepare(
+        &self,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<StagedWrite, RemoteError> {
         if !self.posix_rename {
             return Err(RemoteError::Unsupported {
                 op: "write",
@@ -659,39 +753,58 @@ impl SftpRemote<'_> {
             (attrs.uid.is_some() || attrs.gid.is_some()).then_some((attrs.uid, attrs.gid))
         });
         let tmp = self.temp_beside(&real);
-        // Upload the temp file and hash the target at the same time; then,
-        // right before the rename, one stat proves the target is still the
-        // file that was hashed (same size, mtime and mode).
-        let (created, now) = tokio::join!(
+        // The attributes `resolve` saw are the "before" of the compare: the
+        // stat right before the rename must find the same, proving the file
+        // was not changed after the bytes hashed here.
+        let before = (attrs.size, attrs.mtime, attrs.permissions);
+        let (created, hashed) = tokio::join!(
             self.create_exclusive("write", &tmp, content, mode, owner),
             async {
                 match expect {
                     Some(_) => Some(
-                        async {
-                            let before = self.stat_of(&real).await?;
-                            let file = self.read_file(&real).await?;
-                            Ok::<_, RemoteError>((before, file))
-                        }
-                        .await,
+                        self.read_regular(&real, attrs.size.unwrap_or(0))
+                            .await
+                            .map(|b| sha256_hex(&b)),
                     ),
                     None => None,
                 }
             }
         );
         if let Err(e) = created {
-            if now.is_some() {
+            if hashed.is_some() {
                 self.remove_quietly(&tmp).await;
             }
             return Err(e);
         }
-        if let (Some(expected), Some(now)) = (expect, now) {
-            let (before, found) = match now {
-                Ok((before, f)) => (before, sha256_hex(&f.bytes)),
-                Err(e) => {
-                    self.remove_quietly(&tmp).await;
-                    return Err(e);
-                }
-            };
+        let found = match hashed.transpose() {
+            Ok(found) => found,
+            Err(e) => {
+                self.remove_quietly(&tmp).await;
+                return Err(e);
+            }
+        };
+        if let (Some(expected), Some(found)) = (expect, &found) {
+            if !found.eq_ignore_ascii_case(expected) {
+                self.remove_quietly(&tmp).await;
+                return Err(RemoteError::Changed {
+                    path: self.path.clone(),
+                    expected: expected.to_string(),
+                    found: found.clone(),
+                });
+            }
+        }
+        Ok(StagedWrite { tmp, real, before })
+    }
+
+    /// Finish a staged write: one stat proves the config is still the file
+    /// hashed (1 round trip), then `posix-rename` (1).
+    async fn op_commit(
+        &self,
+        staged: StagedWrite,
+        expect: Option<&str>,
+    ) -> Result<(), RemoteError> {
+        let StagedWrite { tmp, real, before } = staged;
+        if let Some(expected) = expect {
             let unchanged = match self.stat_of(&real).await {
                 Ok(after) => after == before,
                 Err(e) => {
@@ -699,22 +812,22 @@ impl SftpRemote<'_> {
                     return Err(e);
                 }
             };
-            let found = if unchanged {
-                found
-            } else {
-                // Changed after it was hashed: say so, with what is there now.
-                self.read_file(&real)
+            if !unchanged {
+                // Changed after it was hashed: only the same bytes may be
+                // replaced; say what is there now.
+                let found = self
+                    .read_file(&real)
                     .await
                     .map(|f| sha256_hex(&f.bytes))
-                    .unwrap_or_else(|_| "(unreadable)".into())
-            };
-            if !found.eq_ignore_ascii_case(expected) {
-                self.remove_quietly(&tmp).await;
-                return Err(RemoteError::Changed {
-                    path: self.path.clone(),
-                    expected: expected.to_string(),
-                    found,
-                });
+                    .unwrap_or_else(|_| "(unreadable)".into());
+                if !found.eq_ignore_ascii_case(expected) {
+                    self.remove_quietly(&tmp).await;
+                    return Err(RemoteError::Changed {
+                        path: self.path.clone(),
+                        expected: expected.to_string(),
+                        found,
+                    });
+                }
             }
         }
         let renamed = self.posix_rename(&tmp, &real).await;
@@ -865,6 +978,36 @@ impl super::RemoteOps for SftpRemote<'_> {
     ) -> Result<(), RemoteError> {
         self.guard("write", self.op_write(content, like, expect))
             .await
+    }
+
+    async fn prepare_write(
+        &self,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<super::Staged, RemoteError> {
+        self.guard("write", self.op_prepare(content, like, expect))
+            .await
+            .map(|w| super::Staged { sftp: Some(w) })
+    }
+
+    async fn commit_write(
+        &self,
+        staged: super::Staged,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<(), RemoteError> {
+        match staged.sftp {
+            Some(w) => self.guard("write", self.op_commit(w, expect)).await,
+            None => self.write(content, like, expect).await,
+        }
+    }
+
+    async fn discard_write(&self, staged: super::Staged) {
+        if let Some(w) = staged.sftp {
+            self.remove_quietly(&w.tmp).await;
+        }
     }
 
     async fn lock(

@@ -113,10 +113,9 @@ pub(super) async fn authenticate(
     let mut methods = String::from("unknown");
     let mut unusable: Option<(String, KeyError)> = None;
     let mut agent_offered = 0usize;
-    let rsa_hash = match handle.best_supported_rsa_hash().await {
-        Ok(Some(h)) => h,           // server-sig-algs told us (None = only ssh-rsa)
-        _ => Some(HashAlg::Sha256), // no ext-info: modern default
-    };
+    // Asked only when an RSA key is offered: it waits for the server's
+    // EXT_INFO, a round trip after the key exchange.
+    let mut rsa_hash: Option<Option<HashAlg>> = None;
     let note = |r: &client::AuthResult, methods: &mut String| {
         if let client::AuthResult::Failure {
             remaining_methods, ..
@@ -146,11 +145,7 @@ pub(super) async fn authenticate(
                     let russh::keys::agent::AgentIdentity::PublicKey { key, comment } = id else {
                         continue;
                     };
-                    let hash = if key.algorithm().is_rsa() {
-                        rsa_hash
-                    } else {
-                        None
-                    };
+                    let hash = rsa_hash_for(handle, &mut rsa_hash, key.algorithm().is_rsa()).await;
                     tried.push(format!("agent key {comment}"));
                     agent_offered += 1;
                     match handle
@@ -187,11 +182,7 @@ pub(super) async fn authenticate(
         });
     }
     for (name, key) in keys {
-        let hash = if key.algorithm().is_rsa() {
-            rsa_hash
-        } else {
-            None
-        };
+        let hash = rsa_hash_for(handle, &mut rsa_hash, key.algorithm().is_rsa()).await;
         tried.push(name);
         let r = handle
             .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
@@ -211,6 +202,27 @@ pub(super) async fn authenticate(
         tried: tried.join(", "),
         methods,
     })
+}
+
+/// The signature hash for an RSA key (`None` for other keys): what the
+/// server's `server-sig-algs` allows, asked once.
+async fn rsa_hash_for(
+    handle: &Handle<ClientHandler>,
+    cache: &mut Option<Option<HashAlg>>,
+    is_rsa: bool,
+) -> Option<HashAlg> {
+    if !is_rsa {
+        return None;
+    }
+    if let Some(h) = cache {
+        return *h;
+    }
+    let h = match handle.best_supported_rsa_hash().await {
+        Ok(Some(h)) => h,           // server-sig-algs told us (None = only ssh-rsa)
+        _ => Some(HashAlg::Sha256), // no ext-info: modern default
+    };
+    *cache = Some(h);
+    h
 }
 
 #[cfg(test)]

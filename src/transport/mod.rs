@@ -20,6 +20,7 @@
 //! the network is bounded by a timeout.
 
 pub mod auth;
+pub mod channel_io;
 mod error;
 mod handler;
 mod jump;

@@ -22,6 +22,9 @@ pub struct Session {
     cancel: Mutex<Option<crate::stop::Stop>>,
     /// The jump hosts this connection rides on (kept open while it lives).
     via: Vec<Session>,
+    /// A session channel opened ahead of time (beside the SFTP channel), so
+    /// the next command does not wait a round trip for its channel.
+    spare: Mutex<Option<russh::Channel<client::Msg>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -158,6 +161,7 @@ impl Session {
             started: std::time::Instant::now(),
             cancel: Mutex::new(None),
             via: Vec::new(),
+            spare: Mutex::new(None),
         })
     }
 
@@ -191,11 +195,7 @@ impl Session {
         max_output: usize,
     ) -> Result<ExecOutput, TransportError> {
         let run = async {
-            let ch = self
-                .handle
-                .channel_open_session()
-                .await
-                .map_err(|e| self.lost("exec", e))?;
+            let ch = self.channel().await?;
             ch.exec(true, command)
                 .await
                 .map_err(|e| self.lost("exec", e))?;
@@ -258,11 +258,7 @@ impl Session {
         );
         let pgid = Mutex::new(None::<u32>);
         let run = async {
-            let ch = self
-                .handle
-                .channel_open_session()
-                .await
-                .map_err(|e| self.lost("exec", e))?;
+            let ch = self.channel().await?;
             ch.exec(true, wrapped.as_str())
                 .await
                 .map_err(|e| self.lost("exec", e))?;
@@ -388,6 +384,71 @@ impl Session {
                 target: self.label.clone(),
                 op: "exec".into(),
                 message: self.why_closed(),
+            }),
+        }
+    }
+
+    /// Open a session channel now and keep it for the next command
+    /// ([`Session::exec`], [`Session::exec_group`]): run beside other work,
+    /// it takes the channel's round trip off the command's path. Best
+    /// effort: on failure the command opens its own channel.
+    pub async fn open_spare_channel(&self) {
+        if let Ok(Ok(ch)) =
+            tokio::time::timeout(self.op_timeout, self.handle.channel_open_session()).await
+        {
+            if let Ok(mut spare) = self.spare.lock() {
+                *spare = Some(ch);
+            }
+        }
+    }
+
+    /// The spare channel if there is one, else a newly opened one.
+    async fn channel(&self) -> Result<russh::Channel<client::Msg>, TransportError> {
+        let spare = self.spare.lock().ok().and_then(|mut s| s.take());
+        match spare {
+            Some(ch) => Ok(ch),
+            None => self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| self.lost("exec", e)),
+        }
+    }
+
+    /// Open a channel and request the `sftp` subsystem without waiting for
+    /// the host's reply: the SFTP client's first requests (INIT, and any
+    /// behind it) travel right behind the request, saving a round trip.
+    /// The reply comes separately; a refusal ends the stream.
+    pub async fn open_sftp_stream(
+        &self,
+    ) -> Result<
+        (
+            super::channel_io::ChannelIo,
+            super::channel_io::SubsystemReply,
+        ),
+        TransportError,
+    > {
+        let open = async {
+            let ch = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| self.lost("sftp", e))?;
+            ch.request_subsystem(true, "sftp")
+                .await
+                .map_err(|e| self.lost("sftp", e))?;
+            Ok(super::channel_io::subsystem_stream(
+                ch,
+                self.label.clone(),
+                self.op_timeout,
+            ))
+        };
+        match tokio::time::timeout(self.op_timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout {
+                target: self.label.clone(),
+                op: "opening the SFTP subsystem".into(),
+                secs: self.op_timeout.as_secs(),
             }),
         }
     }

@@ -183,3 +183,40 @@ async fn direction(
     };
     tokio::join!(reader, writer);
 }
+
+/// Copy `from` → `to`, holding every chunk for `delay` after it was read
+/// (a queue keeps the order; chunks read meanwhile are not held back
+/// further): one direction of a link with that latency. Ends when `from`
+/// ends (then `to` is shut down) or `to` fails.
+pub async fn delayed_copy<R, W>(mut from: R, mut to: W, delay: Duration)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = async move {
+        while let Some((at, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if tx
+                .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    tokio::join!(reader, writer);
+}

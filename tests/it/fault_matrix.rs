@@ -104,8 +104,38 @@ fn assert_state(c: &Case, v: &serde_json::Value, state: &str) {
 
 #[tokio::test]
 async fn connection_dropped_mid_transfer_of_the_config_leaves_the_old_bytes() {
-    // Write #1 is the lock record, #2..#49 the backup, #50.. the new config.
+    // Write #1 is the lock record; the backup's and the new config's
+    // writes (#2..) travel side by side, so write #70 is mid-transfer.
     let c = case(FaultPlan::one(Op::Write, 70, FaultAction::Drop)).await;
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    // Which upload the cut lands in depends on how the two interleave;
+    // either way nothing was replaced.
+    assert_state(&c, &v, "old");
+    assert_eq!(
+        c.leftovers(),
+        Vec::<String>::new(),
+        "temp files and lock cleaned over a fresh connection"
+    );
+    if v["step"].as_str() == Some("backup") {
+        assert_eq!(out.status.code(), Some(6), "{v}");
+        assert!(
+            c.backups().is_empty(),
+            "a cut backup never gets a backup's name"
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(7), "{v}");
+        let err = v["error"].as_str().unwrap_or("");
+        assert!(err.contains("intact") && err.contains("read back"), "{err}");
+        assert_eq!(c.backups().len(), 1, "the backup made before the cut stays");
+    }
+}
+
+#[tokio::test]
+async fn connection_dropped_at_the_commit_leaves_the_old_bytes() {
+    // Rename #1 is the backup's; #2 the commit's posix-rename: the
+    // connection drops before it is done.
+    let c = case(FaultPlan::one(Op::Rename, 2, FaultAction::Drop)).await;
     let out = output(c.apply(&[])).await;
     let v = json_of(&out);
     assert_eq!(out.status.code(), Some(7), "{v}");

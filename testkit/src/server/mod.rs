@@ -227,6 +227,100 @@ impl Default for ShellSpec {
     }
 }
 
+/// A channel's data as a stream whose incoming side is drained at once
+/// into an unbounded queue: the connection's task never waits for the
+/// (sequential) SFTP server, which may itself be waiting to send a reply.
+/// Without it, a client with many large requests and replies in flight
+/// can deadlock the two (the task stops reading the socket, keepalives
+/// go unanswered).
+struct Drained {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+    writer: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>,
+    _write_half: russh::ChannelWriteHalf<Msg>,
+    reader: JoinHandle<()>,
+}
+
+impl Drained {
+    fn new(channel: Channel<Msg>) -> Drained {
+        let (mut read, write) = channel.split();
+        let writer = Box::pin(write.make_writer());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some(msg) = read.wait().await {
+                match msg {
+                    // Data is queued in the guard; only a gone reader stops.
+                    russh::ChannelMsg::Data { data } if tx.send(data.to_vec()).is_err() => break,
+                    russh::ChannelMsg::Eof | russh::ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+        });
+        Drained {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            writer,
+            _write_half: write,
+            reader,
+        }
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl tokio::io::AsyncRead for Drained {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.pos >= this.buf.len() {
+            match std::task::ready!(this.rx.poll_recv(cx)) {
+                Some(v) => {
+                    this.buf = v;
+                    this.pos = 0;
+                }
+                None => return std::task::Poll::Ready(Ok(())),
+            }
+        }
+        let n = out.remaining().min(this.buf.len() - this.pos);
+        out.put_slice(&this.buf[this.pos..this.pos + n]);
+        this.pos += n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Drained {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writer.as_mut().poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.writer.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.writer.as_mut().poll_shutdown(cx)
+    }
+}
+
 /// Lock a mutex, recovering the data if a panicking test thread poisoned it.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -299,6 +393,7 @@ pub struct TestServerBuilder {
     shell: ShellSpec,
     scripts: HashMap<String, ScriptedExec>,
     faults: FaultPlan,
+    round_trip: Duration,
 }
 
 impl Default for TestServerBuilder {
@@ -323,7 +418,17 @@ impl TestServerBuilder {
             shell: ShellSpec::default(),
             scripts: HashMap::new(),
             faults: FaultPlan::default(),
+            round_trip: Duration::ZERO,
         }
+    }
+
+    /// Serve as if across a network with this round-trip time: every chunk
+    /// the server receives and every chunk it sends is held for half of it
+    /// (order kept). Faults that drop the connection still cut the real
+    /// socket.
+    pub fn round_trip(mut self, rtt: Duration) -> Self {
+        self.round_trip = rtt;
+        self
     }
 
     /// Accept this client key (may be called several times).
@@ -459,6 +564,7 @@ impl TestServerBuilder {
             config,
             shared.clone(),
             sockets.clone(),
+            self.round_trip / 2,
         ));
         Ok(TestServer {
             addr,
@@ -475,6 +581,7 @@ async fn accept_loop(
     config: Arc<russh::server::Config>,
     shared: Arc<Shared>,
     sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    one_way: Duration,
 ) {
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
@@ -499,8 +606,31 @@ async fn accept_loop(
         };
         let config = config.clone();
         tokio::spawn(async move {
-            if let Ok(running) = russh::server::run_stream(config, stream, handler).await {
-                let _ = running.await;
+            if one_way.is_zero() {
+                if let Ok(running) = russh::server::run_stream(config, stream, handler).await {
+                    let _ = running.await;
+                }
+            } else {
+                // The session runs on one end of an in-memory pipe; the
+                // other end is joined to the socket through two delays.
+                let (near, far) = tokio::io::duplex(256 * 1024);
+                let (sock_r, sock_w) = stream.into_split();
+                let (far_r, far_w) = tokio::io::split(far);
+                let link = async {
+                    tokio::join!(
+                        crate::proxy::delayed_copy(sock_r, far_w, one_way),
+                        crate::proxy::delayed_copy(far_r, sock_w, one_way)
+                    )
+                };
+                let session = async {
+                    if let Ok(running) = russh::server::run_stream(config, near, handler).await {
+                        let _ = running.await;
+                    }
+                };
+                tokio::select! {
+                    _ = link => {}
+                    () = session => {}
+                }
             }
             let _ = closed_tx.send(true);
         });
@@ -676,7 +806,7 @@ impl russh::server::Handler for Conn {
             {
                 session.channel_success(channel_id)?;
                 let handler = sftp::SftpHandler::new(self.shared.clone(), self.ctl.clone());
-                russh_sftp::server::run(channel.into_stream(), handler).await;
+                russh_sftp::server::run(Drained::new(channel), handler).await;
             }
             _ => session.channel_failure(channel_id)?,
         }
