@@ -425,33 +425,8 @@ pub fn get(args: GetArgs) -> CmdResult {
         }
         steps
     });
-    let failed: Vec<&str> = steps
-        .iter()
-        .filter(|(_, s)| s.is_some())
-        .map(|(n, _)| n.as_str())
-        .collect();
-    let code = fleet_code(&steps.iter().map(|(_, s)| *s).collect::<Vec<_>>());
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"summary": {
-                "hosts": steps.len(), "ok": steps.len() - failed.len(),
-                "failed": failed.len(), "failed_hosts": failed, "exit": code,
-            }})
-        );
-    } else {
-        eprintln!(
-            "{} hosts: {} written to {}, {} failed",
-            steps.len(),
-            steps.len() - failed.len(),
-            render::term(&dir.display().to_string()),
-            failed.len()
-        );
-    }
-    Ok(match code {
-        0 => Outcome::Success,
-        _ => Outcome::At(step_for_code(code)),
-    })
+    let what = format!("written to {}", render::term(&dir.display().to_string()));
+    Ok(summarize(&steps, json, &what))
 }
 
 /// `status --hosts …`: per host, the remote config against its local file
@@ -700,6 +675,12 @@ where
         }
         steps
     });
+    Ok(summarize(&steps, json, "ok"))
+}
+
+/// The closing summary of a per-host loop (`get`, `backups`): a JSON
+/// object or one line, and the outcome of the earliest failing step.
+fn summarize(steps: &[(String, Option<Step>)], json: bool, ok_word: &str) -> Outcome {
     let failed: Vec<&str> = steps
         .iter()
         .filter(|(_, s)| s.is_some())
@@ -714,16 +695,16 @@ where
         );
     } else {
         eprintln!(
-            "{} hosts: {} ok, {} failed",
+            "{} hosts: {} {ok_word}, {} failed",
             steps.len(),
             steps.len() - failed.len(),
             failed.len()
         );
     }
-    Ok(match code {
+    match code {
         0 => Outcome::Success,
         c => Outcome::At(step_for_code(c)),
-    })
+    }
 }
 
 /// `health --hosts …`: every host's llama-swap health (no SSH).
