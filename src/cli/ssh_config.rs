@@ -30,7 +30,8 @@
 //! regular files only, at most [`MAX_SSH_CONFIG`] bytes, at most
 //! [`MAX_FILES`] files, nesting at most [`MAX_DEPTH`]); `Match` blocks are
 //! refused (ssh2-config does not know them and would apply their lines to
-//! the block before); `%h`, `%d`, `%u`, `%r`, `%%` are expanded in
+//! the block before; the implicit `~/.ssh/config` with one is skipped with
+//! a warning, so one unrelated `Match` does not stop every command); `%h`, `%d`, `%u`, `%r`, `%%` are expanded in
 //! `HostName`, `IdentityFile` and `UserKnownHostsFile`.
 
 use std::io::BufRead;
@@ -140,6 +141,21 @@ struct PreRead<'a> {
     home: Option<&'a Path>,
     files: usize,
     stack: Vec<PathBuf>,
+    /// The first `Match` line seen (file, line).
+    first_match: Option<(PathBuf, usize)>,
+}
+
+/// A `Match` block, which ssh2-config would apply to the wrong host.
+struct MatchAt(PathBuf, usize);
+
+impl MatchAt {
+    fn refusal(&self) -> String {
+        format!(
+            "ssh config {}:{}: `Match` blocks are not supported; move the host's settings into a `Host` block, or pass --ssh-config none (or another file)",
+            self.0.display(),
+            self.1
+        )
+    }
 }
 
 impl PreRead<'_> {
@@ -152,11 +168,9 @@ impl PreRead<'_> {
             };
             match key.as_str() {
                 "match" => {
-                    return Err(format!(
-                        "ssh config {}:{}: `Match` blocks are not supported; move the host's settings into a `Host` block, or pass --ssh-config none (or another file)",
-                        path.display(),
-                        n + 1
-                    ))
+                    if self.first_match.is_none() {
+                        self.first_match = Some((path.to_path_buf(), n + 1));
+                    }
                 }
                 "include" => {
                     for arg in args {
@@ -217,8 +231,20 @@ impl SshConfig {
         match flag {
             Some(p) if p == Path::new("none") => Ok(None),
             Some(p) => SshConfig::load(p).map(Some),
+            // The implicit file: one with a `Match` block is not used (a
+            // warning says so) rather than stopping every command.
             None => match home().map(|h| h.join(".ssh").join("config")) {
-                Some(p) if p.exists() => SshConfig::load(&p).map(Some),
+                Some(p) if p.exists() => match SshConfig::load_checked(&p)? {
+                    Ok(c) => Ok(Some(c)),
+                    Err(m) => {
+                        eprintln!(
+                            "warning: {}; {} is not used for this run",
+                            m.refusal(),
+                            p.display()
+                        );
+                        Ok(None)
+                    }
+                },
                 _ => Ok(None),
             },
         }
@@ -226,21 +252,39 @@ impl SshConfig {
 
     /// Read and parse `path` and the files it includes (each bounded).
     pub fn load(path: &Path) -> Result<SshConfig, String> {
+        SshConfig::load_checked(path)?.map_err(|m| m.refusal())
+    }
+
+    /// [`SshConfig::load`], with a `Match` block told apart from other errors.
+    fn load_checked(path: &Path) -> Result<Result<SshConfig, MatchAt>, String> {
         let bytes = swapcfg::local::read_bounded(path, MAX_SSH_CONFIG)
             .map_err(|e| format!("ssh config {}: {e}", path.display()))?;
-        SshConfig::parse(path, &bytes, home())
+        SshConfig::parse_checked(path, &bytes, home())
     }
 
     /// Parse `bytes` (read from `path`), with `~` and relative includes
     /// resolved against `home`.
+    #[cfg(test)]
     pub fn parse(path: &Path, bytes: &[u8], home: Option<PathBuf>) -> Result<SshConfig, String> {
+        SshConfig::parse_checked(path, bytes, home)?.map_err(|m| m.refusal())
+    }
+
+    fn parse_checked(
+        path: &Path,
+        bytes: &[u8],
+        home: Option<PathBuf>,
+    ) -> Result<Result<SshConfig, MatchAt>, String> {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        PreRead {
+        let mut pre = PreRead {
             home: home.as_deref(),
             files: 1,
             stack: vec![canonical],
+            first_match: None,
+        };
+        pre.file(path, bytes)?;
+        if let Some((file, line)) = pre.first_match {
+            return Ok(Err(MatchAt(file, line)));
         }
-        .file(path, bytes)?;
         let mut cfg = ssh2_config::SshConfig::default();
         if let Some(h) = &home {
             cfg = cfg.home_dir(h);
@@ -253,11 +297,11 @@ impl SshConfig {
                     | ssh2_config::ParseRule::ALLOW_UNSUPPORTED_FIELDS,
             )
             .map_err(|e| format!("ssh config {}: {e}", path.display()))?;
-        Ok(SshConfig {
+        Ok(Ok(SshConfig {
             path: path.to_path_buf(),
             parsed,
             home,
-        })
+        }))
     }
 
     /// The settings `ssh` would use for `alias` (the host name as typed).

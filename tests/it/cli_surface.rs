@@ -419,3 +419,36 @@ async fn secrets_never_reach_the_diff_unless_asked() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("sk-new-secret-0002"));
 }
+
+#[tokio::test]
+async fn an_implicit_ssh_config_with_match_is_skipped_with_a_warning_an_explicit_one_refused() {
+    let fx = fixture(|b| b).await;
+    let cfg = fx.config("config.yaml", b"models: {}\n", 0o644);
+    let home = fx.dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
+    let ssh_config = home.join(".ssh").join("config");
+    std::fs::write(
+        &ssh_config,
+        "Host other\n  User x\nMatch host other exec true\n  Port 1\n",
+    )
+    .expect("write");
+    let get = |extra: &[&str]| {
+        let mut c = fx.cli(&["get", "--config-path", &path_str(&cfg)]);
+        c.args(extra).env("HOME", &home);
+        output(c)
+    };
+    // The implicit ~/.ssh/config: not used, a warning says why; get works.
+    let out = get(&[]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(out.stdout, b"models: {}\n");
+    assert!(
+        err.contains("warning") && err.contains(":3: `Match`") && err.contains("not used"),
+        "{err}"
+    );
+    // Named on the command line: refused before connecting.
+    let out = get(&["--ssh-config", &path_str(&ssh_config)]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`Match` blocks are not supported"), "{err}");
+}
