@@ -167,10 +167,8 @@ impl PreRead<'_> {
                 continue;
             };
             match key.as_str() {
-                "match" => {
-                    if self.first_match.is_none() {
-                        self.first_match = Some((path.to_path_buf(), n + 1));
-                    }
+                "match" if self.first_match.is_none() => {
+                    self.first_match = Some((path.to_path_buf(), n + 1));
                 }
                 "include" => {
                     for arg in args {
