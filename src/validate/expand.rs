@@ -17,8 +17,8 @@
 //! Invariant: returns `None` exactly when the loader would stop with a
 //! macro error; the findings then say why.
 
+use foldhash::{HashMap, HashMapExt};
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use regex::Regex;

@@ -11,7 +11,9 @@
 //! [`listed_models`]. Defensive about types (the schema layer reports
 //! those), so it never panics on odd input.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::ops::ControlFlow;
 
 use serde_json::Value;

@@ -9,9 +9,9 @@
 //! alias expansion ("billion laughs" stops early), nesting at most
 //! [`MAX_DEPTH`], exactly one document. Never panics on any input.
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
 
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
