@@ -527,8 +527,19 @@ async fn changing<R: RemoteOps, H: Hooks>(
             let b = stop.race(remote.backup(current, SystemTime::now())).await;
             (b, ms(t.elapsed()))
         },
-        remote.prepare_write(new, current, Some(old_sha))
+        stop.race(remote.prepare_write(new, current, Some(old_sha)))
     );
+    // A stop request ends both halves at once (neither waits for the other).
+    let (backup, staged) = match (backup, staged) {
+        (Some(b), Some(st)) => (Some(b), st),
+        _ => (
+            None,
+            Err(RemoteError::Failed {
+                op: "write",
+                message: "stopped".into(),
+            }),
+        ),
+    };
     rep.timings_ms.push((Step::Backup, backup_ms));
     let backup = match backup {
         Some(Ok(b)) => b,

@@ -172,10 +172,13 @@ async fn sigint_during_the_backup_upload_changes_nothing_and_exits_11() {
         "--json",
     ]));
     wait_until("the backup upload", || fx.server.op_count(Op::Write) >= 20).await;
+    let t = Instant::now();
     signal(&child, libc::SIGINT);
     let out = finish(child).await;
     let v = json_of(&out);
     assert_eq!(out.status.code(), Some(11), "{v}");
+    // Neither half of backup ∥ upload waits for the stuck one's timeout.
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
     assert!(std::fs::read(&cfg).expect("cfg") == old, "untouched");
     assert_eq!(

@@ -200,6 +200,7 @@ pub async fn execute(
         remote_opts,
         stop: opts.stop.clone(),
         signals: None,
+        recovered: false,
     };
     conn.session.cancel_on(opts.stop.clone());
     let mut rep = pipeline::apply(&remote, job.new, &opts, &mut hooks).await;
@@ -224,6 +225,14 @@ pub async fn execute(
     }
     drop(remote);
     conn.close().await;
+    if hooks.recovered {
+        // The first connection was stuck when a fresh one cleaned up: a
+        // request still queued on the host (the staged upload's create,
+        // behind a stalled backup write) can run only once that connection
+        // is closed. Now it is: sweep this run's temp files once more.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let _ = hooks.recover(None).await;
+    }
     if print {
         render::apply_report(&rep, job.change.json, ctx);
     }
@@ -287,6 +296,9 @@ pub struct CliHooks {
     pub stop: Stop,
     /// The signal handler, installed once the host is about to change.
     pub signals: Option<tokio::task::JoinHandle<()>>,
+    /// A fresh connection cleaned up for this run (the first one was lost
+    /// or stuck).
+    pub recovered: bool,
 }
 
 impl Drop for CliHooks {
@@ -405,6 +417,7 @@ impl Hooks for CliHooks {
     }
 
     async fn recover(&mut self, me: Option<&LockInfo>) -> Option<Vec<u8>> {
+        self.recovered = true;
         let (settings, path, opts) = (&self.settings, &self.config_path, self.remote_opts);
         let fresh = async {
             let host = Host::connect(settings, path).await.ok()?;
