@@ -296,8 +296,8 @@ pub struct CliHooks {
     pub stop: Stop,
     /// The signal handler, installed once the host is about to change.
     pub signals: Option<tokio::task::JoinHandle<()>>,
-    /// A fresh connection cleaned up for this run (the first one was lost
-    /// or stuck).
+    /// A fresh connection cleaned up for this run and read the config (the
+    /// first one was lost or stuck).
     pub recovered: bool,
 }
 
@@ -417,7 +417,6 @@ impl Hooks for CliHooks {
     }
 
     async fn recover(&mut self, me: Option<&LockInfo>) -> Option<Vec<u8>> {
-        self.recovered = true;
         let (settings, path, opts) = (&self.settings, &self.config_path, self.remote_opts);
         let fresh = async {
             let host = Host::connect(settings, path).await.ok()?;
@@ -430,6 +429,10 @@ impl Hooks for CliHooks {
             bytes
         };
         let budget = settings.connect.connect_timeout * 2 + std::time::Duration::from_secs(5);
-        tokio::time::timeout(budget, fresh).await.ok().flatten()
+        let seen = tokio::time::timeout(budget, fresh).await.ok().flatten();
+        // Only a host that answered is swept again at the end (an
+        // unreachable one would only cost another connect timeout).
+        self.recovered |= seen.is_some();
+        seen
     }
 }
