@@ -493,42 +493,37 @@ pub async fn poll(
 impl Client {
     /// `GET /api/version`: llama-swap's `version` (and commit), if it says.
     pub async fn version(&self) -> Result<Result<String, Seen>, HealthError> {
+        Ok(self.get_json("/api/version").await?.map(|v| {
+            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?");
+            format!("{} (commit {})", field("version"), field("commit"))
+        }))
+    }
+
+    /// `GET path` answered 200 with a JSON body (bounded by `MAX_BODY`).
+    async fn get_json(&self, path: &str) -> Result<Result<serde_json::Value, Seen>, HealthError> {
         Ok(self
-            .get_ok("/api/version", MAX_BODY, self.attempt_timeout)
+            .get_ok(path, MAX_BODY, self.attempt_timeout)
             .await?
             .and_then(|body| {
-                let v: serde_json::Value =
-                    serde_json::from_slice(&body).map_err(|e| Seen::NotModelList {
-                        why: e.to_string(),
-                        body: quote(&body),
-                    })?;
-                let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?");
-                Ok(format!("{} (commit {})", field("version"), field("commit")))
+                serde_json::from_slice(&body).map_err(|e| Seen::NotModelList {
+                    why: e.to_string(),
+                    body: quote(&body),
+                })
             }))
     }
 
     /// `GET /running`: the models running now.
     pub async fn running(&self) -> Result<Result<Vec<String>, Seen>, HealthError> {
-        Ok(self
-            .get_ok("/running", MAX_BODY, self.attempt_timeout)
-            .await?
-            .and_then(|body| {
-                let v: serde_json::Value =
-                    serde_json::from_slice(&body).map_err(|e| Seen::NotModelList {
-                        why: e.to_string(),
-                        body: quote(&body),
-                    })?;
-                Ok(v.get("running")
-                    .and_then(|r| r.as_array())
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|m| {
-                                m.get("model").and_then(|i| i.as_str()).map(String::from)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default())
-            }))
+        Ok(self.get_json("/running").await?.map(|v| {
+            v.get("running")
+                .and_then(|r| r.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| m.get("model").and_then(|i| i.as_str()).map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
     }
 }
 

@@ -139,19 +139,27 @@ fn one(t: &TargetArgs, name: &str) -> TargetArgs {
     one
 }
 
+/// With --hosts, the one positional is FILE (`None`: each host's `file:`);
+/// a second one is a usage error saying `why` there is only one.
+fn one_file(positional: &str, second: bool, why: &str) -> Result<Option<PathBuf>, Failure> {
+    match (positional, second) {
+        (_, true) => Err(Failure::usage(format!(
+            "with --hosts, give at most one FILE ({why})"
+        ))),
+        ("", false) => Ok(None),
+        (f, false) => Ok(Some(PathBuf::from(f))),
+    }
+}
+
 fn prepare(args: &ApplyArgs) -> Result<Vec<Member>, Failure> {
     let t = &args.target;
     let (inv, ssh, names) = select(t)?;
     // With --hosts, the one positional is FILE.
-    let common = match (&t.target, &args.file) {
-        (f, None) if f.is_empty() => None,
-        (f, None) => Some(PathBuf::from(f)),
-        (_, Some(_)) => {
-            return Err(Failure::usage(
-                "with --hosts, give at most one FILE (it is applied to every host)",
-            ))
-        }
-    };
+    let common = one_file(
+        &t.target,
+        args.file.is_some(),
+        "it is applied to every host",
+    )?;
     let env = |name: &str| std::env::var(name).ok();
     let mut read: Vec<(PathBuf, Arc<Vec<u8>>)> = Vec::new();
     let mut members = Vec::new();
@@ -442,15 +450,11 @@ pub fn status(args: StatusArgs) -> CmdResult {
         ));
     }
     let (inv, ssh, names) = select(t)?;
-    let common = match (&t.target, &args.file) {
-        (f, None) if f.is_empty() => None,
-        (f, None) => Some(PathBuf::from(f)),
-        (_, Some(_)) => {
-            return Err(Failure::usage(
-                "with --hosts, give at most one FILE (every host is compared with it)",
-            ))
-        }
-    };
+    let common = one_file(
+        &t.target,
+        args.file.is_some(),
+        "every host is compared with it",
+    )?;
     let env = |name: &str| std::env::var(name).ok();
     let mut hosts = Vec::new();
     for name in names {
