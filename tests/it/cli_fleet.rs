@@ -429,8 +429,107 @@ async fn health_and_backups_on_many_hosts() {
     let path = backups[0]["path"].as_str().expect("path");
     assert_eq!(std::fs::read(path).expect("backup bytes"), OLD);
     assert_eq!(summary(&v)["failed_hosts"], serde_json::json!(["h2"]));
-    // rollback and edit still take one TARGET.
-    let out = f.run(&["rollback", "--hosts", "@all", "--yes"]).await;
+    // edit still takes one TARGET, and says what to do instead.
+    let out = f.run(&["edit", "--hosts", "@all"]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--hosts works with"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("one editor") && err.contains("get --hosts"),
+        "{err}"
+    );
+}
+
+/// The backups beside host `i`'s config (full paths), oldest first.
+fn backups_of(f: &Fleet, i: usize) -> Vec<PathBuf> {
+    f.hosts[i]
+        .listing()
+        .into_iter()
+        .filter(|n| n.starts_with("config.yaml.bak-"))
+        .map(|n| f.hosts[i].dir.path().join(n))
+        .collect()
+}
+
+#[tokio::test]
+async fn rollback_hosts_restores_each_hosts_newest_backup() {
+    let f = Fleet::new(3, &[]).await;
+    // h1 and h2 get their new config (and a backup of OLD); h3 has none.
+    let out = f
+        .run(&["apply", "--hosts", "h1,h2", "--yes", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", lines(&out));
+    assert_eq!(f.remote(0), new_for("h1"));
+    // Without --yes: refused before any host is touched.
+    let out = f.run(&["rollback", "--hosts", "@all"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert_eq!((f.remote(0), f.remote(1)), (new_for("h1"), new_for("h2")));
+    // One at a time, --max-fail 0: h3 (no backup) is last, so h1 and h2 are
+    // restored and h3 fails at read (exit 4), untouched.
+    let out = f
+        .run(&[
+            "rollback",
+            "--hosts",
+            "@all",
+            "--parallel",
+            "1",
+            "--yes",
+            "--json",
+        ])
+        .await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(4), "{v:?}");
+    assert_eq!((f.remote(0), f.remote(1)), (OLD.to_vec(), OLD.to_vec()));
+    assert!(f.untouched(2), "{:?}", f.hosts[2].listing());
+    for (i, name) in [(0, "h1"), (1, "h2")] {
+        let h = v.iter().find(|h| h["host"] == name).expect("host line");
+        assert_eq!(
+            (h["result"].as_str(), h["changed"].as_bool()),
+            (Some("ok"), Some(true)),
+            "{h}"
+        );
+        let restored = h["restored"].as_str().expect("restored");
+        assert_eq!(std::fs::read(restored).expect("restored backup"), OLD);
+        // The rollback backed up the config it replaced.
+        let taken = h["backup"].as_str().expect("backup");
+        assert_eq!(std::fs::read(taken).expect("new backup"), new_for(name));
+        assert_eq!(backups_of(&f, i).len(), 2, "{:?}", f.hosts[i].listing());
+    }
+    let h3 = v.iter().find(|h| h["host"] == "h3").expect("h3 line");
+    assert_eq!(
+        (h3["result"].as_str(), h3["step"].as_str()),
+        (Some("failed"), Some("read"))
+    );
+    assert!(
+        h3["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no backups")),
+        "{h3}"
+    );
+    let s = summary(&v);
+    assert_eq!(
+        (s["ok"].as_u64(), s["failed_hosts"].clone()),
+        (Some(2), serde_json::json!(["h3"]))
+    );
+    // A named backup is one host's: refused with several hosts, nothing
+    // touched...
+    let newer = backups_of(&f, 0)
+        .into_iter()
+        .find(|b| std::fs::read(b).ok() == Some(new_for("h1")))
+        .expect("backup of h1's new config");
+    let named = path_str(&newer);
+    let out = f
+        .run(&["rollback", "--hosts", "h1,h2", &named, "--yes"])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("named BACKUP"));
+    assert_eq!((f.remote(0), f.remote(1)), (OLD.to_vec(), OLD.to_vec()));
+    // ...and restored on the one host selected.
+    let out = f
+        .run(&["rollback", "--hosts", "h1", &named, "--yes", "--json"])
+        .await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:?}");
+    assert_eq!(v[0]["restored"].as_str(), Some(named.as_str()));
+    assert_eq!(f.remote(0), new_for("h1"));
+    assert_eq!(f.remote(1), OLD);
 }
