@@ -12,8 +12,10 @@
 //!    `--serial N` (all the rest when not given); within a batch at most
 //!    `--parallel N` hosts at once. Once more than `--max-fail N` hosts
 //!    failed, or on Ctrl-C, no host is started any more; those not started
-//!    are reported `skipped`. Running hosts finish (their own stop handling
-//!    applies).
+//!    are reported `skipped`. On Ctrl-C (SIGINT, SIGTERM, SIGHUP: one handler
+//!    for the run, see [`rollout`]) running hosts stop safely as a single
+//!    host does (their `Stop`: before the write nothing changes, after it
+//!    the old config is put back).
 //! 3. Output: `--json`: one JSON object per host as it finishes (JSON lines:
 //!    `host`, `result`, `step`, `exit`, `changed`, `backup`, `ms`, `error`,
 //!    and the single-host `report`), then one `summary` object; otherwise a

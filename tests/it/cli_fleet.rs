@@ -533,3 +533,190 @@ async fn rollback_hosts_restores_each_hosts_newest_backup() {
     assert_eq!(f.remote(0), new_for("h1"));
     assert_eq!(f.remote(1), OLD);
 }
+
+impl Fleet {
+    /// Add `line` (e.g. `restart_cmd: …`) to host `name`'s inventory entry.
+    fn set(&self, name: &str, line: &str) {
+        let inv = std::fs::read_to_string(&self.inventory).expect("inventory");
+        let inv = inv.replacen(
+            &format!("  {name}:\n"),
+            &format!("  {name}:\n    {line}\n"),
+            1,
+        );
+        std::fs::write(&self.inventory, inv).expect("inventory");
+    }
+
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let mut c = swapcfg_cmd();
+        c.args(args)
+            .arg("--inventory")
+            .arg(&self.inventory)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().expect("spawn")
+    }
+
+    /// Temp files or a lock beside host `i`'s config.
+    fn leftovers(&self, i: usize) -> Vec<String> {
+        self.hosts[i]
+            .listing()
+            .into_iter()
+            .filter(|n| n.starts_with(".config") || n.contains("swapcfg-lock"))
+            .collect()
+    }
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+fn kill(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0, "kill");
+}
+
+async fn finish(child: std::process::Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_mid_fleet_starts_no_more_hosts_and_the_running_one_rolls_back() {
+    let f = Fleet::new(3, &[]).await;
+    // h1 runs first (--parallel 1); its restart is slow the first time
+    // (the rollback's restart is quick).
+    let mark = f.dir.path().join("h1-restarting");
+    let tag = format!("5.{}3", std::process::id() % 1000);
+    f.set(
+        "h1",
+        &format!(
+            "restart_cmd: \"if [ -e '{m}' ]; then exit 0; fi; : > '{m}'; sleep {tag}\"",
+            m = path_str(&mark)
+        ),
+    );
+    let child = f.spawn(&[
+        "apply",
+        "--hosts",
+        "@all",
+        "--parallel",
+        "1",
+        "--yes",
+        "--json",
+    ]);
+    wait_for("h1's restart", || mark.exists()).await;
+    assert_eq!(f.remote(0), new_for("h1"), "h1's new config is in place");
+    let t = std::time::Instant::now();
+    kill(&child, libc::SIGINT);
+    let out = finish(child).await;
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "did not wait for the slow restart: {:?}",
+        t.elapsed()
+    );
+    let v = lines(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "interrupted after the write, restored: {v:?}"
+    );
+    let h1 = v.iter().find(|h| h["host"] == "h1").expect("h1 line");
+    assert_eq!(
+        (
+            h1["step"].as_str(),
+            h1["report"]["rolled_back"].as_bool(),
+            h1["report"]["remote_state"].as_str()
+        ),
+        (Some("interrupted"), Some(true), Some("old")),
+        "{h1}"
+    );
+    for h in ["h2", "h3"] {
+        let line = v.iter().find(|l| l["host"] == h).expect("host line");
+        assert_eq!(line["result"], "skipped", "{line}");
+    }
+    let s = summary(&v);
+    assert_eq!(
+        (
+            s["failed_hosts"].clone(),
+            s["skipped_hosts"].clone(),
+            s["exit"].as_u64()
+        ),
+        (
+            serde_json::json!(["h1"]),
+            serde_json::json!(["h2", "h3"]),
+            Some(12)
+        ),
+        "{s}"
+    );
+    // The remote state of every host: h1 whole and old again, no temp file
+    // or lock; h2 and h3 never touched.
+    assert_eq!(f.remote(0), OLD);
+    assert_eq!(f.leftovers(0), Vec::<String>::new());
+    assert!(f.untouched(1) && f.untouched(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SIGINT: no more hosts are started"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_before_the_write_changes_no_host_and_exits_11() {
+    use swapcfg_testkit::server::{FaultAction, FaultPlan, Op};
+    let f = Fleet::new(3, &[]).await;
+    // h1's config is large, and its backup ∥ upload hangs at the 20th write
+    // (past the lock's).
+    let mut old = OLD.to_vec();
+    while old.len() < 3 << 20 {
+        old.extend_from_slice(b"# padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(f.hosts[0].dir.path().join("config.yaml"), &old).expect("write");
+    f.hosts[0]
+        .server
+        .set_faults(FaultPlan::one(Op::Write, 20, FaultAction::Hang));
+    let child = f.spawn(&[
+        "apply",
+        "--hosts",
+        "@all",
+        "--parallel",
+        "1",
+        "--yes",
+        "--json",
+    ]);
+    wait_for("h1's backup", || {
+        f.hosts[0].server.op_count(Op::Write) >= 20
+    })
+    .await;
+    kill(&child, libc::SIGTERM);
+    let out = finish(child).await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(11), "{v:?}");
+    let h1 = v.iter().find(|h| h["host"] == "h1").expect("h1 line");
+    assert_eq!(
+        (h1["step"].as_str(), h1["report"]["remote_state"].as_str()),
+        (Some("aborted"), Some("old")),
+        "{h1}"
+    );
+    assert_eq!(
+        summary(&v)["skipped_hosts"],
+        serde_json::json!(["h2", "h3"])
+    );
+    assert!(f.remote(0) == old, "h1 untouched");
+    assert_eq!(
+        f.leftovers(0),
+        Vec::<String>::new(),
+        "temp and lock removed"
+    );
+    assert!(
+        f.hosts[0]
+            .listing()
+            .iter()
+            .all(|n| !n.starts_with("config.yaml.bak-")),
+        "no incomplete backup under a backup name"
+    );
+    assert!(f.untouched(1) && f.untouched(2));
+}
