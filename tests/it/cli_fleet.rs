@@ -720,3 +720,114 @@ async fn sigterm_before_the_write_changes_no_host_and_exits_11() {
     );
     assert!(f.untouched(1) && f.untouched(2));
 }
+
+/// Run `args` with stderr on a pseudo-terminal (120 columns); stdout
+/// piped. Returns the exit code, stdout, and everything the terminal got.
+async fn on_a_tty(f: &Fleet, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two fds into our ints; no name buffer, no
+    // termios; the winsize is read only.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: both fds were just opened by openpty and are owned here only.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    };
+    let mut c = swapcfg_cmd();
+    c.env_remove("NO_COLOR").env("TERM", "xterm");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.args(args)
+        .arg("--inventory")
+        .arg(&f.inventory)
+        .stdout(std::process::Stdio::piped())
+        .stderr(slave);
+    let child = c.spawn().expect("spawn");
+    drop(c); // our copy of the slave: the master reads EOF (EIO) at exit
+    let term = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Bounded: the run is short; EIO once the child closed the slave.
+        while got.len() < 1 << 20 {
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        got
+    });
+    let out = finish(child).await;
+    let term = term.await.expect("join");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&term).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_tty_each_running_host_has_a_live_line_then_the_table() {
+    let f = Fleet::new(2, &[]).await;
+    // h1 restarts for a moment: its line shows the step and the time.
+    f.set("h1", "restart_cmd: \"sleep 0.6\"");
+    let (code, stdout, term) = on_a_tty(&f, &["apply", "--hosts", "@all", "--yes"], &[]).await;
+    assert_eq!(code, Some(0), "{term}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let live = regex::Regex::new(r"h1 +restart +\d+\.\ds").expect("regex");
+    assert!(live.is_match(&term), "a live line for h1: {term:?}");
+    assert!(
+        term.contains("\x1b["),
+        "drawn with cursor movements: {term:?}"
+    );
+    // The ending lines and the table as without a terminal.
+    assert!(
+        term.contains("h1: ok") && term.contains("h2: ok"),
+        "{term:?}"
+    );
+    assert!(term.contains("2 hosts: 2 ok, 0 unchanged"), "{term:?}");
+    let table = term.rfind("2 hosts:").expect("summary");
+    let header = term.rfind("result").expect("table header");
+    assert!(
+        header < table && !live.is_match(&term[header..]),
+        "live lines gone before the table"
+    );
+    assert_eq!(f.remote(0), new_for("h1"));
+    // NO_COLOR on the same terminal: the plain lines only.
+    f.set("h2", "restart_cmd: \"sleep 0.6\"");
+    std::fs::write(f.dir.path().join("configs/h2.yaml"), OLD).expect("write");
+    let (code, _, term) = on_a_tty(
+        &f,
+        &["apply", "--hosts", "@all", "--yes"],
+        &[("NO_COLOR", "1")],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{term}");
+    assert!(
+        !term.contains("\x1b[") && !term.contains("restart"),
+        "{term:?}"
+    );
+    assert!(
+        term.contains("h2: ok") && term.contains("1 ok, 1 unchanged"),
+        "{term:?}"
+    );
+}
