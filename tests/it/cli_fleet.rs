@@ -831,3 +831,44 @@ async fn on_a_tty_each_running_host_has_a_live_line_then_the_table() {
         "{term:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigint_exits_at_once_naming_the_running_hosts() {
+    let f = Fleet::new(2, &[]).await;
+    // h1's first restart fails (→ rollback); the rollback's restart hangs.
+    let mark = f.dir.path().join("h1-restarted");
+    f.set(
+        "h1",
+        &format!(
+            "restart_cmd: \"if [ -e '{m}' ]; then sleep 30; fi; : > '{m}'; exit 1\"",
+            m = path_str(&mark)
+        ),
+    );
+    let child = f.spawn(&["apply", "--hosts", "@all", "--parallel", "1", "--yes"]);
+    wait_for("h1's rollback restart", || {
+        f.hosts[0]
+            .server
+            .exec_log()
+            .iter()
+            .filter(|c| c.contains("h1-restarted"))
+            .count()
+            >= 2
+    })
+    .await;
+    kill(&child, libc::SIGINT);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    kill(&child, libc::SIGINT);
+    let t = std::time::Instant::now();
+    let out = finish(child).await;
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(130));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SIGINT again: exiting at once; running: h1 (old config being restored"),
+        "{err}"
+    );
+    // The restore (an atomic write) happened before the hanging restart;
+    // h2 was never started.
+    assert_eq!(f.remote(0), OLD);
+    assert!(f.untouched(1));
+}
