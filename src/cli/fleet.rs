@@ -373,10 +373,10 @@ impl Signals {
 /// after it: the old config is put back, `interrupted`); a second one
 /// exits at once (128 + the signal), naming the running hosts and what
 /// each holds.
-async fn rollout<'a, F, Fut>(names: &'a [String], r: Rollout, run: F) -> u8
+async fn rollout<F, Fut>(names: &[String], r: Rollout, run: F) -> u8
 where
     F: Fn(usize, Watch) -> Fut,
-    Fut: std::future::Future<Output = (Ended, Extra)> + 'a,
+    Fut: std::future::Future<Output = (Ended, Extra)>,
 {
     let order = batches(names.len(), r.canary, r.serial);
     let live = (!r.json && Style::for_stderr().color).then(Live::new);
@@ -390,6 +390,30 @@ where
     let say = |f: &dyn Fn()| match &live {
         Some(l) => l.suspend(f),
         None => f(),
+    };
+    let on_signal = |name: &str, code: i32| {
+        if !interrupted.replace(true) {
+            say(&|| {
+                eprintln!("swapcfg: {name}: no more hosts are started; running ones stop safely; send it again to exit at once")
+            });
+            for s in &stops {
+                s.request();
+            }
+            return;
+        }
+        let running: Vec<String> = (0..names.len())
+            .filter(|i| lanes[*i].get() == Lane::Running)
+            .map(|i| format!("{} ({})", render::term(&names[i]), holds(stops[i].phase())))
+            .collect();
+        let running = match running.is_empty() {
+            true => "none".to_string(),
+            false => running.join(", "),
+        };
+        if let Some(l) = &live {
+            l.clear();
+        }
+        eprintln!("swapcfg: {name} again: exiting at once; running: {running}; their locks are left (leases expire, or use --break-lock)");
+        std::process::exit(code);
     };
     'batches: for batch in &order {
         let mut runs = futures::stream::iter(batch.iter().copied())
@@ -419,23 +443,7 @@ where
             let next = tokio::select! {
                 biased;
                 (name, code) = signals.next() => {
-                    if interrupted.replace(true) {
-                        let running: Vec<String> = (0..names.len())
-                            .filter(|i| lanes[*i].get() == Lane::Running)
-                            .map(|i| format!("{} ({})", render::term(&names[i]), holds(stops[i].phase())))
-                            .collect();
-                        say(&|| eprintln!(
-                            "swapcfg: {name} again: exiting at once; running: {}; their locks are left (leases expire, or use --break-lock)",
-                            if running.is_empty() { "none".to_string() } else { running.join(", ") }
-                        ));
-                        std::process::exit(code);
-                    }
-                    say(&|| eprintln!(
-                        "swapcfg: {name}: no more hosts are started; running ones stop safely; send it again to exit at once"
-                    ));
-                    for s in &stops {
-                        s.request();
-                    }
+                    on_signal(name, code);
                     continue;
                 }
                 next = runs.next() => next,

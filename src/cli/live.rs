@@ -88,6 +88,11 @@ impl Live {
         self.multi.remove(&line.bar);
     }
 
+    /// Every line goes (the process exits at once).
+    pub fn clear(&self) {
+        let _ = self.multi.clear();
+    }
+
     /// Print (with `f`) above the live lines.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         self.multi.suspend(f)
