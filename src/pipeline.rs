@@ -520,9 +520,11 @@ async fn changing<R: RemoteOps, H: Hooks>(
     // The backup and the upload of the new bytes run at the same time; the
     // config is replaced (commit) only once the backup exists. Both steps'
     // times count from this start (`write` includes the wait for `backup`).
+    // `futures::join!` polls in order (tokio's rotates): the backup's
+    // requests always go out first, so the order on the wire is fixed.
     hooks.step(Step::Backup);
     let t = Instant::now();
-    let ((backup, backup_ms), staged) = tokio::join!(
+    let ((backup, backup_ms), staged) = futures::join!(
         async {
             let b = stop.race(remote.backup(current, SystemTime::now())).await;
             (b, ms(t.elapsed()))
@@ -616,8 +618,15 @@ async fn changing<R: RemoteOps, H: Hooks>(
     } else {
         // The restart is not raced here: the session ends it on a stop
         // request itself and stops it on the host, so the rollback's
-        // restart never runs beside it.
-        match restart(remote, opts, hooks, rep).await {
+        // restart never runs beside it. The lock is read back beside it, so
+        // the unlock at the end needs no read of its own.
+        let recheck = async {
+            if let Some(me) = me {
+                remote.recheck_lock(me).await;
+            }
+        };
+        let (restarted, ()) = tokio::join!(restart(remote, opts, hooks, rep), recheck);
+        match restarted {
             Err(RemoteError::Transport(TransportError::Cancelled { .. })) => {
                 Some((Step::Interrupted, ApplyError::InterruptedAfter))
             }

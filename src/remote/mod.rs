@@ -14,8 +14,9 @@
 //! * the rename happens only if the config still holds the bytes the caller
 //!   expects (compare-and-swap, checked as late as the mode allows);
 //! * only regular files are read or replaced (after following a symlink);
-//! * a backup is written under a temp name and renamed to its backup name
-//!   only when complete (an interrupted backup never looks like one), never
+//! * a backup is complete the moment it has its backup name (written under
+//!   a temp name and renamed, or — SFTP with `hardlink@openssh.com` — a hard
+//!   link to the config, which the write then replaces by a rename), never
 //!   overwrites a file and never has wider permissions than the original;
 //! * only names swapcfg makes ([`names::backup_key`]) are listed, read or
 //!   removed as backups, oldest first by the timestamp in the name;
@@ -233,6 +234,11 @@ pub trait RemoteOps {
     async fn lock(&self, me: &LockInfo, now: u64, force: bool) -> Result<LockTaken, RemoteError>;
     /// Remove the lock if it is still `me`'s (same token).
     async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError>;
+    /// After the config was replaced, beside the restart: read the lock
+    /// back, so that [`RemoteOps::unlock`] at the end need not (SFTP).
+    /// Best effort; the unlock reads it itself when this did not prove it
+    /// is still `me`'s. Default: nothing.
+    async fn recheck_lock(&self, _me: &LockInfo) {}
     /// After a run whose connection was lost: remove the temp files this
     /// run's tag left and the lock if it is still `me`'s. Best effort.
     async fn clean_up(&self, me: Option<&LockInfo>) -> Result<(), RemoteError> {
@@ -474,6 +480,9 @@ impl RemoteOps for AnyRemote<'_> {
     }
     async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError> {
         dispatch!(self, r => r.unlock(me).await)
+    }
+    async fn recheck_lock(&self, me: &LockInfo) {
+        dispatch!(self, r => r.recheck_lock(me).await)
     }
     async fn clean_up(&self, me: Option<&LockInfo>) -> Result<(), RemoteError> {
         dispatch!(self, r => r.clean_up(me).await)
