@@ -232,6 +232,14 @@ pub trait RemoteOps {
     /// expired at `now` (epoch seconds) is replaced; with `force`, any
     /// holder is. Otherwise [`RemoteError::Locked`] naming the holder.
     async fn lock(&self, me: &LockInfo, now: u64, force: bool) -> Result<LockTaken, RemoteError>;
+    /// Requests are answered in the order they were sent (SFTP: one
+    /// channel, one server process): a [`RemoteOps::lock`] sent first
+    /// covers the backup and the staged write sent right behind it, so the
+    /// pipeline may send them together (and undo them when the lock is
+    /// refused). Default `false`: each exec may run at any time.
+    fn ordered(&self) -> bool {
+        false
+    }
     /// Remove the lock if it is still `me`'s (same token).
     async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError>;
     /// After the config was replaced, beside the restart: read the lock
@@ -483,6 +491,9 @@ impl RemoteOps for AnyRemote<'_> {
     }
     async fn recheck_lock(&self, me: &LockInfo) {
         dispatch!(self, r => r.recheck_lock(me).await)
+    }
+    fn ordered(&self) -> bool {
+        dispatch!(self, r => r.ordered())
     }
     async fn clean_up(&self, me: Option<&LockInfo>) -> Result<(), RemoteError> {
         dispatch!(self, r => r.clean_up(me).await)

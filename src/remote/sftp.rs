@@ -1165,12 +1165,19 @@ impl SftpRemote<'_> {
         let record = me.to_record();
         match self.open_exclusive("lock", &lock).await {
             Ok(handle) => {
-                let task = tokio::spawn(fill_lock(
+                // Polled once here, so its requests are on the wire before
+                // anything sent after this returns (order on the channel is
+                // order at the server); its replies are awaited later.
+                let mut fill = Box::pin(fill_lock(
                     self.sftp.clone(),
                     handle,
                     record.into_bytes(),
                     self.fsync,
                 ));
+                let task = match futures::poll!(fill.as_mut()) {
+                    std::task::Poll::Ready(r) => tokio::spawn(async move { r }),
+                    std::task::Poll::Pending => tokio::spawn(fill),
+                };
                 if let Ok(mut st) = self.lock_state.lock() {
                     st.filling = Some(task);
                     st.held = Some(me.token.clone());
@@ -1436,6 +1443,10 @@ impl super::RemoteOps for SftpRemote<'_> {
 
     async fn unlock(&self, me: &super::LockInfo) -> Result<(), RemoteError> {
         self.guard("unlock", self.op_unlock(me)).await
+    }
+
+    fn ordered(&self) -> bool {
+        true
     }
 
     async fn recheck_lock(&self, me: &super::LockInfo) {

@@ -498,3 +498,80 @@ async fn a_refused_link_falls_back_to_a_copied_backup() {
         "the copy's and the config's"
     );
 }
+
+/// The lock's request goes out with the backup's and the upload's (they run
+/// under it when it is won). When another apply holds it, what they made
+/// is removed again: the holder's lock, the config and the backups are as
+/// they were, and no temp file is left — with link backups and with copies.
+#[tokio::test]
+async fn a_lock_held_by_another_apply_leaves_no_trace_of_the_refused_one() {
+    for hardlink in [true, false] {
+        let c = case_on(FaultPlan::default(), hardlink).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let holder = swapcfg::remote::LockInfo {
+            token: "other-apply".into(),
+            client: "elsewhere".into(),
+            user: "someone".into(),
+            pid: 4242,
+            started: now,
+            expires: now + 3600,
+        };
+        let lock = swapcfg::remote::names::lock_path(&c.cfg);
+        std::fs::write(&lock, holder.to_record()).expect("lock");
+        let out = output(c.apply(&[])).await;
+        let v = json_of(&out);
+        assert_eq!(out.status.code(), Some(5), "{hardlink}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains("pid 4242")
+                || v["error"].as_str().unwrap_or("").contains("4242"),
+            "{hardlink}: names the holder: {v}"
+        );
+        assert!(c.config() == c.old_bytes, "{hardlink}: untouched");
+        assert_eq!(
+            std::fs::read_to_string(&lock).expect("lock"),
+            holder.to_record(),
+            "{hardlink}: the holder's lock is untouched"
+        );
+        assert_eq!(c.backups(), Vec::<String>::new(), "{hardlink}: no backup");
+        assert_eq!(
+            c.leftovers(),
+            vec!["config.yaml.swapcfg-lock".to_string()],
+            "{hardlink}: no temp file"
+        );
+    }
+}
+
+/// An expired lock is taken over; what ran beside the refused exclusive
+/// open (before the lock was this apply's) is undone and done again under
+/// it: one backup of the old bytes, the new bytes, no temp, no lock.
+#[tokio::test]
+async fn an_expired_lock_is_taken_over_and_the_work_redone_under_it() {
+    let c = linked_case(FaultPlan::default()).await;
+    let holder = swapcfg::remote::LockInfo {
+        token: "dead-apply".into(),
+        client: "elsewhere".into(),
+        user: "someone".into(),
+        pid: 4243,
+        started: 1,
+        expires: 2,
+    };
+    let lock = swapcfg::remote::names::lock_path(&c.cfg);
+    std::fs::write(&lock, holder.to_record()).expect("lock");
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_state(&c, &v, "new");
+    let backups = c.backups();
+    assert_eq!(
+        backups.len(),
+        1,
+        "the first backup was removed: {backups:?}"
+    );
+    let b = c.fx.dir.path().join(&backups[0]);
+    assert!(std::fs::read(&b).expect("backup") == c.old_bytes);
+    assert_eq!(c.leftovers(), Vec::<String>::new(), "no temp, no lock");
+    assert_eq!(c.fx.server.op_count(Op::Link), 2, "linked twice");
+}
