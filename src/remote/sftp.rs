@@ -1,10 +1,16 @@
 //! `RemoteOps` over SFTP (the default mode).
 //!
-//! Owns: reading with a size cap, exclusive-create backups, atomic writes
-//! (temp file in the same directory, fsync when offered,
-//! `posix-rename@openssh.com` over the target), symlink resolution, backup
-//! listing. Independent requests are pipelined (all chunk reads or writes of
-//! a file are in flight at once) because every round trip costs on a VPN.
+//! Owns: reading with a size cap, backups (a `hardlink@openssh.com` link
+//! when offered, else an exclusive-create copy), atomic writes (temp file in
+//! the same directory, fsync when offered, `posix-rename@openssh.com` over
+//! the target), symlink resolution, backup listing. Independent requests
+//! are pipelined (all chunk reads or writes of a file are in flight at
+//! once), and requests that depend only on being answered in order (the
+//! server answers one channel's requests in order) share a flight, because
+//! every round trip costs on a VPN. One exception to "open only what was
+//! seen to be a regular file": the config's re-open for the hash goes out
+//! beside the lstat that proves it still is one; a config turned into a
+//! FIFO since the read would hold the server until the request times out.
 //!
 //! Invariants: the config path always holds the old bytes or the new bytes;
 //! without `posix-rename` nothing is written; a handled failure removes its
