@@ -417,31 +417,59 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
     }
 
     // One apply at a time per config: everything from here to the end runs
-    // under the lock (released on every path below).
+    // under the lock (released on every path below). Where the host answers
+    // requests in order (SFTP), the lock's request goes out first, with the
+    // backup's and the staged write's behind it: they run under it. If it
+    // is refused, or taken over from an expired holder (after they ran),
+    // their work is undone (and, taken over, begun again under the lock).
+    let mut early = None;
     let locked = match &opts.lock {
         None => None,
-        Some(me) => match timed!(
-            Step::Lock,
-            remote.lock(me, epoch_now(), opts.break_lock).await
-        ) {
-            Ok(LockTaken::Fresh) => Some(me),
-            Ok(LockTaken::TookOver { previous }) => {
-                rep.warnings.push(Warning::LockTakenOver { previous });
-                Some(me)
+        Some(me) => {
+            hooks.step(Step::Lock);
+            let t = Instant::now();
+            let lock = async {
+                let r = remote.lock(me, epoch_now(), opts.break_lock).await;
+                (r, ms(t.elapsed()))
+            };
+            let ((taken, lock_ms), staging) = if remote.ordered() {
+                let (l, st) = futures::join!(lock, async {
+                    hooks.step(Step::Backup);
+                    stage(remote, &current, new, &old_sha, &opts.stop).await
+                });
+                (l, Some(st))
+            } else {
+                (lock.await, None)
+            };
+            rep.timings_ms.push((Step::Lock, lock_ms));
+            match taken {
+                Ok(LockTaken::Fresh) => {
+                    early = staging;
+                    Some(me)
+                }
+                Ok(LockTaken::TookOver { previous }) => {
+                    undo(remote, staging).await;
+                    rep.warnings.push(Warning::LockTakenOver { previous });
+                    Some(me)
+                }
+                Err(RemoteError::Unsupported { why, .. }) => {
+                    early = staging;
+                    rep.warnings.push(Warning::LockUnsupported { why });
+                    None
+                }
+                Err(e) => {
+                    undo(remote, staging).await;
+                    fail!(Step::Lock, e)
+                }
             }
-            Err(RemoteError::Unsupported { why, .. }) => {
-                rep.warnings.push(Warning::LockUnsupported { why });
-                None
-            }
-            Err(e) => fail!(Step::Lock, e),
-        },
+        }
     };
-    if opts.stop.requested() {
+    if opts.stop.requested() && early.is_none() {
         rep.step = Step::Aborted;
         rep.error = Some(ApplyError::InterruptedBefore);
     } else {
         changing(
-            remote, &current, new, &old_sha, locked, opts, hooks, &mut rep,
+            remote, &current, new, &old_sha, locked, early, opts, hooks, &mut rep,
         )
         .await;
     }
@@ -503,6 +531,7 @@ async fn changing<R: RemoteOps, H: Hooks>(
     new: &[u8],
     old_sha: &str,
     me: Option<&LockInfo>,
+    early: Option<Staging>,
     opts: &ApplyOptions,
     hooks: &mut H,
     rep: &mut ApplyReport,
@@ -517,28 +546,18 @@ async fn changing<R: RemoteOps, H: Hooks>(
         }};
     }
     let stop = &opts.stop;
-    // The backup and the upload of the new bytes run at the same time; the
-    // config is replaced (commit) only once the backup exists. Both steps'
-    // times count from this start (`write` includes the wait for `backup`).
-    hooks.step(Step::Backup);
-    let t = Instant::now();
-    let ((backup, backup_ms), staged) = tokio::join!(
-        async {
-            let b = stop.race(remote.backup(current, SystemTime::now())).await;
-            (b, ms(t.elapsed()))
-        },
-        stop.race(remote.prepare_write(new, current, Some(old_sha)))
-    );
-    // A stop request ends both halves at once (neither waits for the other).
-    let (backup, staged) = match (backup, staged) {
-        (Some(b), Some(st)) => (Some(b), st),
-        _ => (
-            None,
-            Err(RemoteError::Failed {
-                op: "write",
-                message: "stopped".into(),
-            }),
-        ),
+    // Begun beside the lock already (an ordered remote), or now.
+    let Staging {
+        backup,
+        backup_ms,
+        staged,
+        t,
+    } = match early {
+        Some(st) => st,
+        None => {
+            hooks.step(Step::Backup);
+            stage(remote, current, new, old_sha, stop).await
+        }
     };
     rep.timings_ms.push((Step::Backup, backup_ms));
     let backup = match backup {
@@ -616,8 +635,15 @@ async fn changing<R: RemoteOps, H: Hooks>(
     } else {
         // The restart is not raced here: the session ends it on a stop
         // request itself and stops it on the host, so the rollback's
-        // restart never runs beside it.
-        match restart(remote, opts, hooks, rep).await {
+        // restart never runs beside it. The lock is read back beside it, so
+        // the unlock at the end needs no read of its own.
+        let recheck = async {
+            if let Some(me) = me {
+                remote.recheck_lock(me).await;
+            }
+        };
+        let (restarted, ()) = tokio::join!(restart(remote, opts, hooks, rep), recheck);
+        match restarted {
             Err(RemoteError::Transport(TransportError::Cancelled { .. })) => {
                 Some((Step::Interrupted, ApplyError::InterruptedAfter))
             }
@@ -657,6 +683,74 @@ async fn changing<R: RemoteOps, H: Hooks>(
     }
     rep.ok = true;
     rep.step = Step::Done;
+}
+
+/// The backup and the staged write, begun together.
+struct Staging {
+    /// `None`: stopped before both halves were done.
+    backup: Option<Result<String, RemoteError>>,
+    backup_ms: u64,
+    staged: Result<crate::remote::Staged, RemoteError>,
+    /// When they began (`write` counts from here too).
+    t: Instant,
+}
+
+/// The backup and the upload of the new bytes run at the same time; the
+/// config is replaced (commit) only once the backup exists. Both steps'
+/// times count from this start (`write` includes the wait for `backup`).
+/// `futures::join!` polls in order (tokio's rotates): the backup's requests
+/// always go out first, so the order on the wire is fixed.
+async fn stage<R: RemoteOps>(
+    remote: &R,
+    current: &RemoteFile,
+    new: &[u8],
+    old_sha: &str,
+    stop: &Stop,
+) -> Staging {
+    let t = Instant::now();
+    let ((backup, backup_ms), staged) = futures::join!(
+        async {
+            let b = stop.race(remote.backup(current, SystemTime::now())).await;
+            (b, ms(t.elapsed()))
+        },
+        stop.race(remote.prepare_write(new, current, Some(old_sha)))
+    );
+    // A stop request ends both halves at once (neither waits for the other).
+    let (backup, staged) = match (backup, staged) {
+        (Some(b), Some(st)) => (Some(b), st),
+        _ => (
+            None,
+            Err(RemoteError::Failed {
+                op: "write",
+                message: "stopped".into(),
+            }),
+        ),
+    };
+    Staging {
+        backup,
+        backup_ms,
+        staged,
+        t,
+    }
+}
+
+/// Undo a staging that ran beside a lock this apply did not get (or got
+/// only by taking it over, after the staging ran): its temp file and the
+/// backup it made (a name of its own) are removed.
+async fn undo<R: RemoteOps>(remote: &R, early: Option<Staging>) {
+    let Some(st) = early else { return };
+    if let Ok(s) = st.staged {
+        remote.discard_write(s).await;
+    }
+    match st.backup {
+        Some(Ok(b)) => {
+            let _ = remote.remove_backup(&b).await;
+        }
+        Some(Err(_)) => {}
+        None => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), remote.clean_up(None)).await;
+        }
+    }
 }
 
 /// After a failed write: what does the config hold now? Read it on this

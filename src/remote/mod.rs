@@ -14,8 +14,9 @@
 //! * the rename happens only if the config still holds the bytes the caller
 //!   expects (compare-and-swap, checked as late as the mode allows);
 //! * only regular files are read or replaced (after following a symlink);
-//! * a backup is written under a temp name and renamed to its backup name
-//!   only when complete (an interrupted backup never looks like one), never
+//! * a backup is complete the moment it has its backup name (written under
+//!   a temp name and renamed, or — SFTP with `hardlink@openssh.com` — a hard
+//!   link to the config, which the write then replaces by a rename), never
 //!   overwrites a file and never has wider permissions than the original;
 //! * only names swapcfg makes ([`names::backup_key`]) are listed, read or
 //!   removed as backups, oldest first by the timestamp in the name;
@@ -231,8 +232,21 @@ pub trait RemoteOps {
     /// expired at `now` (epoch seconds) is replaced; with `force`, any
     /// holder is. Otherwise [`RemoteError::Locked`] naming the holder.
     async fn lock(&self, me: &LockInfo, now: u64, force: bool) -> Result<LockTaken, RemoteError>;
+    /// Requests are answered in the order they were sent (SFTP: one
+    /// channel, one server process): a [`RemoteOps::lock`] sent first
+    /// covers the backup and the staged write sent right behind it, so the
+    /// pipeline may send them together (and undo them when the lock is
+    /// refused). Default `false`: each exec may run at any time.
+    fn ordered(&self) -> bool {
+        false
+    }
     /// Remove the lock if it is still `me`'s (same token).
     async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError>;
+    /// After the config was replaced, beside the restart: read the lock
+    /// back, so that [`RemoteOps::unlock`] at the end need not (SFTP).
+    /// Best effort; the unlock reads it itself when this did not prove it
+    /// is still `me`'s. Default: nothing.
+    async fn recheck_lock(&self, _me: &LockInfo) {}
     /// After a run whose connection was lost: remove the temp files this
     /// run's tag left and the lock if it is still `me`'s. Best effort.
     async fn clean_up(&self, me: Option<&LockInfo>) -> Result<(), RemoteError> {
@@ -474,6 +488,12 @@ impl RemoteOps for AnyRemote<'_> {
     }
     async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError> {
         dispatch!(self, r => r.unlock(me).await)
+    }
+    async fn recheck_lock(&self, me: &LockInfo) {
+        dispatch!(self, r => r.recheck_lock(me).await)
+    }
+    fn ordered(&self) -> bool {
+        dispatch!(self, r => r.ordered())
     }
     async fn clean_up(&self, me: Option<&LockInfo>) -> Result<(), RemoteError> {
         dispatch!(self, r => r.clean_up(me).await)

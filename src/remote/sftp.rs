@@ -1,17 +1,23 @@
 //! `RemoteOps` over SFTP (the default mode).
 //!
-//! Owns: reading with a size cap, exclusive-create backups, atomic writes
-//! (temp file in the same directory, fsync when offered,
-//! `posix-rename@openssh.com` over the target), symlink resolution, backup
-//! listing. Independent requests are pipelined (all chunk reads or writes of
-//! a file are in flight at once) because every round trip costs on a VPN.
+//! Owns: reading with a size cap, backups (a `hardlink@openssh.com` link
+//! when offered, else an exclusive-create copy), atomic writes (temp file in
+//! the same directory, fsync when offered, `posix-rename@openssh.com` over
+//! the target), symlink resolution, backup listing. Independent requests
+//! are pipelined (all chunk reads or writes of a file are in flight at
+//! once), and requests that depend only on being answered in order (the
+//! server answers one channel's requests in order) share a flight, because
+//! every round trip costs on a VPN. One exception to "open only what was
+//! seen to be a regular file": the config's re-open for the hash goes out
+//! beside the lstat that proves it still is one; a config turned into a
+//! FIFO since the read would hold the server until the request times out.
 //!
 //! Invariants: the config path always holds the old bytes or the new bytes;
 //! without `posix-rename` nothing is written; a handled failure removes its
 //! temp file; backups and rewrites never get wider permissions than the
 //! original.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
 use russh_sftp::client::error::Error as SftpError;
@@ -25,6 +31,7 @@ use crate::transport::Session;
 const CHUNK: usize = 64 * 1024;
 const POSIX_RENAME: &str = "posix-rename@openssh.com";
 const FSYNC: &str = "fsync@openssh.com";
+const HARDLINK: &str = "hardlink@openssh.com";
 
 /// SFTP implementation of [`super::RemoteOps`] for one config path.
 pub struct SftpRemote<'s> {
@@ -37,6 +44,15 @@ pub struct SftpRemote<'s> {
     opts: RemoteOptions,
     posix_rename: bool,
     fsync: bool,
+    /// `hardlink@openssh.com` is offered: backups are links (see
+    /// `link_backup`).
+    hardlink: bool,
+    /// The config path was no symlink when the session opened: a write
+    /// may then open it beside the lstat that proves it still is none
+    /// (see `op_prepare`), instead of waiting for that lstat first.
+    plain: bool,
+    /// The lock this session holds, as far as it knows (see `LockState`).
+    lock_state: std::sync::Mutex<LockState>,
     /// Set once a request found the connection gone: later requests fail
     /// at once instead of each waiting for its timeout.
     lost: std::sync::atomic::AtomicBool,
@@ -46,8 +62,8 @@ impl<'s> SftpRemote<'s> {
     /// Open the SFTP subsystem on `session` and negotiate extensions.
     ///
     /// Round trips: the SFTP channel and a spare channel for the restart
-    /// open side by side (1); the subsystem request, INIT and a stat of the
-    /// config go out together (1).
+    /// open side by side (1); the subsystem request, INIT, a stat and an
+    /// lstat of the config go out together (1).
     pub async fn open(
         session: &'s Session,
         config_path: &str,
@@ -57,8 +73,12 @@ impl<'s> SftpRemote<'s> {
         let (io, reply) = stream?;
         let sftp = RawSftpSession::new(io);
         sftp.set_timeout(session.op_timeout().as_secs().max(1));
-        let (version, stat, accepted) =
-            tokio::join!(sftp.init(), sftp.stat(config_path), reply.accepted());
+        let (version, stat, lstat, accepted) = tokio::join!(
+            sftp.init(),
+            sftp.stat(config_path),
+            sftp.lstat(config_path),
+            reply.accepted()
+        );
         accepted?;
         let version =
             version.map_err(|e| map_err("sftp init", config_path, session.op_timeout(), e))?;
@@ -66,8 +86,11 @@ impl<'s> SftpRemote<'s> {
             session,
             posix_rename: version.extensions.contains_key(POSIX_RENAME),
             fsync: version.extensions.contains_key(FSYNC),
+            hardlink: version.extensions.contains_key(HARDLINK),
             sftp: std::sync::Arc::new(sftp),
             first_stat: std::sync::Mutex::new(stat.ok().map(|a| a.attrs)),
+            plain: lstat.is_ok_and(|a| !a.attrs.is_symlink()),
+            lock_state: Default::default(),
             path: config_path.to_string(),
             opts,
             lost: Default::default(),
@@ -279,9 +302,16 @@ impl<'s> SftpRemote<'s> {
         mode: Option<u32>,
         owner: Option<(Option<u32>, Option<u32>)>,
     ) -> Result<(), RemoteError> {
+        let handle = self.open_exclusive(op, path).await?;
+        self.fill_and_close(op, path, handle, content, mode, owner)
+            .await
+    }
+
+    /// Create `path` exclusively (mode 0600 until it is filled).
+    async fn open_exclusive(&self, op: &'static str, path: &str) -> Result<String, RemoteError> {
         let mut attrs = FileAttributes::empty();
         attrs.permissions = Some(0o600);
-        let handle = self
+        Ok(self
             .sftp
             .open(
                 path,
@@ -290,7 +320,20 @@ impl<'s> SftpRemote<'s> {
             )
             .await
             .map_err(|e| self.err(op, path, e))?
-            .handle;
+            .handle)
+    }
+
+    /// Fill a file [`Self::open_exclusive`] created and close it: one round
+    /// trip. Removes it on failure.
+    async fn fill_and_close(
+        &self,
+        op: &'static str,
+        path: &str,
+        handle: String,
+        content: &[u8],
+        mode: Option<u32>,
+        owner: Option<(Option<u32>, Option<u32>)>,
+    ) -> Result<(), RemoteError> {
         // The close travels right behind the writes, fsync, mode change
         // and fstat: one round trip for all of them.
         let (result, closed) = tokio::join!(
@@ -435,10 +478,7 @@ impl<'s> SftpRemote<'s> {
     }
 
     /// (size, mtime, mode) of `path`, following links.
-    async fn stat_of(
-        &self,
-        path: &str,
-    ) -> Result<(Option<u64>, Option<u32>, Option<u32>), RemoteError> {
+    async fn stat_of(&self, path: &str) -> Result<Stat, RemoteError> {
         let a = self
             .sftp
             .stat(path)
@@ -544,6 +584,15 @@ impl<'s> SftpRemote<'s> {
                 }
             }
         };
+        self.read_lock_handle(lock, handle).await
+    }
+
+    /// The lock record behind an open read `handle` (closed after).
+    async fn read_lock_handle(
+        &self,
+        lock: &str,
+        handle: String,
+    ) -> Result<Option<super::LockInfo>, RemoteError> {
         // The record's size comes with the first read (fstat right behind
         // it): a record read whole needs no second read to meet EOF.
         let want = super::names::MAX_LOCK_RECORD + 1;
@@ -574,7 +623,68 @@ impl<'s> SftpRemote<'s> {
 pub struct StagedWrite {
     tmp: String,
     real: String,
-    before: (Option<u64>, Option<u32>, Option<u32>),
+    before: Stat,
+    /// The stat sent right behind the hashing reads: what it found, when
+    /// its reply came, and how long that round trip took.
+    after: Option<(Stat, Instant, Duration)>,
+}
+
+/// (size, mtime, mode) of a file.
+type Stat = (Option<u64>, Option<u32>, Option<u32>);
+
+/// What this session knows of the lock it holds.
+#[derive(Default)]
+struct LockState {
+    /// The record being written after the exclusive open won the lock.
+    filling: Option<tokio::task::JoinHandle<Result<(), SftpError>>>,
+    /// The token of the lock this session created or took over.
+    held: Option<String>,
+    /// A read handle on the lock, opened beside the config's rename.
+    reader: Option<String>,
+    /// The lock was read back as this token's after the config's rename.
+    verified: Option<String>,
+}
+
+/// Lease left (by this machine's clock) below which the unlock reads the
+/// lock again instead of trusting the read beside the restart: room for
+/// clock skew between the hosts running swapcfg.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// Write the lock record on the handle the exclusive open returned:
+/// write + fsync + mode + fstat + close in one round trip; the fstat's size
+/// proves the record landed whole.
+async fn fill_lock(
+    sftp: std::sync::Arc<RawSftpSession>,
+    handle: String,
+    record: Vec<u8>,
+    fsync: bool,
+) -> Result<(), SftpError> {
+    let len = record.len() as u64;
+    let mut mode = FileAttributes::empty();
+    mode.permissions = Some(0o644);
+    let (written, synced, chmod, size, closed) = tokio::join!(
+        sftp.write(handle.as_str(), 0, record),
+        async {
+            match fsync {
+                true => sftp.fsync(handle.as_str()).await.map(|_| ()),
+                false => Ok(()),
+            }
+        },
+        sftp.fsetstat(handle.as_str(), mode),
+        sftp.fstat(handle.as_str()),
+        sftp.close(handle.as_str())
+    );
+    written?;
+    synced?;
+    chmod?;
+    closed?;
+    match size?.attrs.size {
+        Some(n) if n == len => Ok(()),
+        got => Err(SftpError::UnexpectedBehavior(format!(
+            "the host stored {} of the {len} bytes of the lock record",
+            got.unwrap_or(0)
+        ))),
+    }
 }
 
 /// Refuse anything but a regular file, naming what it is.
@@ -680,6 +790,11 @@ impl SftpRemote<'_> {
         current: &RemoteFile,
         now: SystemTime,
     ) -> Result<String, RemoteError> {
+        if self.hardlink && self.plain {
+            if let Some(path) = self.link_backup(current, now).await? {
+                return Ok(path);
+            }
+        }
         // Complete under a temp name first: an interrupted backup never
         // carries a backup's name.
         let tmp = self.temp_beside(&self.path);
@@ -717,6 +832,74 @@ impl SftpRemote<'_> {
         })
     }
 
+    /// A backup as a hard link to the config (`hardlink@openssh.com`):
+    /// one request, no data sent, complete the moment it has its name
+    /// (link(2) never replaces a file), and the same inode, so the same
+    /// mode and owner: never wider than the config. An lstat behind the
+    /// link (same round trip) proves the new name is a regular file (link
+    /// does not follow a symlink) with `current`'s size and mode.
+    /// `Ok(None)`: no link could be made (another file system, EPERM from
+    /// `fs.protected_hardlinks`, …) or it was not the file read: copy
+    /// instead. The apply that follows replaces the config by a rename, so
+    /// the backup keeps the old inode and bytes.
+    async fn link_backup(
+        &self,
+        current: &RemoteFile,
+        now: SystemTime,
+    ) -> Result<Option<String>, RemoteError> {
+        let base = backup_path(&self.path, now);
+        for n in 0..100u32 {
+            let candidate = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}.{n}")
+            };
+            let (linked, seen) = tokio::join!(
+                self.sftp.hardlink(self.path.as_str(), candidate.as_str()),
+                self.sftp.lstat(candidate.as_str())
+            );
+            match (linked, seen) {
+                (Ok(_), Ok(a)) => {
+                    let a = a.attrs;
+                    let same = !a.is_symlink()
+                        && regular(&candidate, &a).is_ok()
+                        && a.size == Some(current.bytes.len() as u64)
+                        && current
+                            .mode
+                            .is_none_or(|m| a.permissions.map(|p| p & 0o7777) == Some(m));
+                    if same {
+                        return Ok(Some(candidate));
+                    }
+                    // Not the file read (replaced meanwhile, or a symlink
+                    // now): this name is ours, give it up and copy.
+                    self.remove_quietly(&candidate).await;
+                    return Ok(None);
+                }
+                (Ok(_), Err(e)) => {
+                    let e = self.err("backup", &candidate, e);
+                    self.remove_quietly(&candidate).await;
+                    return Err(e);
+                }
+                // The name was taken before: try the next one.
+                (Err(_), Ok(_)) => continue,
+                (Err(e), Err(_)) => {
+                    let e = self.err("backup", &candidate, e);
+                    if matches!(
+                        e,
+                        RemoteError::Disconnected { .. } | RemoteError::Timeout { .. }
+                    ) {
+                        return Err(e);
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+        Err(RemoteError::Failed {
+            op: "backup",
+            message: format!("{base}: 100 backups already exist for this second"),
+        })
+    }
+
     async fn op_write(
         &self,
         content: &[u8],
@@ -727,10 +910,14 @@ impl SftpRemote<'_> {
         self.op_commit(staged, expect).await
     }
 
-    /// Stage a write: resolve the config (1 round trip), then upload the
-    /// temp file (open; writes + fsync + mode + fstat + close: 2) while the
-    /// config is read again and hashed for the compare-and-swap (open;
-    /// reads: 2, at the same time). Nothing is replaced yet.
+    /// Stage a write in two round trips: (1) the lstat proving the config
+    /// is still a regular file (not a symlink), the exclusive open of the
+    /// temp file and the open of the config for reading go out together;
+    /// (2) the temp file's writes + fsync + mode + owner + fstat + close,
+    /// every read of the config (hashed for the compare-and-swap) and a
+    /// stat of it right behind the reads. A config that was a symlink when
+    /// the session opened is resolved first (lstat, realpath, stat).
+    /// Nothing is replaced yet.
     async fn op_prepare(
         &self,
         content: &[u8],
@@ -747,65 +934,171 @@ impl SftpRemote<'_> {
                 instead: Some(super::Mode::Shell),
             });
         }
+        if self.plain {
+            if let Some(staged) = self
+                .stage_at(&self.path, None, content, like, expect)
+                .await?
+            {
+                return Ok(staged);
+            }
+        }
         let (real, attrs) = self.resolve().await?;
-        let mode = like.mode.or(attrs.permissions.map(|m| m & 0o7777));
-        let owner = owner_of(like).or_else(|| {
-            (attrs.uid.is_some() || attrs.gid.is_some()).then_some((attrs.uid, attrs.gid))
-        });
-        let tmp = self.temp_beside(&real);
-        // The attributes `resolve` saw are the "before" of the compare: the
-        // stat right before the rename must find the same, proving the file
-        // was not changed after the bytes hashed here.
-        let before = (attrs.size, attrs.mtime, attrs.permissions);
-        let (created, hashed) = tokio::join!(
-            self.create_exclusive("write", &tmp, content, mode, owner),
+        self.stage_at(&real, Some(attrs), content, like, expect)
+            .await?
+            .ok_or_else(|| RemoteError::Failed {
+                op: "write",
+                message: format!("{real}: not a regular file any more; nothing was written"),
+            })
+    }
+
+    /// [`Self::op_prepare`] for the real file `real`. `known`: its
+    /// attributes, already stat'ed; `None` asks for its lstat in the first
+    /// round trip, and a symlink there gives `Ok(None)` (nothing left).
+    async fn stage_at(
+        &self,
+        real: &str,
+        known: Option<FileAttributes>,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<Option<StagedWrite>, RemoteError> {
+        let tmp = self.temp_beside(real);
+        let probe = known.is_none();
+        let (attrs, created, reader) = tokio::join!(
+            async {
+                match known {
+                    Some(a) => Ok(a),
+                    None => self
+                        .sftp
+                        .lstat(real)
+                        .await
+                        .map(|a| a.attrs)
+                        .map_err(|e| self.err("write", real, e)),
+                }
+            },
+            self.open_exclusive("write", &tmp),
             async {
                 match expect {
                     Some(_) => Some(
-                        self.read_regular(&real, attrs.size.unwrap_or(0))
+                        self.sftp
+                            .open(real, OpenFlags::READ, FileAttributes::empty())
                             .await
-                            .map(|b| sha256_hex(&b)),
+                            .map(|h| h.handle)
+                            .map_err(|e| self.err("write", real, e)),
                     ),
                     None => None,
                 }
             }
         );
-        if let Err(e) = created {
-            if hashed.is_some() {
-                self.remove_quietly(&tmp).await;
+        let reader = reader.transpose();
+        let checked = attrs.and_then(|a| {
+            if probe && a.is_symlink() {
+                return Ok(None);
             }
-            return Err(e);
-        }
-        let found = match hashed.transpose() {
-            Ok(found) => found,
-            Err(e) => {
-                self.remove_quietly(&tmp).await;
-                return Err(e);
+            regular(real, &a).map(|()| Some(a))
+        });
+        let (attrs, handle, reader) = match (checked, created, reader) {
+            (Ok(Some(a)), Ok(h), Ok(r)) => (a, h, r),
+            (checked, created, reader) => {
+                let mut first = checked.err();
+                match reader {
+                    Ok(Some(r)) => self.close_later(r),
+                    Ok(None) => {}
+                    Err(e) => first = first.or(Some(e)),
+                }
+                match created {
+                    Ok(h) => {
+                        self.close_later(h);
+                        self.remove_quietly(&tmp).await;
+                    }
+                    Err(e) => first = first.or(Some(e)),
+                }
+                return first.map_or(Ok(None), Err);
             }
         };
-        if let (Some(expected), Some(found)) = (expect, &found) {
-            if !found.eq_ignore_ascii_case(expected) {
-                self.remove_quietly(&tmp).await;
-                return Err(RemoteError::Changed {
-                    path: self.path.clone(),
-                    expected: expected.to_string(),
-                    found: found.clone(),
-                });
+        let mode = like.mode.or(attrs.permissions.map(|m| m & 0o7777));
+        let owner = owner_of(like).or_else(|| {
+            (attrs.uid.is_some() || attrs.gid.is_some()).then_some((attrs.uid, attrs.gid))
+        });
+        // The attributes seen before the bytes were hashed are the "before"
+        // of the compare: the stat behind the reads (and, if that is not
+        // fresh at the commit, another one) must find the same, proving the
+        // file was not changed after the bytes hashed here.
+        let before = (attrs.size, attrs.mtime, attrs.permissions);
+        let sent = Instant::now();
+        let (created, hashed) = tokio::join!(
+            self.fill_and_close("write", &tmp, handle, content, mode, owner),
+            async {
+                let r = reader?;
+                let (bytes, after) = tokio::join!(
+                    self.read_handle(real, &r, attrs.size.unwrap_or(0)),
+                    self.stat_of(real)
+                );
+                self.close_later(r);
+                Some((bytes.map(|b| sha256_hex(&b)), after))
             }
-        }
-        Ok(StagedWrite { tmp, real, before })
+        );
+        let flight = sent.elapsed();
+        created?;
+        let after = match hashed {
+            None => None,
+            Some((found, after)) => {
+                let found = match found {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.remove_quietly(&tmp).await;
+                        return Err(e);
+                    }
+                };
+                if let Some(expected) = expect {
+                    if !found.eq_ignore_ascii_case(expected) {
+                        self.remove_quietly(&tmp).await;
+                        return Err(RemoteError::Changed {
+                            path: self.path.clone(),
+                            expected: expected.to_string(),
+                            found,
+                        });
+                    }
+                }
+                after.ok()
+            }
+        };
+        Ok(Some(StagedWrite {
+            tmp,
+            real: real.to_string(),
+            before,
+            after: after.map(|a| (a, Instant::now(), flight)),
+        }))
     }
 
-    /// Finish a staged write: one stat proves the config is still the file
-    /// hashed (1 round trip), then `posix-rename` (1).
+    /// Finish a staged write: `posix-rename` (1 round trip), after the lock
+    /// record (if this session wrote one) is known to be complete. The
+    /// stat behind the hashing reads proves the config is still the file
+    /// hashed when it is fresh (its reply came less than a tenth of that
+    /// round trip ago: the rename then follows the check as closely as a
+    /// stat of its own would); else it is stat'ed again (1 more). A read
+    /// handle on the lock goes out beside the rename, for
+    /// [`super::RemoteOps::recheck_lock`].
     async fn op_commit(
         &self,
         staged: StagedWrite,
         expect: Option<&str>,
     ) -> Result<(), RemoteError> {
-        let StagedWrite { tmp, real, before } = staged;
+        let StagedWrite {
+            tmp,
+            real,
+            before,
+            after,
+        } = staged;
+        if let Ok(mut st) = self.lock_state.lock() {
+            st.verified = None;
+        }
         if let Some(expected) = expect {
-            let unchanged = match self.stat_of(&real).await {
+            let after = match after {
+                Some((a, at, flight)) if at.elapsed() <= flight / 10 => Ok(a),
+                _ => self.stat_of(&real).await,
+            };
+            let unchanged = match after {
                 Ok(after) => after == before,
                 Err(e) => {
                     self.remove_quietly(&tmp).await;
@@ -830,13 +1123,44 @@ impl SftpRemote<'_> {
                 }
             }
         }
-        let renamed = self.posix_rename(&tmp, &real).await;
+        if let Err(e) = self.finish_lock().await {
+            self.remove_quietly(&tmp).await;
+            return Err(e);
+        }
+        let held = self.lock_state.lock().ok().and_then(|s| s.held.clone());
+        let lock = super::names::lock_path(&self.path);
+        let (renamed, reader) = tokio::join!(self.posix_rename(&tmp, &real), async {
+            match held {
+                Some(_) => self
+                    .sftp
+                    .open(lock.as_str(), OpenFlags::READ, FileAttributes::empty())
+                    .await
+                    .ok()
+                    .map(|h| h.handle),
+                None => None,
+            }
+        });
+        if let Some(r) = reader {
+            let old = self
+                .lock_state
+                .lock()
+                .ok()
+                .and_then(|mut s| s.reader.replace(r));
+            if let Some(old) = old {
+                self.close_later(old);
+            }
+        }
         if renamed.is_err() {
             self.remove_quietly(&tmp).await;
         }
         renamed
     }
 
+    /// Take the lock: its exclusive open (1 round trip) wins it; the
+    /// record (write + fsync + mode + fstat + close) then goes out without
+    /// being waited for, beside the next step's first requests. Whether it
+    /// landed whole is checked before the config is replaced and before
+    /// the unlock ([`Self::finish_lock`]).
     async fn op_lock(
         &self,
         me: &super::LockInfo,
@@ -845,11 +1169,27 @@ impl SftpRemote<'_> {
     ) -> Result<super::LockTaken, RemoteError> {
         let lock = super::names::lock_path(&self.path);
         let record = me.to_record();
-        match self
-            .create_exclusive("lock", &lock, record.as_bytes(), Some(0o644), None)
-            .await
-        {
-            Ok(()) => return Ok(super::LockTaken::Fresh),
+        match self.open_exclusive("lock", &lock).await {
+            Ok(handle) => {
+                // Polled once here, so its requests are on the wire before
+                // anything sent after this returns (order on the channel is
+                // order at the server); its replies are awaited later.
+                let mut fill = Box::pin(fill_lock(
+                    self.sftp.clone(),
+                    handle,
+                    record.into_bytes(),
+                    self.fsync,
+                ));
+                let task = match futures::poll!(fill.as_mut()) {
+                    std::task::Poll::Ready(r) => tokio::spawn(async move { r }),
+                    std::task::Poll::Pending => tokio::spawn(fill),
+                };
+                if let Ok(mut st) = self.lock_state.lock() {
+                    st.filling = Some(task);
+                    st.held = Some(me.token.clone());
+                }
+                return Ok(super::LockTaken::Fresh);
+            }
             Err(e) if self.sftp.lstat(&lock).await.is_err() => return Err(e),
             Err(_) => {}
         }
@@ -872,6 +1212,9 @@ impl SftpRemote<'_> {
         }
         match self.read_lock(&lock).await? {
             Some(h) if h.token == me.token => {
+                if let Ok(mut st) = self.lock_state.lock() {
+                    st.held = Some(me.token.clone());
+                }
                 // The previous holder is gone: its temp files will never be
                 // renamed or removed by it.
                 self.remove_stale_temps().await;
@@ -884,6 +1227,55 @@ impl SftpRemote<'_> {
         }
     }
 
+    /// Wait for the lock record this session is writing (if any). If it
+    /// did not land whole, the lock file (this session's own, created
+    /// exclusively) is removed and the error returned.
+    async fn finish_lock(&self) -> Result<(), RemoteError> {
+        let task = self
+            .lock_state
+            .lock()
+            .ok()
+            .and_then(|mut s| s.filling.take());
+        let Some(task) = task else {
+            return Ok(());
+        };
+        let lock = super::names::lock_path(&self.path);
+        let result = match task.await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => self.err("lock", &lock, e),
+            Err(e) => RemoteError::Failed {
+                op: "lock",
+                message: format!("{lock}: writing the lock record failed: {e}"),
+            },
+        };
+        if let Ok(mut st) = self.lock_state.lock() {
+            st.held = None;
+        }
+        self.remove_quietly(&lock).await;
+        Err(result)
+    }
+
+    /// Read the lock back through the handle opened beside the rename
+    /// (or a new one): 1 round trip, beside the restart. Remembers it when
+    /// it is still `me`'s.
+    async fn op_recheck_lock(&self, me: &super::LockInfo) {
+        let reader = self
+            .lock_state
+            .lock()
+            .ok()
+            .and_then(|mut s| s.reader.take());
+        let lock = super::names::lock_path(&self.path);
+        let seen = match reader {
+            Some(h) => self.read_lock_handle(&lock, h).await,
+            None => self.read_lock(&lock).await,
+        };
+        if let (Ok(Some(h)), Ok(mut st)) = (seen, self.lock_state.lock()) {
+            if h.token == me.token {
+                st.verified = Some(h.token);
+            }
+        }
+    }
+
     async fn op_clean_up(&self, me: Option<&super::LockInfo>) -> Result<(), RemoteError> {
         self.remove_temps(Some(self.opts.tag)).await;
         match me {
@@ -892,17 +1284,53 @@ impl SftpRemote<'_> {
         }
     }
 
+    /// Remove the lock if it is still `me`'s. Read back as `me`'s beside
+    /// the restart ([`Self::op_recheck_lock`]) and with more than
+    /// [`LEASE_MARGIN`] of its lease left (nobody may take it over before
+    /// the lease ends but with `--break-lock`): removed at once (1 round
+    /// trip). Otherwise read first (open; read + fstat: 2) as before.
     async fn op_unlock(&self, me: &super::LockInfo) -> Result<(), RemoteError> {
-        let lock = super::names::lock_path(&self.path);
-        match self.read_lock(&lock).await? {
-            Some(h) if h.token == me.token => self
-                .sftp
-                .remove(&lock)
-                .await
-                .map(|_| ())
-                .map_err(|e| self.err("unlock", &lock, e)),
-            _ => Ok(()),
+        if self.finish_lock().await.is_err() {
+            // The record never landed and the lock file was removed.
+            return Ok(());
         }
+        let lock = super::names::lock_path(&self.path);
+        let (verified, reader) = match self.lock_state.lock() {
+            Ok(mut st) => (st.verified.take(), st.reader.take()),
+            Err(_) => (None, None),
+        };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(u64::MAX);
+        let leased = now.saturating_add(LEASE_MARGIN.as_secs()) < me.expires;
+        let ours = if verified.as_deref() == Some(me.token.as_str()) && leased {
+            if let Some(r) = reader {
+                self.close_later(r);
+            }
+            true
+        } else {
+            let seen = match reader {
+                Some(h) => self.read_lock_handle(&lock, h).await?,
+                None => self.read_lock(&lock).await?,
+            };
+            seen.is_some_and(|h| h.token == me.token)
+        };
+        if !ours {
+            return Ok(());
+        }
+        let removed = self
+            .sftp
+            .remove(&lock)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("unlock", &lock, e));
+        if removed.is_ok() {
+            if let Ok(mut st) = self.lock_state.lock() {
+                st.held = None;
+            }
+        }
+        removed
     }
 
     async fn op_list_backups(&self) -> Result<Vec<BackupEntry>, RemoteError> {
@@ -1021,6 +1449,19 @@ impl super::RemoteOps for SftpRemote<'_> {
 
     async fn unlock(&self, me: &super::LockInfo) -> Result<(), RemoteError> {
         self.guard("unlock", self.op_unlock(me)).await
+    }
+
+    fn ordered(&self) -> bool {
+        true
+    }
+
+    async fn recheck_lock(&self, me: &super::LockInfo) {
+        let _ = self
+            .guard("lock", async {
+                self.op_recheck_lock(me).await;
+                Ok(())
+            })
+            .await;
     }
 
     async fn clean_up(&self, me: Option<&super::LockInfo>) -> Result<(), RemoteError> {

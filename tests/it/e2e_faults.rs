@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::common::mode_of;
 use swapcfg_testkit::proxy::{Break, Proxy, ProxyOptions};
 use swapcfg_testkit::sshd::{self, available, Options, Sshd};
 
@@ -134,12 +135,12 @@ async fn openssh_link_cut_or_stalled_mid_upload_leaves_old_bytes_and_nothing_els
     if !available() {
         return;
     }
-    // Uploads: the lock record, then the 3 MiB backup and the 3 MiB config
-    // side by side (the backup's rename queued behind the config's
-    // writes): 4.5 MiB in, both are cut and the backup step fails first.
+    // Uploads: the lock record, then the 3 MiB config (OpenSSH offers
+    // hardlink@openssh.com: the backup is a link, complete before the
+    // upload starts): 1.5 MiB in, the upload is cut.
     for brk in [
-        Break::CutAfterUpload(4_500_000),
-        Break::StallAfterUpload(4_500_000, Duration::from_millis(700)),
+        Break::CutAfterUpload(1_500_000),
+        Break::StallAfterUpload(1_500_000, Duration::from_millis(700)),
     ] {
         let h = host(None, 3 << 20);
         let proxy = Proxy::start(
@@ -153,8 +154,8 @@ async fn openssh_link_cut_or_stalled_mid_upload_leaves_old_bytes_and_nothing_els
         .expect("proxy");
         let out = run(h.apply(proxy.port(), &[])).await;
         let v = json(&out);
-        assert_eq!(out.status.code(), Some(6), "{brk:?}: {v}");
-        assert_eq!(v["step"].as_str(), Some("backup"), "{brk:?}: {v}");
+        assert_eq!(out.status.code(), Some(7), "{brk:?}: {v}");
+        assert_eq!(v["step"].as_str(), Some("write"), "{brk:?}: {v}");
         assert_eq!(v["remote_state"].as_str(), Some("old"), "{brk:?}: {v}");
         assert!(
             std::fs::read(&h.cfg).expect("cfg") == h.old_bytes,
@@ -165,10 +166,16 @@ async fn openssh_link_cut_or_stalled_mid_upload_leaves_old_bytes_and_nothing_els
             Vec::<String>::new(),
             "{brk:?}: temp and lock cleaned"
         );
+        let backups = h.backups();
+        assert_eq!(backups.len(), 1, "{brk:?}: the backup made first stays");
+        assert!(
+            std::fs::read(&backups[0]).expect("backup") == h.old_bytes,
+            "{brk:?}: the backup holds the old bytes"
+        );
         assert_eq!(
-            h.backups(),
-            Vec::<PathBuf>::new(),
-            "{brk:?}: a cut backup never carries a backup's name"
+            mode_of(&backups[0]),
+            mode_of(Path::new(&h.cfg)),
+            "{brk:?}: the backup's mode is the config's"
         );
     }
 }
@@ -192,7 +199,7 @@ async fn openssh_client_killed_mid_transfer_on_a_slow_link() {
     c.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().expect("spawn");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while proxy.uploaded() < 4_000_000 {
+    while proxy.uploaded() < 1_500_000 {
         assert!(
             std::time::Instant::now() < deadline,
             "upload never got going"
@@ -262,8 +269,9 @@ async fn openssh_really_full_disk() {
     let Some(fs) = Tmpfs::mount("4m") else {
         return;
     };
-    // 1.5 MiB config + 1.5 MiB backup fit; the 1.5 MiB temp file does not.
-    let h = host(Some(fs.0.join("etc")), 1_500_000);
+    // The 2.2 MB config (its backup is a link: no space) fits; the 2.2 MB
+    // temp file beside it does not.
+    let h = host(Some(fs.0.join("etc")), 2_200_000);
     let out = run(h.apply(h.sshd.port, &[])).await;
     let v = json(&out);
     assert!(
@@ -330,7 +338,7 @@ async fn openssh_host_that_stops_answering_is_noticed_within_the_keepalive() {
         sshd_addr(&h),
         ProxyOptions {
             delay: Duration::ZERO,
-            first: Some(Break::StallAfterUpload(4_500_000, Duration::from_secs(60))),
+            first: Some(Break::StallAfterUpload(1_500_000, Duration::from_secs(60))),
         },
     )
     .await
@@ -340,12 +348,12 @@ async fn openssh_host_that_stops_answering_is_noticed_within_the_keepalive() {
     let took = t.elapsed();
     let v = json(&out);
     assert!(took < Duration::from_secs(10), "noticed in {took:?}: {v}");
-    // The backup and the config upload run side by side: the backup step
-    // is the one that was waiting.
-    assert_eq!(out.status.code(), Some(6), "{v}");
+    // The backup is a link, made before the upload: the write step is the
+    // one that was waiting.
+    assert_eq!(out.status.code(), Some(7), "{v}");
     let err = v["error"].as_str().unwrap_or("");
     assert!(
-        err.contains("during backup") && err.contains("no keepalive for 2 s"),
+        err.contains("during write") && err.contains("no keepalive for 2 s"),
         "says which operation was waiting and why it gave up: {err}"
     );
     assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");

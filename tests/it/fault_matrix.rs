@@ -34,8 +34,23 @@ struct Case {
     new_bytes: Vec<u8>,
 }
 
+/// A case on a server without `hardlink@openssh.com`: backups are copies
+/// (temp file, then rename), the fallback whose every step these faults
+/// target by count. `linked_case` keeps the extension (link backups).
 async fn case(plan: FaultPlan) -> Case {
-    let fx = fixture(|b| b.restart_script(RESTART, ScriptedExec::default())).await;
+    case_on(plan, false).await
+}
+
+async fn linked_case(plan: FaultPlan) -> Case {
+    case_on(plan, true).await
+}
+
+async fn case_on(plan: FaultPlan, hardlink: bool) -> Case {
+    let fx = fixture(|b| {
+        b.restart_script(RESTART, ScriptedExec::default())
+            .hardlink(hardlink)
+    })
+    .await;
     let old_bytes = big_config("old", 3);
     let new_bytes = big_config("new", 3);
     let cfg = path_str(&fx.config("config.yaml", &old_bytes, 0o640));
@@ -413,4 +428,150 @@ async fn shell_mode_reply_withheld_then_dropped_and_disk_full_through_the_cli() 
         assert_eq!(c.leftovers(), Vec::<String>::new(), "{label}");
         assert_eq!(c.backups().len(), 1, "{label}: the complete backup stays");
     }
+}
+
+/// With `hardlink@openssh.com` (OpenSSH's default) the backup is a link,
+/// made before the upload: a cut upload, or a cut at the commit, leaves the
+/// old bytes, no temp file, no lock, and that backup holding the old bytes.
+#[tokio::test]
+async fn with_link_backups_a_cut_upload_or_commit_leaves_the_old_bytes_and_the_backup() {
+    for plan in [
+        // Write #1 is the lock record; #30 is mid-upload of the config.
+        FaultPlan::one(Op::Write, 30, FaultAction::Drop),
+        // The only rename is the config's.
+        FaultPlan::one(Op::Rename, 1, FaultAction::Drop),
+        FaultPlan::one(
+            Op::Rename,
+            1,
+            FaultAction::WithholdThenDrop(Duration::from_millis(300)),
+        ),
+    ] {
+        let c = linked_case(plan.clone()).await;
+        let out = output(c.apply(&[])).await;
+        let v = json_of(&out);
+        assert_eq!(out.status.code(), Some(7), "{plan:?}: {v}");
+        assert_state(&c, &v, "old");
+        assert_eq!(c.leftovers(), Vec::<String>::new(), "{plan:?}");
+        let backups = c.backups();
+        assert_eq!(backups.len(), 1, "{plan:?}");
+        let b = c.fx.dir.path().join(&backups[0]);
+        assert!(
+            std::fs::read(&b).expect("backup") == c.old_bytes,
+            "{plan:?}"
+        );
+        assert_eq!(mode_of(&b), 0o640, "{plan:?}");
+        assert_eq!(c.fx.server.op_count(Op::Link), 1, "{plan:?}");
+    }
+}
+
+#[tokio::test]
+async fn with_link_backups_a_rename_done_but_reply_lost_keeps_the_old_bytes_in_the_backup() {
+    let c = linked_case(FaultPlan::one(Op::Rename, 1, FaultAction::DoThenDrop)).await;
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(7), "{v}");
+    assert_state(&c, &v, "new");
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+    let backups = c.backups();
+    assert_eq!(backups.len(), 1);
+    let b = c.fx.dir.path().join(&backups[0]);
+    assert!(std::fs::read(&b).expect("backup") == c.old_bytes);
+    assert_eq!(mode_of(&b), 0o640);
+}
+
+#[tokio::test]
+async fn a_refused_link_falls_back_to_a_copied_backup() {
+    // What fs.protected_hardlinks answers a user who does not own the file.
+    let c = linked_case(FaultPlan::one(Op::Link, 1, FaultAction::PermissionDenied)).await;
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_state(&c, &v, "new");
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+    let b = v["backup_path"].as_str().expect("backup");
+    assert!(std::fs::read(b).expect("backup") == c.old_bytes);
+    assert_eq!(mode_of(Path::new(b)), 0o640);
+    assert_eq!(c.fx.server.op_count(Op::Link), 1);
+    assert_eq!(
+        c.fx.server.op_count(Op::Rename),
+        2,
+        "the copy's and the config's"
+    );
+}
+
+/// The lock's request goes out with the backup's and the upload's (they run
+/// under it when it is won). When another apply holds it, what they made
+/// is removed again: the holder's lock, the config and the backups are as
+/// they were, and no temp file is left — with link backups and with copies.
+#[tokio::test]
+async fn a_lock_held_by_another_apply_leaves_no_trace_of_the_refused_one() {
+    for hardlink in [true, false] {
+        let c = case_on(FaultPlan::default(), hardlink).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let holder = swapcfg::remote::LockInfo {
+            token: "other-apply".into(),
+            client: "elsewhere".into(),
+            user: "someone".into(),
+            pid: 4242,
+            started: now,
+            expires: now + 3600,
+        };
+        let lock = swapcfg::remote::names::lock_path(&c.cfg);
+        std::fs::write(&lock, holder.to_record()).expect("lock");
+        let out = output(c.apply(&[])).await;
+        let v = json_of(&out);
+        assert_eq!(out.status.code(), Some(5), "{hardlink}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains("pid 4242")
+                || v["error"].as_str().unwrap_or("").contains("4242"),
+            "{hardlink}: names the holder: {v}"
+        );
+        assert!(c.config() == c.old_bytes, "{hardlink}: untouched");
+        assert_eq!(
+            std::fs::read_to_string(&lock).expect("lock"),
+            holder.to_record(),
+            "{hardlink}: the holder's lock is untouched"
+        );
+        assert_eq!(c.backups(), Vec::<String>::new(), "{hardlink}: no backup");
+        assert_eq!(
+            c.leftovers(),
+            vec!["config.yaml.swapcfg-lock".to_string()],
+            "{hardlink}: no temp file"
+        );
+    }
+}
+
+/// An expired lock is taken over; what ran beside the refused exclusive
+/// open (before the lock was this apply's) is undone and done again under
+/// it: one backup of the old bytes, the new bytes, no temp, no lock.
+#[tokio::test]
+async fn an_expired_lock_is_taken_over_and_the_work_redone_under_it() {
+    let c = linked_case(FaultPlan::default()).await;
+    let holder = swapcfg::remote::LockInfo {
+        token: "dead-apply".into(),
+        client: "elsewhere".into(),
+        user: "someone".into(),
+        pid: 4243,
+        started: 1,
+        expires: 2,
+    };
+    let lock = swapcfg::remote::names::lock_path(&c.cfg);
+    std::fs::write(&lock, holder.to_record()).expect("lock");
+    let out = output(c.apply(&[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_state(&c, &v, "new");
+    let backups = c.backups();
+    assert_eq!(
+        backups.len(),
+        1,
+        "the first backup was removed: {backups:?}"
+    );
+    let b = c.fx.dir.path().join(&backups[0]);
+    assert!(std::fs::read(&b).expect("backup") == c.old_bytes);
+    assert_eq!(c.leftovers(), Vec::<String>::new(), "no temp, no lock");
+    assert_eq!(c.fx.server.op_count(Op::Link), 2, "linked twice");
 }

@@ -28,6 +28,8 @@ struct Mock {
     lock: RefCell<Option<LockInfo>>,
     /// Whether `write` changes the file before failing (a lost reply).
     write_lands_then_fails: RefCell<bool>,
+    /// Answers in order (as SFTP): the lock goes out with the backup.
+    ordered: bool,
 }
 
 impl Mock {
@@ -127,6 +129,9 @@ impl RemoteOps for Mock {
                 holder: Some(Box::new(h)),
             }),
         }
+    }
+    fn ordered(&self) -> bool {
+        self.ordered
     }
     async fn unlock(&self, me: &LockInfo) -> Result<(), RemoteError> {
         self.check("unlock")?;
@@ -650,4 +655,57 @@ async fn the_mark_is_taken_right_before_each_write_and_a_401_is_not_rolled_back(
             .count(),
         1
     );
+}
+
+#[tokio::test]
+async fn an_ordered_remote_sends_the_lock_with_the_backup_and_undoes_it_when_refused() {
+    let m = Mock {
+        ordered: true,
+        ..Mock::new(OLD)
+    };
+    let r = apply(&m, NEW, &opts(), &mut hooks()).await;
+    assert!(r.ok && r.step == Step::Done, "{r:?}");
+    assert_eq!(
+        m.calls(),
+        vec!["read", "lock", "backup", "write", "restart", "unlock"]
+    );
+    assert_eq!(m.backups.borrow().len(), 1);
+
+    // Held by a live apply: the backup made beside the lock is removed.
+    let m = Mock {
+        ordered: true,
+        ..Mock::new(OLD)
+    };
+    *m.lock.borrow_mut() = Some(me("theirs"));
+    let r = apply(&m, NEW, &opts(), &mut hooks()).await;
+    assert_eq!((r.ok, r.step), (false, Step::Lock), "{r:?}");
+    assert_eq!(m.calls(), vec!["read", "lock", "backup", "remove"]);
+    assert!(m.backups.borrow().is_empty(), "no backup left");
+    assert_eq!(*m.file.borrow(), OLD);
+    assert_eq!(
+        m.lock.borrow().as_ref().map(|l| l.token.clone()),
+        Some("theirs".into())
+    );
+
+    // Expired: taken over, and the backup made again under the lock.
+    let m = Mock {
+        ordered: true,
+        ..Mock::new(OLD)
+    };
+    let mut dead = me("dead");
+    dead.expires = 1;
+    *m.lock.borrow_mut() = Some(dead);
+    let r = apply(&m, NEW, &opts(), &mut hooks()).await;
+    assert!(r.ok && r.step == Step::Done, "{r:?}");
+    assert_eq!(
+        m.calls(),
+        vec!["read", "lock", "backup", "remove", "backup", "write", "restart", "unlock"]
+    );
+    assert_eq!(m.backups.borrow().len(), 1, "one backup");
+    assert_eq!(m.backups.borrow()[0].1, OLD);
+    assert_eq!(*m.file.borrow(), NEW);
+    assert!(r
+        .warnings
+        .iter()
+        .any(|w| matches!(w, Warning::LockTakenOver { .. })));
 }

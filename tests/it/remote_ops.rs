@@ -85,7 +85,8 @@ async fn sftp_read_errors_name_the_problem() {
 
 #[tokio::test]
 async fn sftp_backup_is_an_independent_copy_with_same_mode() {
-    let fx = fixture(|b| b).await;
+    // Without hardlink@openssh.com: a copy (temp file, then its name).
+    let fx = fixture(|b| b.hardlink(false)).await;
     let cfg = fx.config("config.yaml", OLD, 0o600);
     let s = fx.session().await;
     let r = sftp(&s, &path_str(&cfg)).await;
@@ -403,6 +404,102 @@ async fn wrapper_verb_failure_is_reported_with_stderr() {
         err.to_string().contains("/nonexistent/config.yaml"),
         "{err}"
     );
+}
+
+/// Inode number of a local file (the test server's files are local).
+fn inode(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).expect("stat").ino()
+}
+
+#[tokio::test]
+async fn sftp_backup_is_a_hard_link_that_the_write_leaves_with_the_old_bytes() {
+    let fx = fixture(|b| b).await;
+    let cfg = fx.config("config.yaml", OLD, 0o640);
+    let s = fx.session().await;
+    let r = sftp(&s, &path_str(&cfg)).await;
+    let cur = r.read().await.expect("read");
+    let now = SystemTime::now();
+    let b1 = r.backup(&cur, now).await.expect("backup 1");
+    let b2 = r.backup(&cur, now).await.expect("backup 2, same second");
+    assert_eq!(b1, swapcfg::remote::backup_path(&path_str(&cfg), now));
+    assert_ne!(b1, b2, "a taken name is never replaced");
+    for b in [&b1, &b2] {
+        let b = std::path::Path::new(b);
+        assert_eq!(inode(b), inode(&cfg), "a link, not a copy");
+        assert_eq!(mode_of(b), 0o640, "the config's own mode, never wider");
+    }
+    // Two made, one refused on the name the first one took.
+    assert_eq!(fx.server.op_count(Op::Link), 3);
+    assert_eq!(fx.server.op_count(Op::Write), 0, "no bytes sent");
+    // The write renames a new file over the config: the backups keep the
+    // old inode and bytes, and a later in-place edit leaves them alone.
+    let sha = swapcfg::pipeline::sha256_hex(OLD);
+    r.write(NEW, &cur, Some(&sha)).await.expect("write");
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), NEW);
+    std::fs::write(&cfg, b"edited in place").expect("edit");
+    for b in [&b1, &b2] {
+        assert_eq!(std::fs::read(b).expect("backup"), OLD);
+    }
+    assert_ne!(inode(std::path::Path::new(&b1)), inode(&cfg));
+    let listed = r.list_backups().await.expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(r.read_backup(&b1).await.expect("read backup").bytes, OLD);
+}
+
+#[tokio::test]
+async fn sftp_backup_copies_when_the_link_is_refused() {
+    // EPERM from fs.protected_hardlinks, EXDEV, a server that answers
+    // Failure: each falls back to the copy, with the same guarantees.
+    for action in [FaultAction::PermissionDenied, FaultAction::Fail] {
+        let fx = fixture(|b| b).await;
+        let cfg = fx.config("config.yaml", OLD, 0o640);
+        let s = fx.session().await;
+        let r = sftp(&s, &path_str(&cfg)).await;
+        let cur = r.read().await.expect("read");
+        fx.server.set_faults(FaultPlan::one(Op::Link, 1, action));
+        let b = r.backup(&cur, SystemTime::now()).await.expect("backup");
+        let b = std::path::Path::new(&b);
+        assert_ne!(inode(b), inode(&cfg), "{action:?}: a copy");
+        assert_eq!(std::fs::read(b).expect("backup"), OLD, "{action:?}");
+        assert_eq!(mode_of(b), 0o640, "{action:?}: mode kept");
+        assert_eq!(fx.server.op_count(Op::Link), 1, "{action:?}");
+        let names = fx.listing();
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| n.starts_with("config.yaml.bak-"))
+                .count(),
+            1,
+            "{action:?}: one backup: {names:?}"
+        );
+        assert!(
+            !names.iter().any(|n| n.ends_with(".tmp")),
+            "{action:?}: no temp left: {names:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sftp_backup_of_a_symlinked_config_copies_the_target() {
+    // link(2) would link the symlink itself: a config reached through a
+    // symlink is backed up by copying the file it points to.
+    let fx = fixture(|b| b).await;
+    let real = fx.config("real.yaml", OLD, 0o640);
+    let cfg = fx.dir.path().join("config.yaml");
+    std::os::unix::fs::symlink(&real, &cfg).expect("symlink");
+    let s = fx.session().await;
+    let r = sftp(&s, &path_str(&cfg)).await;
+    let cur = r.read().await.expect("read");
+    let b = r.backup(&cur, SystemTime::now()).await.expect("backup");
+    let b = std::path::Path::new(&b);
+    assert!(!std::fs::symlink_metadata(b)
+        .expect("lstat")
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(b).expect("backup"), OLD);
+    assert_eq!(mode_of(b), 0o640);
+    assert_eq!(fx.server.op_count(Op::Link), 0);
 }
 
 #[tokio::test]

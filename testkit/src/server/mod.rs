@@ -52,6 +52,8 @@ pub enum Op {
     Write,
     Fsync,
     Rename,
+    /// `hardlink@openssh.com`.
+    Link,
     Setstat,
     Stat,
     Remove,
@@ -173,6 +175,7 @@ pub(crate) struct Shared {
     pub(crate) wrapper: Option<PathBuf>,
     pub(crate) forced_command: Option<PathBuf>,
     pub(crate) posix_rename: bool,
+    pub(crate) hardlink: bool,
     pub(crate) fsync: bool,
     pub(crate) shell: ShellSpec,
     scripts: Mutex<HashMap<String, ScriptedExec>>,
@@ -389,6 +392,7 @@ pub struct TestServerBuilder {
     wrapper: Option<PathBuf>,
     forced_command: Option<PathBuf>,
     posix_rename: bool,
+    hardlink: bool,
     fsync: bool,
     shell: ShellSpec,
     scripts: HashMap<String, ScriptedExec>,
@@ -414,6 +418,7 @@ impl TestServerBuilder {
             wrapper: None,
             forced_command: None,
             posix_rename: true,
+            hardlink: true,
             fsync: true,
             shell: ShellSpec::default(),
             scripts: HashMap::new(),
@@ -479,6 +484,13 @@ impl TestServerBuilder {
     /// Advertise and serve `posix-rename@openssh.com` (default on).
     pub fn posix_rename(mut self, enabled: bool) -> Self {
         self.posix_rename = enabled;
+        self
+    }
+
+    /// Advertise and serve `hardlink@openssh.com` (default on, as
+    /// OpenSSH's sftp-server does).
+    pub fn hardlink(mut self, enabled: bool) -> Self {
+        self.hardlink = enabled;
         self
     }
 
@@ -549,6 +561,7 @@ impl TestServerBuilder {
             wrapper: self.wrapper,
             forced_command: self.forced_command,
             posix_rename: self.posix_rename,
+            hardlink: self.hardlink,
             fsync: self.fsync,
             shell: self.shell,
             scripts: Mutex::new(self.scripts),

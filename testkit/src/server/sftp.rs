@@ -2,7 +2,8 @@
 //!
 //! Semantics follow OpenSSH's sftp-server where the client can tell the
 //! difference: plain `rename` refuses an existing target,
-//! `posix-rename@openssh.com` replaces it atomically, `fsync@openssh.com`
+//! `posix-rename@openssh.com` replaces it atomically, `hardlink@openssh.com`
+//! links without following a symlink, `fsync@openssh.com`
 //! syncs an open handle, symlinks are not followed by `lstat`. Handles and
 //! read lengths are bounded.
 
@@ -159,6 +160,10 @@ impl russh_sftp::server::Handler for SftpHandler {
         if self.shared.posix_rename {
             v.extensions
                 .insert("posix-rename@openssh.com".into(), "1".into());
+        }
+        if self.shared.hardlink {
+            v.extensions
+                .insert("hardlink@openssh.com".into(), "1".into());
         }
         if self.shared.fsync {
             v.extensions.insert("fsync@openssh.com".into(), "1".into());
@@ -417,6 +422,18 @@ impl russh_sftp::server::Handler for SftpHandler {
                 if lose {
                     return Err(self.lose_reply().await);
                 }
+                Ok(Packet::Status(ok(id)))
+            }
+            // link(2): fails on an existing name, does not follow a
+            // symlink (links the link itself), as OpenSSH's sftp-server.
+            "hardlink@openssh.com" if self.shared.hardlink => {
+                self.check(Op::Link).await?;
+                let (Some(old), Some(new)) =
+                    (take_string(&data, &mut pos), take_string(&data, &mut pos))
+                else {
+                    return Err(StatusCode::BadMessage.into());
+                };
+                fs::hard_link(&old, &new).map_err(io_err)?;
                 Ok(Packet::Status(ok(id)))
             }
             "fsync@openssh.com" if self.shared.fsync => {
