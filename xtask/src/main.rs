@@ -44,7 +44,17 @@ fn main() {
                 .and_then(|i| args.get(i + 1))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(32);
-            bench_fleet(n)
+            if args.iter().any(|a| a == "--in-process") {
+                let parallel = args
+                    .iter()
+                    .position(|a| a == "--parallel")
+                    .and_then(|i| args.get(i + 1))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(16);
+                bench_fleet_in_process(n, parallel)
+            } else {
+                bench_fleet(n)
+            }
         }
         Some("bench") => {
             let value = |flag: &str| -> Option<u64> {
@@ -59,7 +69,7 @@ fn main() {
             bench(rounds as usize, rtt)
         }
         _ => Err(
-            "usage: cargo xtask dist [--check] | cargo xtask bench [--rounds N] [--rtt MS] | cargo xtask bench --fleet N | cargo xtask man [DIR]"
+            "usage: cargo xtask dist [--check] | cargo xtask bench [--rounds N] [--rtt MS] | cargo xtask bench --fleet N [--in-process [--parallel P]] | cargo xtask man [DIR]"
                 .into(),
         ),
     };
@@ -712,4 +722,318 @@ fn bench_fleet(n: usize) -> R<()> {
     println!("\nratio (wall): fleet / sum = {ratio:.3} (target <= 0.15)");
     drop(https);
     Ok(())
+}
+
+/// Descriptors open in process `pid` (`None` once it is gone).
+fn fd_count(pid: &str) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
+}
+
+/// A run of the swapcfg binary watched from outside: wall time, CPU time
+/// and peak RSS (from `wait4`), and the peak of its open descriptors
+/// (sampled every 2 ms from `/proc/PID/fd`).
+struct Watched {
+    sample: Sample,
+    peak_fds: usize,
+    fd_samples: usize,
+    stdout: String,
+    stderr: String,
+    code: i32,
+}
+
+fn watch_run(cmd: &mut Command) -> R<Watched> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let t = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let (peak, samples) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let sampler = {
+        let (done, peak, samples) = (done.clone(), peak.clone(), samples.clone());
+        std::thread::spawn(move || {
+            let pid = pid.to_string();
+            while !done.load(Ordering::SeqCst) {
+                if let Some(n) = fd_count(&pid) {
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    samples.fetch_add(1, Ordering::SeqCst);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let mut status = 0;
+    // SAFETY: wait4 on our own child's pid with valid out-pointers.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+    let wall = t.elapsed().as_secs_f64();
+    done.store(true, Ordering::SeqCst);
+    let _ = sampler.join();
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if r != pid as libc::pid_t || !libc::WIFEXITED(status) {
+        return Err(format!("{cmd:?} did not exit normally: {stderr}"));
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Watched {
+        sample: Sample {
+            wall,
+            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+            rss_kib: ru.ru_maxrss,
+        },
+        peak_fds: peak.load(Ordering::SeqCst),
+        fd_samples: samples.load(Ordering::SeqCst),
+        stdout,
+        stderr,
+        code: libc::WEXITSTATUS(status),
+    })
+}
+
+/// A config naming `model` (the stand-ins list what their file names).
+fn model_config(model: &str) -> String {
+    format!("models:\n  {model}:\n    cmd: llama-server --port ${{PORT}} -m /models/{model}.gguf\n")
+}
+
+/// The model ids of a config as the stand-ins judge it: the keys under
+/// `models:` (enough for the files this benchmark writes).
+fn judge_models(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+    let ids: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':'))
+        .map(|l| l.trim().trim_end_matches(':').to_string())
+        .collect();
+    if ids.is_empty() {
+        return Err("no models".into());
+    }
+    Ok(ids)
+}
+
+/// `bench --fleet N --in-process [--parallel P]`: N inventory hosts on the
+/// test kit's in-process SSH server (one listener, hosted by this process),
+/// each with its own config path, its own new file (`file:
+/// new/{host}.yaml`) and its own stand-in llama-swap that a scripted
+/// `restart-{host}` restarts from the file. One `swapcfg apply --hosts @all`
+/// runs as a child; reported: wall and CPU, the child's peak RSS (goal <=
+/// 150 MiB), the child's peak descriptors (goal: O(parallel), not
+/// O(hosts)), this process's descriptors before and after (goal: back to
+/// the baseline: no leak on the server side), and every host's file.
+fn bench_fleet_in_process(n: usize, parallel: usize) -> R<()> {
+    use swapcfg_testkit::server::{ScriptedExec, TestServerBuilder};
+    use swapcfg_testkit::standin::{Judge, StandinBuilder};
+    let bin = build_dist()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile_dir()?;
+    let key_path = dir.join("id_bench");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key_path))?;
+    let key = russh::keys::load_secret_key(&key_path, None).map_err(|e| e.to_string())?;
+    let server = rt
+        .block_on(
+            TestServerBuilder::new()
+                .authorized_key(key.public_key().clone())
+                .start(),
+        )
+        .map_err(|e| e.to_string())?;
+    let known_hosts = dir.join("known_hosts");
+    std::fs::write(&known_hosts, format!("{}\n", server.known_hosts_line()))
+        .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir.join("new")).map_err(|e| e.to_string())?;
+    let judge: Judge = std::sync::Arc::new(judge_models);
+    let mut inv = format!(
+        "defaults:\n  address: 127.0.0.1\n  port: {}\n  user: bench\n  identity: {}\n  known_hosts: {}\n  health_delay: 0.05\n  file: {}/new/{{host}}.yaml\nhosts:\n",
+        server.port(),
+        key_path.display(),
+        known_hosts.display(),
+        dir.display()
+    );
+    let mut standins = Vec::with_capacity(n);
+    let mut configs = Vec::with_capacity(n);
+    for i in 0..n {
+        let host = format!("h{i}");
+        let hdir = dir.join(&host);
+        std::fs::create_dir_all(&hdir).map_err(|e| e.to_string())?;
+        let cfg = hdir.join("config.yaml");
+        std::fs::write(&cfg, model_config("old")).map_err(|e| e.to_string())?;
+        let new = model_config(&format!("m{i}"));
+        std::fs::write(dir.join("new").join(format!("{host}.yaml")), &new)
+            .map_err(|e| e.to_string())?;
+        let st = rt
+            .block_on(
+                StandinBuilder::new(Vec::new())
+                    .config(&cfg, judge.clone())
+                    .start(),
+            )
+            .map_err(|e| e.to_string())?;
+        server.set_script(
+            &format!("restart-{host}"),
+            ScriptedExec::running(st.restart_hook()),
+        );
+        inv.push_str(&format!(
+            "  {host}:\n    config_path: {}\n    base_url: {}\n    restart_cmd: restart-{host}\n",
+            cfg.display(),
+            st.base_url()
+        ));
+        standins.push(st);
+        configs.push((cfg, new));
+    }
+    let inventory = dir.join("inventory.yaml");
+    std::fs::write(&inventory, inv).map_err(|e| e.to_string())?;
+    let me = std::process::id().to_string();
+    let baseline = fd_count(&me).unwrap_or(0);
+    let run = watch_run(
+        Command::new(&bin)
+            .env_clear()
+            .env("HOME", &dir)
+            .args(["apply", "--hosts", "@all", "--yes", "--json"])
+            .args(["--parallel", &parallel.to_string()])
+            .arg("--inventory")
+            .arg(&inventory),
+    )?;
+    // Connections end asynchronously on the server side: give them a moment.
+    let mut after = fd_count(&me).unwrap_or(usize::MAX);
+    let settle = Instant::now();
+    while after > baseline && settle.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        after = fd_count(&me).unwrap_or(usize::MAX);
+    }
+    let wrong: Vec<String> = configs
+        .iter()
+        .enumerate()
+        .filter(|(_, (cfg, new))| std::fs::read(cfg).ok().as_deref() != Some(new.as_bytes()))
+        .map(|(i, _)| format!("h{i}"))
+        .collect();
+    let summary = run
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"summary\""))
+        .unwrap_or("(no summary line)")
+        .to_string();
+    let restarted = standins.iter().filter(|s| s.restart_count() == 1).count();
+    drop(standins);
+    drop(server);
+    drop(rt);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let rss_mib = run.sample.rss_kib as f64 / 1024.0;
+    // Per connection at most a few descriptors (the SSH socket, the health
+    // check's HTTP socket, a timer or two); the runtime's own are fixed.
+    let fd_bound = 32 + 4 * parallel;
+    println!(
+        "\nfleet of {n} hosts on the in-process server (one listener), --parallel {parallel}; {nproc} CPUs; load: {}\n",
+        load()
+    );
+    println!(
+        "swapcfg apply --hosts @all: exit {}, wall {:.1} ms, CPU {:.1} ms, peak RSS {rss_mib:.1} MiB",
+        run.code,
+        run.sample.wall * 1000.0,
+        run.sample.cpu * 1000.0
+    );
+    println!("summary: {summary}");
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    let ok_exit = run.code == 0;
+    let ok_rss = rss_mib <= 150.0;
+    let ok_fds = run.peak_fds <= fd_bound && run.fd_samples > 0;
+    let ok_leak = after <= baseline;
+    let ok_files = wrong.is_empty() && restarted == n;
+    println!("{}: exit 0 (every host done)", verdict(ok_exit));
+    println!(
+        "{}: peak RSS {rss_mib:.1} MiB (goal <= 150)",
+        verdict(ok_rss)
+    );
+    println!(
+        "{}: swapcfg's peak open descriptors {} over {} samples (goal: O(parallel) <= 32 + 4 x {parallel} = {fd_bound}; hosts: {n})",
+        verdict(ok_fds),
+        run.peak_fds,
+        run.fd_samples
+    );
+    println!(
+        "{}: server side (this process) descriptors {baseline} before, {after} after (goal: back to the baseline)",
+        verdict(ok_leak)
+    );
+    println!(
+        "{}: {} of {n} hosts hold their new file, {restarted} stand-ins restarted once{}",
+        verdict(ok_files),
+        n - wrong.len(),
+        if wrong.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (wrong: {})",
+                wrong
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    if !(ok_exit && ok_rss && ok_fds && ok_leak && ok_files) {
+        let tail: Vec<&str> = run.stderr.lines().rev().take(20).collect();
+        eprintln!("swapcfg stderr (last lines):");
+        for l in tail.into_iter().rev() {
+            eprintln!("  {l}");
+        }
+        return Err("the in-process fleet benchmark failed a goal".into());
+    }
+    Ok(())
+}
+
+/// The load averages from `/proc/loadavg` (other work shares the CPUs).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A fresh directory under the system temp dir.
+fn tempfile_dir() -> R<PathBuf> {
+    let d = std::env::temp_dir().join(format!(
+        "swapcfg-bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    Ok(d)
 }
