@@ -710,7 +710,7 @@ fn bench_fleet_on(n: usize, bin: &Path, sshd_extra: &str) -> R<()> {
     };
     let swapcfg = |extra: &[&str]| -> R<Sample> {
         measure(
-            Command::new(&bin)
+            Command::new(bin)
                 .env_clear()
                 .env("HOME", &fx.dir)
                 .args(extra)
@@ -754,7 +754,7 @@ fn bench_fleet_on(n: usize, bin: &Path, sshd_extra: &str) -> R<()> {
         gets = add(
             gets,
             measure(
-                Command::new(&bin)
+                Command::new(bin)
                     .env_clear()
                     .env("HOME", &fx.dir)
                     .args(["get", &format!("h{i}"), "--inventory"])
@@ -831,7 +831,7 @@ fn bench_fleet_on(n: usize, bin: &Path, sshd_extra: &str) -> R<()> {
         }
     );
     // Where a single apply's wall goes, step by step.
-    let json = run(Command::new(&bin)
+    let json = run(Command::new(bin)
         .env_clear()
         .env("HOME", &fx.dir)
         .args(["apply", "h0", &new_s, "--inventory"])
