@@ -120,8 +120,10 @@ pub struct TargetArgs {
         hide_default_value = true
     )]
     pub target: String,
-    /// Inventory hosts to run on (apply, plan): `a,b`, `@GROUP`, `@all`;
-    /// then the one positional argument is FILE (else each host's `file:`).
+    /// Inventory hosts to run on (apply, plan, rollback, get --out, status,
+    /// health, backups): `a,b`, `@GROUP`, `@all`; then the one positional
+    /// argument is FILE (else each host's `file:`; rollback: BACKUP, with
+    /// one host only, else each host's newest).
     #[arg(long, value_name = "SELECTOR")]
     pub hosts: Option<String>,
     /// Fleet: hosts at once.

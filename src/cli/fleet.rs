@@ -12,8 +12,10 @@
 //!    `--serial N` (all the rest when not given); within a batch at most
 //!    `--parallel N` hosts at once. Once more than `--max-fail N` hosts
 //!    failed, or on Ctrl-C, no host is started any more; those not started
-//!    are reported `skipped`. Running hosts finish (their own stop handling
-//!    applies).
+//!    are reported `skipped`. On Ctrl-C (SIGINT, SIGTERM, SIGHUP: one handler
+//!    for the run, see [`rollout`]) running hosts stop safely as a single
+//!    host does (their `Stop`: before the write nothing changes, after it
+//!    the old config is put back).
 //! 3. Output: `--json`: one JSON object per host as it finishes (JSON lines:
 //!    `host`, `result`, `step`, `exit`, `changed`, `backup`, `ms`, `error`,
 //!    and the single-host `report`), then one `summary` object; otherwise a
@@ -25,20 +27,21 @@
 
 use std::cell::Cell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
 use swapcfg::inventory::Inventory;
 use swapcfg::pipeline::{ApplyReport, Step};
+use swapcfg::stop::{Phase, Stop};
 use swapcfg::validate::Severity;
 
 use super::args::{
-    ApplyArgs, BackupsArgs, GetArgs, HealthArgs, ServiceArgs, StatusArgs, TargetArgs,
+    ApplyArgs, BackupsArgs, GetArgs, HealthArgs, RollbackArgs, ServiceArgs, StatusArgs, TargetArgs,
 };
-use super::cmd::apply::{execute, Job};
+use super::cmd::apply::{execute_watched, Job, Watch};
 use super::exit::{self, Outcome};
+use super::live::Live;
 use super::render::{self, ApplyJson, Failure, HintContext};
 use super::settings::{Change, Settings};
 use super::ssh_config::SshConfig;
@@ -236,105 +239,333 @@ pub fn apply(args: ApplyArgs, plan: bool) -> CmdResult {
         ));
     }
     let t = &args.target;
-    let order = batches(members.len(), t.canary, t.serial);
-    let parallel = t.parallel.max(1);
-    let max_fail = t.max_fail;
-    let json = change.json;
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
     let (force, expect_sha256) = (args.force, &args.expect_sha256);
-    let code = super::runtime()?.block_on(async {
-        let interrupted = Arc::new(AtomicBool::new(false));
-        let watcher = {
-            let flag = interrupted.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    flag.store(true, Ordering::SeqCst);
-                    eprintln!(
-                        "swapcfg: interrupted: no more hosts are started; running ones finish"
-                    );
-                }
-            })
-        };
-        let failed = Cell::new(0usize);
-        let mut ended: Vec<Option<Ended>> = (0..members.len()).map(|_| None).collect();
-        let halted = || failed.get() > max_fail || interrupted.load(Ordering::SeqCst);
-        for batch in &order {
-            let mut runs = futures::stream::iter(batch.iter().copied())
-                .map(|i| {
-                    let m = &members[i];
-                    let halted = &halted;
-                    async move {
-                        if halted() {
-                            return (i, Ended::Skipped);
-                        }
-                        let started = Instant::now();
-                        let job = Job {
-                            settings: &m.settings,
-                            change,
-                            new: &m.bytes,
-                            new_label: m.file.display().to_string(),
-                            dry_run,
-                            force,
-                            expect_sha256: expect_sha256.clone(),
-                        };
-                        let mut ctx = HintContext::default();
-                        let r = execute(&job, &mut ctx, false).await;
-                        let ms = started.elapsed().as_millis() as u64;
-                        match r {
-                            Ok(rep) => (i, Ended::Ran(Box::new(rep), ctx, ms)),
-                            // Settings were checked up front; whatever is
-                            // left fails this host at its step.
-                            Err(f) => (
-                                i,
-                                Ended::Error {
-                                    step: match f.outcome {
-                                        Outcome::At(s) => s,
-                                        _ => Step::Connect,
-                                    },
-                                    message: f.error.to_string(),
-                                    ms,
-                                },
-                            ),
-                        }
-                    }
-                })
-                .buffer_unordered(parallel);
-            while let Some((i, e)) = runs.next().await {
-                if e.failed() {
-                    failed.set(failed.get() + 1);
-                }
-                print_host(&members[i].name, &e, json);
-                ended[i] = Some(e);
+    let code =
+        super::runtime()?.block_on(rollout(&names, Rollout::of(t, change.json), |i, watch| {
+            let m = &members[i];
+            async move {
+                let started = Instant::now();
+                let job = Job {
+                    settings: &m.settings,
+                    change,
+                    new: &m.bytes,
+                    new_label: m.file.display().to_string(),
+                    dry_run,
+                    force,
+                    expect_sha256: expect_sha256.clone(),
+                };
+                let mut ctx = HintContext::default();
+                let r = execute_watched(&job, &mut ctx, false, Some(watch)).await;
+                (ended(r, ctx, started), Extra::new())
             }
-        }
-        watcher.abort();
-        // Hosts of batches never reached are skipped too.
-        for (i, e) in ended.iter_mut().enumerate() {
-            if e.is_none() {
-                print_host(&members[i].name, &Ended::Skipped, json);
-                *e = Some(Ended::Skipped);
-            }
-        }
-        let ended: Vec<Ended> = ended.into_iter().flatten().collect();
-        let steps: Vec<Option<Step>> = ended
-            .iter()
-            .map(|e| match e {
-                Ended::Ran(rep, ..) => Some(rep.step),
-                Ended::Error { step, .. } => Some(*step),
-                Ended::Skipped => None,
-            })
-            .collect();
-        let mut code = fleet_code(&steps);
-        if matches!(code, 0 | 2) && steps.iter().any(Option::is_none) {
-            // Hosts were skipped without a failure: interrupted (Ctrl-C).
-            code = exit::code(&Outcome::At(Step::Aborted));
-        }
-        print_summary(&members, &ended, code, json);
-        code
-    });
-    Ok(match code {
+        }));
+    Ok(exit_outcome(code))
+}
+
+/// The outcome whose exit code is `code`.
+fn exit_outcome(code: u8) -> Outcome {
+    match code {
         0 => Outcome::Success,
         _ => Outcome::At(step_for_code(code)),
-    })
+    }
+}
+
+/// How a host's run ended, from its apply.
+fn ended(r: Result<ApplyReport, Failure>, ctx: HintContext, started: Instant) -> Ended {
+    let ms = started.elapsed().as_millis() as u64;
+    match r {
+        Ok(rep) => Ended::Ran(Box::new(rep), ctx, ms),
+        // Settings were checked up front; whatever is left fails this host
+        // at its step.
+        Err(f) => failed_before(&f, Step::Connect, ms),
+    }
+}
+
+/// A host that failed before a report existed (`default`: the step when
+/// the failure names none).
+fn failed_before(f: &Failure, default: Step, ms: u64) -> Ended {
+    Ended::Error {
+        step: match f.outcome {
+            Outcome::At(s) => s,
+            _ => default,
+        },
+        message: f.error.to_string(),
+        ms,
+    }
+}
+
+/// Extra fields of a host's JSON line (`rollback`: `restored`).
+type Extra = serde_json::Map<String, serde_json::Value>;
+
+/// The rollout flags of a fleet run.
+#[derive(Clone, Copy)]
+struct Rollout {
+    canary: usize,
+    serial: Option<usize>,
+    parallel: usize,
+    max_fail: usize,
+    json: bool,
+}
+
+impl Rollout {
+    fn of(t: &TargetArgs, json: bool) -> Rollout {
+        Rollout {
+            canary: t.canary,
+            serial: t.serial,
+            parallel: t.parallel.max(1),
+            max_fail: t.max_fail,
+            json,
+        }
+    }
+}
+
+/// Where a host is in a rollout.
+#[derive(Clone, Copy, PartialEq)]
+enum Lane {
+    Waiting,
+    Running,
+    Over,
+}
+
+/// SIGINT, SIGTERM and SIGHUP, for a whole fleet run (its hosts install
+/// none of their own).
+struct Signals(Vec<(tokio::signal::unix::Signal, &'static str, i32)>);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let kinds = [
+            (SignalKind::interrupt(), "SIGINT", 130),
+            (SignalKind::terminate(), "SIGTERM", 143),
+            (SignalKind::hangup(), "SIGHUP", 129),
+        ];
+        Signals(
+            kinds
+                .into_iter()
+                .filter_map(|(k, name, code)| signal(k).ok().map(|s| (s, name, code)))
+                .collect(),
+        )
+    }
+
+    /// The next signal: its name and the exit code of a second one.
+    async fn next(&mut self) -> (&'static str, i32) {
+        if self.0.is_empty() {
+            return std::future::pending().await;
+        }
+        let recvs = self.0.iter_mut().map(|(s, name, code)| {
+            Box::pin(async move {
+                s.recv().await;
+                (*name, *code)
+            })
+        });
+        futures::future::select_all(recvs).await.0
+    }
+}
+
+/// Run `run` on every host of `names` as the rollout flags say (canary,
+/// batches, `--parallel`, `--max-fail`), printing each host's line (or JSON
+/// line) as it ends and the summary; returns the exit code.
+///
+/// Signals: the first SIGINT / SIGTERM / SIGHUP starts no more hosts (they
+/// are reported `skipped`) and asks every running host to stop safely, as a
+/// single-host run does (before its write: nothing changes, `aborted`;
+/// after it: the old config is put back, `interrupted`); a second one
+/// exits at once (128 + the signal), naming the running hosts and what
+/// each holds.
+async fn rollout<F, Fut>(names: &[String], r: Rollout, run: F) -> u8
+where
+    F: Fn(usize, Watch) -> Fut,
+    Fut: std::future::Future<Output = (Ended, Extra)>,
+{
+    let order = batches(names.len(), r.canary, r.serial);
+    let live = (!r.json && Style::for_stderr().color).then(Live::new);
+    let stops: Vec<Stop> = names.iter().map(|_| Stop::default()).collect();
+    let lanes: Vec<Cell<Lane>> = names.iter().map(|_| Cell::new(Lane::Waiting)).collect();
+    let mut signals = Signals::install();
+    let interrupted = Cell::new(false);
+    let failed = Cell::new(0usize);
+    let mut ended: Vec<Option<Ended>> = (0..names.len()).map(|_| None).collect();
+    let halted = || failed.get() > r.max_fail || interrupted.get();
+    let say = |f: &dyn Fn()| match &live {
+        Some(l) => l.suspend(f),
+        None => f(),
+    };
+    let on_signal = |name: &str, code: i32| {
+        if !interrupted.replace(true) {
+            say(&|| {
+                eprintln!("swapcfg: {name}: no more hosts are started; running ones stop safely; send it again to exit at once")
+            });
+            for s in &stops {
+                s.request();
+            }
+            return;
+        }
+        let running: Vec<String> = (0..names.len())
+            .filter(|i| lanes[*i].get() == Lane::Running)
+            .map(|i| format!("{} ({})", render::term(&names[i]), holds(stops[i].phase())))
+            .collect();
+        let running = match running.is_empty() {
+            true => "none".to_string(),
+            false => running.join(", "),
+        };
+        if let Some(l) = &live {
+            l.clear();
+        }
+        eprintln!("swapcfg: {name} again: exiting at once; running: {running}; their locks are left (leases expire, or use --break-lock)");
+        std::process::exit(code);
+    };
+    'batches: for batch in &order {
+        let mut runs = futures::stream::iter(batch.iter().copied())
+            .map(|i| {
+                let (run, halted, live, lanes, stops) = (&run, &halted, &live, &lanes, &stops);
+                async move {
+                    if halted() {
+                        return (i, Ended::Skipped, Extra::new(), None);
+                    }
+                    lanes[i].set(Lane::Running);
+                    let line = live.as_ref().map(|l| l.start(&names[i]));
+                    let seen = line.clone();
+                    let watch = Watch {
+                        stop: stops[i].clone(),
+                        on_step: Box::new(move |s| {
+                            if let Some(l) = &seen {
+                                l.step(s);
+                            }
+                        }),
+                    };
+                    let (e, extra) = run(i, watch).await;
+                    (i, e, extra, line)
+                }
+            })
+            .buffer_unordered(r.parallel);
+        loop {
+            let next = tokio::select! {
+                biased;
+                (name, code) = signals.next() => {
+                    on_signal(name, code);
+                    continue;
+                }
+                next = runs.next() => next,
+            };
+            let Some((i, e, extra, line)) = next else {
+                continue 'batches;
+            };
+            lanes[i].set(Lane::Over);
+            if e.failed() {
+                failed.set(failed.get() + 1);
+            }
+            if let (Some(l), Some(line)) = (&live, &line) {
+                l.end(line);
+            }
+            say(&|| print_host_with(&names[i], &e, &extra, r.json));
+            ended[i] = Some(e);
+        }
+    }
+    // Hosts of batches never reached are skipped too.
+    for (i, e) in ended.iter_mut().enumerate() {
+        if e.is_none() {
+            print_host(&names[i], &Ended::Skipped, r.json);
+            *e = Some(Ended::Skipped);
+        }
+    }
+    drop(live);
+    let ended: Vec<Ended> = ended.into_iter().flatten().collect();
+    let steps: Vec<Option<Step>> = ended
+        .iter()
+        .map(|e| match e {
+            Ended::Ran(rep, ..) => Some(rep.step),
+            Ended::Error { step, .. } => Some(*step),
+            Ended::Skipped => None,
+        })
+        .collect();
+    let mut code = fleet_code(&steps);
+    if matches!(code, 0 | 2) && steps.iter().any(Option::is_none) {
+        // Hosts were skipped without a failure: interrupted (Ctrl-C).
+        code = exit::code(&Outcome::At(Step::Aborted));
+    }
+    print_summary(names, &ended, code, r.json);
+    code
+}
+
+/// What a host holds at `phase` (for the second signal's message).
+fn holds(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Untouched => "old config, nothing written",
+        Phase::Writing => "a write in flight: old or new config",
+        Phase::NewInPlace => "NEW config, not rolled back",
+        Phase::RollingBack => "old config being restored: check it",
+        Phase::Restored => "old config restored",
+    }
+}
+
+/// `rollback --hosts …`: every host restores its newest backup (or, with a
+/// single host, the one named) through the apply pipeline, with the same
+/// rollout flags, output and exit code as a fleet apply.
+pub fn rollback(args: RollbackArgs) -> CmdResult {
+    let t = &args.target;
+    // With --hosts, the one positional is BACKUP.
+    let named = match (t.target.as_str(), &args.backup) {
+        (_, Some(_)) => {
+            return Err(Failure::usage(
+                "with --hosts, give at most one BACKUP (each host restores its newest one when none is named)",
+            ))
+        }
+        ("", None) => None,
+        (b, None) => Some(b.to_string()),
+    };
+    let hosts = resolve_all(t, Some(&args.service), true)?;
+    if named.is_some() && hosts.len() != 1 {
+        return Err(Failure::usage(format!(
+            "a named BACKUP is one host's file, but --hosts selected {} hosts; name none to restore each host's newest backup",
+            hosts.len()
+        )));
+    }
+    for (name, s) in &hosts {
+        s.restart_command()
+            .map_err(|e| Failure::usage(format!("host {name}: {e}")))?;
+    }
+    let change = Change::from(&args.change);
+    if !change.yes {
+        return Err(Failure::usage(
+            "a fleet rollback needs --yes (see `backups --hosts …` for what each host has)",
+        ));
+    }
+    let names: Vec<String> = hosts.iter().map(|(n, _)| n.clone()).collect();
+    let named = named.as_deref();
+    let code =
+        super::runtime()?.block_on(rollout(&names, Rollout::of(t, change.json), |i, watch| {
+            let (name, settings) = &hosts[i];
+            async move {
+                let started = Instant::now();
+                let fetched = match settings.config_path() {
+                    Ok(path) => super::cmd::rollback::fetch_backup(settings, &path, named).await,
+                    Err(e) => Err(Failure::usage(format!("host {name}: {e}"))),
+                };
+                let (chosen, bytes) = match fetched {
+                    Ok(f) => f,
+                    Err(f) => {
+                        let ms = started.elapsed().as_millis() as u64;
+                        return (failed_before(&f, Step::Read, ms), Extra::new());
+                    }
+                };
+                let job = Job {
+                    settings,
+                    change,
+                    new: &bytes,
+                    new_label: chosen.clone(),
+                    dry_run: false,
+                    force: false,
+                    expect_sha256: None,
+                };
+                let mut ctx = HintContext::default();
+                let r = execute_watched(&job, &mut ctx, false, Some(watch)).await;
+                let mut extra = Extra::new();
+                extra.insert("restored".into(), chosen.into());
+                (ended(r, ctx, started), extra)
+            }
+        }));
+    Ok(exit_outcome(code))
 }
 
 /// `get --hosts … --out DIR`: every host's config byte-exact to
@@ -868,8 +1099,17 @@ fn host_json(name: &str, e: &Ended) -> serde_json::Value {
 }
 
 fn print_host(name: &str, e: &Ended, json: bool) {
+    print_host_with(name, e, &Extra::new(), json)
+}
+
+/// [`print_host`] with `extra` fields (JSON; `restored` also in the line).
+fn print_host_with(name: &str, e: &Ended, extra: &Extra, json: bool) {
     if json {
-        println!("{}", host_json(name, e));
+        let mut v = host_json(name, e);
+        if let Some(m) = v.as_object_mut() {
+            m.extend(extra.clone());
+        }
+        println!("{v}");
         return;
     }
     let s = Style::for_stderr();
@@ -889,22 +1129,27 @@ fn print_host(name: &str, e: &Ended, json: bool) {
             format!(" at {} ({ms} ms) {err}", rep.step.name())
         }
     };
+    let restored = match extra.get("restored").and_then(|v| v.as_str()) {
+        Some(b) => format!(" (restoring {b})"),
+        None => String::new(),
+    };
     eprintln!(
-        "{mark} {}: {}{}",
+        "{mark} {}: {}{}{}",
         render::term(name),
         e.result(),
+        render::term(&restored),
         render::term(&detail)
     );
 }
 
-fn print_summary(members: &[Member], ended: &[Ended], code: u8, json: bool) {
+fn print_summary(members: &[String], ended: &[Ended], code: u8, json: bool) {
     let count = |r: &str| ended.iter().filter(|e| e.result() == r).count();
     let named = |r: &str| -> Vec<&str> {
         members
             .iter()
             .zip(ended)
             .filter(|(_, e)| e.result() == r)
-            .map(|(m, _)| m.name.as_str())
+            .map(|(m, _)| m.as_str())
             .collect()
     };
     if json {
@@ -947,7 +1192,7 @@ fn print_summary(members: &[Member], ended: &[Ended], code: u8, json: bool) {
         };
         eprintln!(
             "{:<20} {:<10} {:<11} {:<8} {:>8}  {}",
-            render::term(&m.name),
+            render::term(m),
             e.result(),
             step,
             changed,

@@ -5,7 +5,8 @@
 //! * `settings`: flags > inventory host > ssh config > inventory defaults,
 //!   resolved once (`ssh_config`: the OpenSSH client config, bounded).
 //! * `host`: the one way to connect and open the remote config.
-//! * `fleet`: `apply`/`plan --hosts`: many hosts, each on the single-host path.
+//! * `fleet`: `apply`/`plan`/`rollback --hosts`: many hosts, each on the
+//!   single-host path (`live`: their live lines on a TTY).
 //! * `cmd/*`: one thin adapter per subcommand (settings → library → outcome).
 //! * `render` + `style`: human and `--json` output, hints naming flags.
 //! * `exit`: the exit-status table, applied once in `main`.
@@ -15,6 +16,7 @@ mod cmd;
 pub mod exit;
 mod fleet;
 mod host;
+mod live;
 mod render;
 mod settings;
 mod ssh_config;

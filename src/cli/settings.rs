@@ -299,7 +299,7 @@ impl Settings {
     /// health (the API key variable is then not read).
     pub fn resolve(args: &TargetArgs, service: Option<&ServiceArgs>) -> Result<Settings, String> {
         if args.hosts.is_some() {
-            return Err("--hosts works with apply, plan, get --out, status, health and backups; this command takes one TARGET".into());
+            return Err("--hosts works with apply, plan, rollback, get --out, status, health and backups; this command takes one TARGET".into());
         }
         let inv = Inventory::discover(args.inventory.as_deref())?;
         let ssh = SshConfig::discover(args.ssh_config.as_deref())?;

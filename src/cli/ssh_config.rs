@@ -28,11 +28,19 @@
 //! What ssh2-config lacks is handled here: every file (the top one and each
 //! `Include`d one) is read bounded first ([`swapcfg::local::read_bounded`]:
 //! regular files only, at most [`MAX_SSH_CONFIG`] bytes, at most
-//! [`MAX_FILES`] files, nesting at most [`MAX_DEPTH`]); `Match` blocks are
-//! refused (ssh2-config does not know them and would apply their lines to
-//! the block before; the implicit `~/.ssh/config` with one is skipped with
-//! a warning, so one unrelated `Match` does not stop every command); `%h`, `%d`, `%u`, `%r`, `%%` are expanded in
-//! `HostName`, `IdentityFile` and `UserKnownHostsFile`.
+//! [`MAX_FILES`] files, nesting at most [`MAX_DEPTH`]), and its lines are
+//! kept with each `Include` flattened in place. Which lines apply to a host
+//! is decided here as OpenSSH's readconf does: `Host` pattern lists,
+//! `Match` (`all`, `host`, `originalhost`, `user`, `localuser`, `tagged`,
+//! `final`, `canonical`, each negatable; `host` sees `HostName` as set so
+//! far), an included file's blocks never matching under an inactive block,
+//! and the including block's state restored after each included file.
+//! `Match exec` (swapcfg never runs a process), `localnetwork`, `command`,
+//! `version` and `sessiontype` cannot be judged: when the rest of the line
+//! holds, the block is not applied and a warning names the line. ssh2-config
+//! then reads the applying lines (one block per line, so the first value of
+//! each keyword wins and `IdentityFile`s accumulate). `%h`, `%d`, `%u`, `%r`,
+//! `%%` are expanded in `HostName`, `IdentityFile` and `UserKnownHostsFile`.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -69,11 +77,16 @@ pub struct SshHost {
     pub proxy_command: Option<String>,
 }
 
-/// A parsed ssh config.
+/// A read ssh config: its lines, `Include`s flattened in place, evaluated
+/// per host by [`SshConfig::lookup`].
 pub struct SshConfig {
     pub path: PathBuf,
-    parsed: ssh2_config::SshConfig,
+    /// The files read (the top one first), for `file:line` in messages.
+    files: Vec<PathBuf>,
+    lines: Vec<Line>,
     home: Option<PathBuf>,
+    /// `Match` lines already warned about (file index, line).
+    warned: std::sync::Mutex<std::collections::BTreeSet<(usize, usize)>>,
 }
 
 impl std::fmt::Debug for SshConfig {
@@ -135,48 +148,65 @@ fn keyword(line: &str) -> Option<(String, Vec<String>)> {
     Some((key, args))
 }
 
-/// Pre-read of a file and, recursively, of what it includes: every file
-/// bounded, regular, within the file and depth budgets; `Match` refused.
-struct PreRead<'a> {
-    home: Option<&'a Path>,
-    files: usize,
-    stack: Vec<PathBuf>,
-    /// The first `Match` line seen (file, line).
-    first_match: Option<(PathBuf, usize)>,
+/// One meaningful line of the config, after the pre-read flattened every
+/// `Include` in place.
+#[derive(Debug)]
+struct Line {
+    /// Index into [`SshConfig::files`].
+    file: usize,
+    /// 1-based line number in that file.
+    line: usize,
+    kind: Kind,
 }
 
-/// A `Match` block, which ssh2-config would apply to the wrong host.
-struct MatchAt(PathBuf, usize);
+#[derive(Debug)]
+enum Kind {
+    /// `Host PATTERN…`: starts a block active when a pattern matches.
+    Host(Vec<String>),
+    /// `Match CRITERIA…`: starts a block active when every criterion holds.
+    Match(Vec<String>),
+    /// An included file starts: its `Host`/`Match` lines never match when
+    /// the including block is inactive; OpenSSH restores the including
+    /// block's state when the file ends ([`Kind::Leave`]).
+    Enter,
+    Leave,
+    /// Any other keyword, the line as written (handed to ssh2-config).
+    Setting(String),
+}
 
-impl MatchAt {
-    fn refusal(&self) -> String {
-        format!(
-            "ssh config {}:{}: `Match` blocks are not supported; move the host's settings into a `Host` block, or pass --ssh-config none (or another file)",
-            self.0.display(),
-            self.1
-        )
-    }
+/// Pre-read of a file and, recursively, of what it includes: every file
+/// bounded, regular, within the file and depth budgets; the lines kept in
+/// order with each `Include` replaced by the included files' lines.
+struct PreRead<'a> {
+    home: Option<&'a Path>,
+    stack: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+    lines: Vec<Line>,
 }
 
 impl PreRead<'_> {
     fn file(&mut self, path: &Path, bytes: &[u8]) -> Result<(), String> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| format!("ssh config {}: not UTF-8 text", path.display()))?;
-        for (n, line) in text.lines().enumerate() {
-            let Some((key, args)) = keyword(line) else {
+        let file = self.files.len();
+        self.files.push(path.to_path_buf());
+        for (n, raw) in text.lines().enumerate() {
+            let Some((key, args)) = keyword(raw) else {
                 continue;
             };
-            match key.as_str() {
-                "match" if self.first_match.is_none() => {
-                    self.first_match = Some((path.to_path_buf(), n + 1));
-                }
+            let line = n + 1;
+            let kind = match key.as_str() {
+                "host" => Kind::Host(args),
+                "match" => Kind::Match(args),
                 "include" => {
                     for arg in args {
-                        self.include(path, n + 1, &arg)?;
+                        self.include(path, line, &arg)?;
                     }
+                    continue;
                 }
-                _ => {}
-            }
+                _ => Kind::Setting(raw.trim().to_string()),
+            };
+            self.lines.push(Line { file, line, kind });
         }
         Ok(())
     }
@@ -204,8 +234,7 @@ impl PreRead<'_> {
             if self.stack.len() >= MAX_DEPTH {
                 return Err(format!("{}: Include nested deeper than {MAX_DEPTH}", at()));
             }
-            self.files += 1;
-            if self.files > MAX_FILES {
+            if self.files.len() >= MAX_FILES {
                 return Err(format!("{}: more than {MAX_FILES} files included", at()));
             }
             let canonical = p.canonicalize().unwrap_or_else(|_| p.clone());
@@ -215,11 +244,153 @@ impl PreRead<'_> {
             let bytes = swapcfg::local::read_bounded(&p, MAX_SSH_CONFIG)
                 .map_err(|e| format!("{}: {}: {e}", at(), p.display()))?;
             self.stack.push(canonical);
+            let file = self.files.len();
+            self.lines.push(Line {
+                file,
+                line: 0,
+                kind: Kind::Enter,
+            });
             self.file(&p, &bytes)?;
+            self.lines.push(Line {
+                file,
+                line: 0,
+                kind: Kind::Leave,
+            });
             self.stack.pop();
         }
         Ok(())
     }
+}
+
+/// `ssh`'s pattern lists (`Host` arguments, one `Match` criterion's comma
+/// list): `Some(true)` when a pattern matches and no `!pattern` does,
+/// `Some(false)` when a negated one matches, `None` when nothing matches.
+fn pattern_list<'p>(
+    patterns: impl Iterator<Item = &'p str>,
+    subject: &str,
+    fold_case: bool,
+) -> Option<bool> {
+    let mut found = None;
+    for p in patterns {
+        let (negated, p) = match p.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, p),
+        };
+        let hit = if fold_case {
+            wildmatch::WildMatch::new_case_insensitive(p).matches(subject)
+        } else {
+            wildmatch::WildMatch::new(p).matches(subject)
+        };
+        if hit {
+            if negated {
+                return Some(false);
+            }
+            found = Some(true);
+        }
+    }
+    found
+}
+
+/// What a `Match` line is evaluated against.
+struct MatchContext<'a> {
+    /// The host name as typed.
+    alias: &'a str,
+    /// `HostName` as set so far (`%h` expanded), else the alias.
+    host: &'a str,
+    /// `User` as set so far, else the user swapcfg would use.
+    user: &'a str,
+    /// `Tag` as set so far.
+    tag: Option<&'a str>,
+}
+
+/// A `Match` line's verdict.
+enum Verdict {
+    Yes,
+    No,
+    /// Every criterion swapcfg can judge holds, but one it cannot (`exec`,
+    /// `localnetwork`, …) decides: the block is not applied, with a warning.
+    Unknown(String),
+}
+
+fn match_line(args: &[String], cx: &MatchContext<'_>) -> Result<Verdict, String> {
+    if args.is_empty() {
+        return Err("`Match` needs criteria".into());
+    }
+    let mut unknown: Option<String> = None;
+    let mut result = true;
+    let mut i = 0;
+    let n = args.len();
+    while i < n {
+        let raw = args[i].as_str();
+        let (negate, word) = match raw.strip_prefix('!') {
+            Some(w) => (true, w),
+            None => (false, raw),
+        };
+        let word = word.to_ascii_lowercase();
+        i += 1;
+        let holds = match word.as_str() {
+            "all" => {
+                let others = args
+                    .iter()
+                    .filter(|a| {
+                        let a = a.trim_start_matches('!').to_ascii_lowercase();
+                        a != "all" && a != "canonical" && a != "final"
+                    })
+                    .count();
+                if others > 0 {
+                    return Err("`Match all` must appear alone (or with canonical/final)".into());
+                }
+                Some(true)
+            }
+            // swapcfg does no host-name canonicalization: the canonical
+            // pass never happens; the final pass is this one.
+            "canonical" => Some(false),
+            "final" => Some(true),
+            _ => {
+                let Some(value) = args.get(i) else {
+                    return Err(format!("`Match {word}` needs an argument"));
+                };
+                i += 1;
+                let list = || value.split(',');
+                match word.as_str() {
+                    "host" => Some(pattern_list(list(), cx.host, true) == Some(true)),
+                    "originalhost" => Some(pattern_list(list(), cx.alias, true) == Some(true)),
+                    "user" => Some(pattern_list(list(), cx.user, false) == Some(true)),
+                    "localuser" => Some(
+                        pattern_list(list(), &swapcfg::target::local_user(), false) == Some(true),
+                    ),
+                    "tagged" => Some(match cx.tag {
+                        Some(t) => pattern_list(list(), t, false) == Some(true),
+                        None => value.is_empty(),
+                    }),
+                    "exec" | "localnetwork" | "command" | "version" | "sessiontype" => {
+                        if unknown.is_none() {
+                            unknown = Some(format!(
+                                "`{word}` is not evaluated (swapcfg {})",
+                                if word == "exec" {
+                                    "never runs a process"
+                                } else {
+                                    "cannot judge it"
+                                }
+                            ));
+                        }
+                        None
+                    }
+                    _ => return Err(format!("unsupported `Match` criterion {word:?}")),
+                }
+            }
+        };
+        if let Some(h) = holds {
+            if h == negate {
+                result = false;
+            }
+        }
+    }
+    Ok(match (result, unknown) {
+        (false, _) => Verdict::No,
+        (true, None) => Verdict::Yes,
+        (true, Some(why)) => Verdict::Unknown(why),
+    })
 }
 
 impl SshConfig {
@@ -229,20 +400,8 @@ impl SshConfig {
         match flag {
             Some(p) if p == Path::new("none") => Ok(None),
             Some(p) => SshConfig::load(p).map(Some),
-            // The implicit file: one with a `Match` block is not used (a
-            // warning says so) rather than stopping every command.
             None => match home().map(|h| h.join(".ssh").join("config")) {
-                Some(p) if p.exists() => match SshConfig::load_checked(&p)? {
-                    Ok(c) => Ok(Some(c)),
-                    Err(m) => {
-                        eprintln!(
-                            "warning: {}; {} is not used for this run",
-                            m.refusal(),
-                            p.display()
-                        );
-                        Ok(None)
-                    }
-                },
+                Some(p) if p.exists() => SshConfig::load(&p).map(Some),
                 _ => Ok(None),
             },
         }
@@ -250,61 +409,167 @@ impl SshConfig {
 
     /// Read and parse `path` and the files it includes (each bounded).
     pub fn load(path: &Path) -> Result<SshConfig, String> {
-        SshConfig::load_checked(path)?.map_err(|m| m.refusal())
-    }
-
-    /// [`SshConfig::load`], with a `Match` block told apart from other errors.
-    fn load_checked(path: &Path) -> Result<Result<SshConfig, MatchAt>, String> {
         let bytes = swapcfg::local::read_bounded(path, MAX_SSH_CONFIG)
             .map_err(|e| format!("ssh config {}: {e}", path.display()))?;
-        SshConfig::parse_checked(path, &bytes, home())
+        SshConfig::parse(path, &bytes, home())
     }
 
     /// Parse `bytes` (read from `path`), with `~` and relative includes
-    /// resolved against `home`.
-    #[cfg(test)]
+    /// resolved against `home`. Every keyword line is checked here (a bad
+    /// `Port` in a block for another host is still an error, as in ssh).
     pub fn parse(path: &Path, bytes: &[u8], home: Option<PathBuf>) -> Result<SshConfig, String> {
-        SshConfig::parse_checked(path, bytes, home)?.map_err(|m| m.refusal())
-    }
-
-    fn parse_checked(
-        path: &Path,
-        bytes: &[u8],
-        home: Option<PathBuf>,
-    ) -> Result<Result<SshConfig, MatchAt>, String> {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let mut pre = PreRead {
             home: home.as_deref(),
-            files: 1,
             stack: vec![canonical],
-            first_match: None,
+            files: Vec::new(),
+            lines: Vec::new(),
         };
         pre.file(path, bytes)?;
-        if let Some((file, line)) = pre.first_match {
-            return Ok(Err(MatchAt(file, line)));
+        let cfg = SshConfig {
+            path: path.to_path_buf(),
+            files: pre.files,
+            lines: pre.lines,
+            home,
+            warned: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+        };
+        let all: Vec<&Line> = cfg
+            .lines
+            .iter()
+            .filter(|l| matches!(l.kind, Kind::Setting(_)))
+            .collect();
+        if cfg.settings(&all).is_err() {
+            // Name the line: parse them one by one.
+            for l in all {
+                if let Err(e) = cfg.settings(&[l]) {
+                    return Err(format!("{}: {e}", cfg.at(l)));
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// `file:line` of a config line.
+    fn at(&self, l: &Line) -> String {
+        let file = self.files.get(l.file).unwrap_or(&self.path);
+        format!("ssh config {}:{}", file.display(), l.line)
+    }
+
+    /// ssh2-config's reading of `lines` (each `Setting`), in order, the
+    /// first value of each keyword winning as in ssh.
+    fn settings(&self, lines: &[&Line]) -> Result<ssh2_config::HostParams, String> {
+        let mut text = String::new();
+        for l in lines {
+            if let Kind::Setting(s) = &l.kind {
+                // One block per line: ssh2-config merges blocks first-wins
+                // (and accumulates IdentityFile), as ssh does.
+                text.push_str("Host *\n");
+                text.push_str(s);
+                text.push('\n');
+            }
         }
         let mut cfg = ssh2_config::SshConfig::default();
-        if let Some(h) = &home {
+        if let Some(h) = &self.home {
             cfg = cfg.home_dir(h);
         }
-        let mut reader: &mut dyn BufRead = &mut &bytes[..];
+        let mut reader: &mut dyn BufRead = &mut text.as_bytes();
         let parsed = cfg
             .parse(
                 &mut reader,
                 ssh2_config::ParseRule::ALLOW_UNKNOWN_FIELDS
                     | ssh2_config::ParseRule::ALLOW_UNSUPPORTED_FIELDS,
             )
-            .map_err(|e| format!("ssh config {}: {e}", path.display()))?;
-        Ok(Ok(SshConfig {
-            path: path.to_path_buf(),
-            parsed,
-            home,
-        }))
+            .map_err(|e| e.to_string())?;
+        Ok(parsed.query("swapcfg"))
+    }
+
+    /// The lines that apply to `alias`: OpenSSH's evaluation of `Host`,
+    /// `Match` and `Include` scoping, in file order.
+    fn active(&self, alias: &str, user: &str) -> Result<Vec<&Line>, String> {
+        let mut out = Vec::new();
+        let mut active = true;
+        let mut never = false;
+        let mut stack: Vec<(bool, bool)> = Vec::new();
+        let mut host_name: Option<String> = None;
+        let mut remote_user: Option<String> = None;
+        let mut tag: Option<String> = None;
+        for l in &self.lines {
+            match &l.kind {
+                Kind::Enter => {
+                    stack.push((active, never));
+                    never = never || !active;
+                }
+                Kind::Leave => {
+                    (active, never) = stack.pop().unwrap_or((true, false));
+                }
+                Kind::Host(patterns) => {
+                    active = !never
+                        && pattern_list(patterns.iter().map(String::as_str), alias, true)
+                            == Some(true);
+                }
+                Kind::Match(args) => {
+                    if never {
+                        active = false;
+                        continue;
+                    }
+                    let host = host_name
+                        .as_deref()
+                        .map(|h| tokens(h, alias, user, self.home.as_deref()));
+                    let cx = MatchContext {
+                        alias,
+                        host: host.as_deref().unwrap_or(alias),
+                        user: remote_user.as_deref().unwrap_or(user),
+                        tag: tag.as_deref(),
+                    };
+                    active =
+                        match match_line(args, &cx).map_err(|e| format!("{}: {e}", self.at(l)))? {
+                            Verdict::Yes => true,
+                            Verdict::No => false,
+                            Verdict::Unknown(why) => {
+                                self.warn_once(l, &why);
+                                false
+                            }
+                        };
+                }
+                Kind::Setting(s) if active => {
+                    if let Some((key, args)) = keyword(s) {
+                        let slot = match key.as_str() {
+                            "hostname" => &mut host_name,
+                            "user" => &mut remote_user,
+                            "tag" => &mut tag,
+                            _ => &mut None,
+                        };
+                        if slot.is_none() {
+                            *slot = args.into_iter().next();
+                        }
+                    }
+                    out.push(l);
+                }
+                Kind::Setting(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// A `Match` block not applied because a criterion could not be judged:
+    /// said once per line and run.
+    fn warn_once(&self, l: &Line, why: &str) {
+        let first = self
+            .warned
+            .lock()
+            .map(|mut w| w.insert((l.file, l.line)))
+            .unwrap_or(false);
+        if first {
+            eprintln!("warning: {}: `Match` block not applied: {why}", self.at(l));
+        }
     }
 
     /// The settings `ssh` would use for `alias` (the host name as typed).
     pub fn lookup(&self, alias: &str, user: &str) -> Result<SshHost, String> {
-        let p = self.parsed.query(alias);
+        let lines = self.active(alias, user)?;
+        let p = self
+            .settings(&lines)
+            .map_err(|e| format!("ssh config {}: host {alias:?}: {e}", self.path.display()))?;
         let at = |key: &str, why: String| {
             format!(
                 "ssh config {}: {key} for host {alias:?}: {why}",
@@ -533,17 +798,97 @@ Host *
     }
 
     #[test]
+    fn match_blocks_and_include_scoping_follow_openssh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = dir.path();
+        std::fs::create_dir_all(h.join(".ssh")).expect("mkdir");
+        std::fs::write(h.join(".ssh/id_lan"), "k").expect("key");
+        // Under an inactive block: its `Host *` never matches.
+        std::fs::write(
+            h.join(".ssh/hidden.conf"),
+            "Port 1\nHost *\n  User hidden\n",
+        )
+        .expect("write");
+        // Under gpu1's block: the top applies, `Host other` ends it, and
+        // the including block is active again after the file.
+        std::fs::write(
+            h.join(".ssh/gpu1.conf"),
+            "Port 2201\nHost other\n  User no\n",
+        )
+        .expect("write");
+        let cfg = parse(
+            "\
+Host nothere
+  Include hidden.conf
+Host gpu1
+  Include gpu1.conf
+  ConnectTimeout 5
+Host gpu*
+  HostName %h.lan
+Match host *.lan user ops !originalhost gpu3
+  IdentityFile ~/.ssh/id_lan
+Match originalhost gpu2 !user ops
+  Port 2202
+Match exec \"test -d /\" host gpu3.lan
+  Port 7
+Match localuser nobody-here-at-all
+  Port 8
+Match all
+  User ops
+",
+            h,
+        );
+        let g1 = cfg.lookup("gpu1", "me").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(g1.port, Some(2201), "gpu1.conf's top applies");
+        assert_eq!(
+            g1.connect_timeout,
+            Some(Duration::from_secs(5)),
+            "restored after the include"
+        );
+        assert_eq!(g1.user.as_deref(), Some("ops"), "not `no`, not `hidden`");
+        assert_eq!(g1.host_name.as_deref(), Some("gpu1.lan"));
+        // `user ops` is judged on the user set so far: `me` here (User ops
+        // comes later), so the id_lan block does not apply.
+        assert_eq!(g1.identity, None);
+        let g1 = cfg.lookup("gpu1", "ops").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            g1.identity,
+            Some(h.join(".ssh/id_lan")),
+            "host sees HostName"
+        );
+        let g2 = cfg.lookup("gpu2", "me").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(g2.port, Some(2202));
+        let g2 = cfg.lookup("gpu2", "ops").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(g2.port, None, "negated user");
+        // `exec` is never run: its block is not applied (a warning says so).
+        let g3 = cfg.lookup("gpu3", "ops").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((g3.port, g3.identity), (None, None));
+        let other = cfg.lookup("plain", "me").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((other.port, other.user.as_deref()), (None, Some("ops")));
+        // Errors name the line.
+        let cfg = parse("Host a\nMatch all host a\n  Port 1\n", h);
+        let e = cfg.lookup("a", "me").err().unwrap_or_default();
+        assert!(e.contains("config:2") && e.contains("alone"), "{e}");
+        let cfg = parse("Match host\n", h);
+        let e = cfg.lookup("a", "me").err().unwrap_or_default();
+        assert!(e.contains("needs an argument"), "{e}");
+    }
+
+    #[test]
     fn refusals_are_clear() {
         let dir = tempfile::tempdir().expect("tempdir");
         let h = dir.path();
         let e = SshConfig::parse(
             Path::new("cfg"),
-            b"Host a\n  Port 1\nMatch host b\n  User x\n",
+            b"Host a\n  Port 1\nMatch host b\n  Port x\n",
             Some(h.to_path_buf()),
         )
         .err()
         .unwrap_or_default();
-        assert!(e.starts_with("ssh config cfg:3: `Match`"), "{e}");
+        assert!(e.starts_with("ssh config cfg:4: "), "{e}");
+        let cfg = parse("Match nosuch a\n  Port 1\n", h);
+        let e = cfg.lookup("a", "me").err().unwrap_or_default();
+        assert!(e.contains("config:1") && e.contains("nosuch"), "{e}");
         let cfg = parse(
             "Host a\n  ProxyCommand nc %h %p\nHost b\n  ProxyCommand none\n",
             h,

@@ -429,10 +429,448 @@ async fn health_and_backups_on_many_hosts() {
     let path = backups[0]["path"].as_str().expect("path");
     assert_eq!(std::fs::read(path).expect("backup bytes"), OLD);
     assert_eq!(summary(&v)["failed_hosts"], serde_json::json!(["h2"]));
-    // rollback and edit still take one TARGET.
-    let out = f.run(&["rollback", "--hosts", "@all", "--yes"]).await;
+    // edit still takes one TARGET, and says what to do instead.
+    let out = f.run(&["edit", "--hosts", "@all"]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--hosts works with"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("one editor") && err.contains("get --hosts"),
+        "{err}"
+    );
+}
+
+/// The backups beside host `i`'s config (full paths), oldest first.
+fn backups_of(f: &Fleet, i: usize) -> Vec<PathBuf> {
+    f.hosts[i]
+        .listing()
+        .into_iter()
+        .filter(|n| n.starts_with("config.yaml.bak-"))
+        .map(|n| f.hosts[i].dir.path().join(n))
+        .collect()
+}
+
+#[tokio::test]
+async fn rollback_hosts_restores_each_hosts_newest_backup() {
+    let f = Fleet::new(3, &[]).await;
+    // h1 and h2 get their new config (and a backup of OLD); h3 has none.
+    let out = f
+        .run(&["apply", "--hosts", "h1,h2", "--yes", "--json"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", lines(&out));
+    assert_eq!(f.remote(0), new_for("h1"));
+    // Without --yes: refused before any host is touched.
+    let out = f.run(&["rollback", "--hosts", "@all"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert_eq!((f.remote(0), f.remote(1)), (new_for("h1"), new_for("h2")));
+    // One at a time, --max-fail 0: h3 (no backup) is last, so h1 and h2 are
+    // restored and h3 fails at read (exit 4), untouched.
+    let out = f
+        .run(&[
+            "rollback",
+            "--hosts",
+            "@all",
+            "--parallel",
+            "1",
+            "--yes",
+            "--json",
+        ])
+        .await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(4), "{v:?}");
+    assert_eq!((f.remote(0), f.remote(1)), (OLD.to_vec(), OLD.to_vec()));
+    assert!(f.untouched(2), "{:?}", f.hosts[2].listing());
+    for (i, name) in [(0, "h1"), (1, "h2")] {
+        let h = v.iter().find(|h| h["host"] == name).expect("host line");
+        assert_eq!(
+            (h["result"].as_str(), h["changed"].as_bool()),
+            (Some("ok"), Some(true)),
+            "{h}"
+        );
+        let restored = h["restored"].as_str().expect("restored");
+        assert_eq!(std::fs::read(restored).expect("restored backup"), OLD);
+        // The rollback backed up the config it replaced.
+        let taken = h["backup"].as_str().expect("backup");
+        assert_eq!(std::fs::read(taken).expect("new backup"), new_for(name));
+        assert_eq!(backups_of(&f, i).len(), 2, "{:?}", f.hosts[i].listing());
+    }
+    let h3 = v.iter().find(|h| h["host"] == "h3").expect("h3 line");
+    assert_eq!(
+        (h3["result"].as_str(), h3["step"].as_str()),
+        (Some("failed"), Some("read"))
+    );
+    assert!(
+        h3["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no backups")),
+        "{h3}"
+    );
+    let s = summary(&v);
+    assert_eq!(
+        (s["ok"].as_u64(), s["failed_hosts"].clone()),
+        (Some(2), serde_json::json!(["h3"]))
+    );
+    // A named backup is one host's: refused with several hosts, nothing
+    // touched...
+    let newer = backups_of(&f, 0)
+        .into_iter()
+        .find(|b| std::fs::read(b).ok() == Some(new_for("h1")))
+        .expect("backup of h1's new config");
+    let named = path_str(&newer);
+    let out = f
+        .run(&["rollback", "--hosts", "h1,h2", &named, "--yes"])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("named BACKUP"));
+    assert_eq!((f.remote(0), f.remote(1)), (OLD.to_vec(), OLD.to_vec()));
+    // ...and restored on the one host selected.
+    let out = f
+        .run(&["rollback", "--hosts", "h1", &named, "--yes", "--json"])
+        .await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:?}");
+    assert_eq!(v[0]["restored"].as_str(), Some(named.as_str()));
+    assert_eq!(f.remote(0), new_for("h1"));
+    assert_eq!(f.remote(1), OLD);
+}
+
+impl Fleet {
+    /// Add `line` (e.g. `restart_cmd: …`) to host `name`'s inventory entry.
+    fn set(&self, name: &str, line: &str) {
+        let inv = std::fs::read_to_string(&self.inventory).expect("inventory");
+        let inv = inv.replacen(
+            &format!("  {name}:\n"),
+            &format!("  {name}:\n    {line}\n"),
+            1,
+        );
+        std::fs::write(&self.inventory, inv).expect("inventory");
+    }
+
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let mut c = swapcfg_cmd();
+        c.args(args)
+            .arg("--inventory")
+            .arg(&self.inventory)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().expect("spawn")
+    }
+
+    /// Temp files or a lock beside host `i`'s config.
+    fn leftovers(&self, i: usize) -> Vec<String> {
+        self.hosts[i]
+            .listing()
+            .into_iter()
+            .filter(|n| n.starts_with(".config") || n.contains("swapcfg-lock"))
+            .collect()
+    }
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+fn kill(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0, "kill");
+}
+
+async fn finish(child: std::process::Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_mid_fleet_starts_no_more_hosts_and_the_running_one_rolls_back() {
+    let f = Fleet::new(3, &[]).await;
+    // h1 runs first (--parallel 1); its restart is slow the first time
+    // (the rollback's restart is quick).
+    let mark = f.dir.path().join("h1-restarting");
+    let tag = format!("5.{}3", std::process::id() % 1000);
+    f.set(
+        "h1",
+        &format!(
+            "restart_cmd: \"if [ -e '{m}' ]; then exit 0; fi; : > '{m}'; sleep {tag}\"",
+            m = path_str(&mark)
+        ),
+    );
+    let child = f.spawn(&[
+        "apply",
+        "--hosts",
+        "@all",
+        "--parallel",
+        "1",
+        "--yes",
+        "--json",
+    ]);
+    wait_for("h1's restart", || mark.exists()).await;
+    assert_eq!(f.remote(0), new_for("h1"), "h1's new config is in place");
+    let t = std::time::Instant::now();
+    kill(&child, libc::SIGINT);
+    let out = finish(child).await;
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "did not wait for the slow restart: {:?}",
+        t.elapsed()
+    );
+    let v = lines(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "interrupted after the write, restored: {v:?}"
+    );
+    let h1 = v.iter().find(|h| h["host"] == "h1").expect("h1 line");
+    assert_eq!(
+        (
+            h1["step"].as_str(),
+            h1["report"]["rolled_back"].as_bool(),
+            h1["report"]["remote_state"].as_str()
+        ),
+        (Some("interrupted"), Some(true), Some("old")),
+        "{h1}"
+    );
+    for h in ["h2", "h3"] {
+        let line = v.iter().find(|l| l["host"] == h).expect("host line");
+        assert_eq!(line["result"], "skipped", "{line}");
+    }
+    let s = summary(&v);
+    assert_eq!(
+        (
+            s["failed_hosts"].clone(),
+            s["skipped_hosts"].clone(),
+            s["exit"].as_u64()
+        ),
+        (
+            serde_json::json!(["h1"]),
+            serde_json::json!(["h2", "h3"]),
+            Some(12)
+        ),
+        "{s}"
+    );
+    // The remote state of every host: h1 whole and old again, no temp file
+    // or lock; h2 and h3 never touched.
+    assert_eq!(f.remote(0), OLD);
+    assert_eq!(f.leftovers(0), Vec::<String>::new());
+    assert!(f.untouched(1) && f.untouched(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SIGINT: no more hosts are started"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_before_the_write_changes_no_host_and_exits_11() {
+    use swapcfg_testkit::server::{FaultAction, FaultPlan, Op};
+    let f = Fleet::new(3, &[]).await;
+    // h1's config is large, and its backup ∥ upload hangs at the 20th write
+    // (past the lock's).
+    let mut old = OLD.to_vec();
+    while old.len() < 3 << 20 {
+        old.extend_from_slice(b"# padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(f.hosts[0].dir.path().join("config.yaml"), &old).expect("write");
+    f.hosts[0]
+        .server
+        .set_faults(FaultPlan::one(Op::Write, 20, FaultAction::Hang));
+    let child = f.spawn(&[
+        "apply",
+        "--hosts",
+        "@all",
+        "--parallel",
+        "1",
+        "--yes",
+        "--json",
+    ]);
+    wait_for("h1's backup", || {
+        f.hosts[0].server.op_count(Op::Write) >= 20
+    })
+    .await;
+    kill(&child, libc::SIGTERM);
+    let out = finish(child).await;
+    let v = lines(&out);
+    assert_eq!(out.status.code(), Some(11), "{v:?}");
+    let h1 = v.iter().find(|h| h["host"] == "h1").expect("h1 line");
+    assert_eq!(
+        (h1["step"].as_str(), h1["report"]["remote_state"].as_str()),
+        (Some("aborted"), Some("old")),
+        "{h1}"
+    );
+    assert_eq!(
+        summary(&v)["skipped_hosts"],
+        serde_json::json!(["h2", "h3"])
+    );
+    assert!(f.remote(0) == old, "h1 untouched");
+    assert_eq!(
+        f.leftovers(0),
+        Vec::<String>::new(),
+        "temp and lock removed"
+    );
+    assert!(
+        f.hosts[0]
+            .listing()
+            .iter()
+            .all(|n| !n.starts_with("config.yaml.bak-")),
+        "no incomplete backup under a backup name"
+    );
+    assert!(f.untouched(1) && f.untouched(2));
+}
+
+/// Run `args` with stderr on a pseudo-terminal (120 columns); stdout
+/// piped. Returns the exit code, stdout, and everything the terminal got.
+async fn on_a_tty(f: &Fleet, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two fds into our ints; no name buffer, no
+    // termios; the winsize is read only.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: both fds were just opened by openpty and are owned here only.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    };
+    let mut c = swapcfg_cmd();
+    c.env_remove("NO_COLOR").env("TERM", "xterm");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.args(args)
+        .arg("--inventory")
+        .arg(&f.inventory)
+        .stdout(std::process::Stdio::piped())
+        .stderr(slave);
+    let child = c.spawn().expect("spawn");
+    drop(c); // our copy of the slave: the master reads EOF (EIO) at exit
+    let term = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Bounded: the run is short; EIO once the child closed the slave.
+        while got.len() < 1 << 20 {
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        got
+    });
+    let out = finish(child).await;
+    let term = term.await.expect("join");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&term).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_tty_each_running_host_has_a_live_line_then_the_table() {
+    let f = Fleet::new(2, &[]).await;
+    // h1 restarts for a moment: its line shows the step and the time.
+    f.set("h1", "restart_cmd: \"sleep 0.6\"");
+    let (code, stdout, term) = on_a_tty(&f, &["apply", "--hosts", "@all", "--yes"], &[]).await;
+    assert_eq!(code, Some(0), "{term}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let live = regex::Regex::new(r"h1 +restart +\d+\.\ds").expect("regex");
+    assert!(live.is_match(&term), "a live line for h1: {term:?}");
+    assert!(
+        term.contains("\x1b["),
+        "drawn with cursor movements: {term:?}"
+    );
+    // The ending lines and the table as without a terminal.
+    assert!(
+        term.contains("h1: ok") && term.contains("h2: ok"),
+        "{term:?}"
+    );
+    assert!(term.contains("2 hosts: 2 ok, 0 unchanged"), "{term:?}");
+    let table = term.rfind("2 hosts:").expect("summary");
+    let header = term.rfind("result").expect("table header");
+    assert!(
+        header < table && !live.is_match(&term[header..]),
+        "live lines gone before the table"
+    );
+    assert_eq!(f.remote(0), new_for("h1"));
+    // NO_COLOR on the same terminal: the plain lines only.
+    f.set("h2", "restart_cmd: \"sleep 0.6\"");
+    std::fs::write(f.dir.path().join("configs/h2.yaml"), OLD).expect("write");
+    let (code, _, term) = on_a_tty(
+        &f,
+        &["apply", "--hosts", "@all", "--yes"],
+        &[("NO_COLOR", "1")],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{term}");
+    assert!(
+        !term.contains("\x1b[") && !term.contains("restart"),
+        "{term:?}"
+    );
+    assert!(
+        term.contains("h2: ok") && term.contains("1 ok, 1 unchanged"),
+        "{term:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigint_exits_at_once_naming_the_running_hosts() {
+    let f = Fleet::new(2, &[]).await;
+    // h1's first restart fails (→ rollback); the rollback's restart hangs.
+    let mark = f.dir.path().join("h1-restarted");
+    f.set(
+        "h1",
+        &format!(
+            "restart_cmd: \"if [ -e '{m}' ]; then sleep 30; fi; : > '{m}'; exit 1\"",
+            m = path_str(&mark)
+        ),
+    );
+    let child = f.spawn(&["apply", "--hosts", "@all", "--parallel", "1", "--yes"]);
+    wait_for("h1's rollback restart", || {
+        f.hosts[0]
+            .server
+            .exec_log()
+            .iter()
+            .filter(|c| c.contains("h1-restarted"))
+            .count()
+            >= 2
+    })
+    .await;
+    kill(&child, libc::SIGINT);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    kill(&child, libc::SIGINT);
+    let t = std::time::Instant::now();
+    let out = finish(child).await;
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(130));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SIGINT again: exiting at once; running: h1 (old config being restored"),
+        "{err}"
+    );
+    // The restore (an atomic write) happened before the hanging restart;
+    // h2 was never started.
+    assert_eq!(f.remote(0), OLD);
+    assert!(f.untouched(1));
 }
 
 #[tokio::test]

@@ -421,34 +421,50 @@ async fn secrets_never_reach_the_diff_unless_asked() {
 }
 
 #[tokio::test]
-async fn an_implicit_ssh_config_with_match_is_skipped_with_a_warning_an_explicit_one_refused() {
+async fn ssh_config_match_blocks_are_evaluated_and_exec_is_never_run() {
     let fx = fixture(|b| b).await;
     let cfg = fx.config("config.yaml", b"models: {}\n", 0o644);
     let home = fx.dir.path().join("home");
     std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
     let ssh_config = home.join(".ssh").join("config");
-    std::fs::write(
-        &ssh_config,
-        "Host other\n  User x\nMatch host other exec true\n  Port 1\n",
-    )
-    .expect("write");
-    let get = |extra: &[&str]| {
+    let marker = fx.dir.path().join("exec-ran");
+    let get = |text: String, extra: &[&str]| {
+        std::fs::write(&ssh_config, text).expect("write");
         let mut c = fx.cli(&["get", "--config-path", &path_str(&cfg)]);
         c.args(extra).env("HOME", &home);
         output(c)
     };
-    // The implicit ~/.ssh/config: not used, a warning says why; get works.
-    let out = get(&[]).await;
+    // `Match exec` is not run (no marker file) and its block not applied:
+    // the connection goes direct, a warning names the line.
+    let out = get(
+        format!(
+            "Host other\n  User x\nMatch originalhost 127.0.0.1 exec \"touch {}\"\n  ProxyCommand nc %h %p\n",
+            marker.display()
+        ),
+        &[],
+    )
+    .await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(out.stdout, b"models: {}\n");
     assert!(
-        err.contains("warning") && err.contains(":3: `Match`") && err.contains("not used"),
+        err.contains("warning")
+            && err.contains(":3: `Match` block not applied")
+            && err.contains("exec"),
         "{err}"
     );
-    // Named on the command line: refused before connecting.
-    let out = get(&["--ssh-config", &path_str(&ssh_config)]).await;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("`Match` blocks are not supported"), "{err}");
+    assert!(!marker.exists(), "exec must never run");
+    // A `Match` that holds applies: its ProxyCommand is refused before
+    // connecting (implicit file and named file alike).
+    let text = "Match originalhost 127.0.0.1 !user nobody\n  ProxyCommand nc %h %p\n".to_string();
+    for extra in [
+        vec![],
+        vec!["--ssh-config".to_string(), path_str(&ssh_config)],
+    ] {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let out = get(text.clone(), &extra).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("ProxyCommand"), "{err}");
+    }
 }

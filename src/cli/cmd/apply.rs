@@ -66,6 +66,31 @@ pub async fn execute(
     ctx: &mut HintContext,
     print: bool,
 ) -> Result<ApplyReport, Failure> {
+    execute_watched(job, ctx, print, None).await
+}
+
+/// A caller that owns the signals and watches the steps (a fleet run): the
+/// apply obeys `stop` instead of installing its own signal handler, and
+/// tells `on_step` each step it starts.
+pub struct Watch {
+    pub stop: Stop,
+    pub on_step: Box<dyn FnMut(Step)>,
+}
+
+/// [`execute`], watched by the caller (see [`Watch`]).
+pub async fn execute_watched(
+    job: &Job<'_>,
+    ctx: &mut HintContext,
+    print: bool,
+    watch: Option<Watch>,
+) -> Result<ApplyReport, Failure> {
+    let (stop, mut on_step) = match watch {
+        Some(w) => (Some(w.stop), Some(w.on_step)),
+        None => (None, None),
+    };
+    if let Some(f) = &mut on_step {
+        f(Step::Connect);
+    }
     let settings = job.settings;
     ctx.api_key_env = settings.health.api_key.as_ref().map(|k| k.env.clone());
     let host = settings.host();
@@ -182,7 +207,7 @@ pub async fn execute(
         keep_backups: job.change.keep_backups,
         lock: (!job.dry_run).then(|| lock_record(settings)),
         break_lock: job.change.break_lock,
-        stop: Stop::default(),
+        stop: stop.clone().unwrap_or_default(),
         redactor: (!job.change.show_secrets).then(run_redactor),
         host_checks: planning.await.ok(),
         strict_host: job.change.strict_host || settings.strict_host,
@@ -201,6 +226,8 @@ pub async fn execute(
         stop: opts.stop.clone(),
         signals: None,
         recovered: false,
+        caller_signals: stop.is_some(),
+        on_step,
     };
     conn.session.cancel_on(opts.stop.clone());
     let mut rep = pipeline::apply(&remote, job.new, &opts, &mut hooks).await;
@@ -299,6 +326,10 @@ pub struct CliHooks {
     /// A fresh connection cleaned up for this run and read the config (the
     /// first one was lost or stuck).
     pub recovered: bool,
+    /// The caller handles signals (a fleet run): none are installed here.
+    pub caller_signals: bool,
+    /// Told each step as it starts (a fleet run's live line).
+    pub on_step: Option<Box<dyn FnMut(Step)>>,
 }
 
 impl Drop for CliHooks {
@@ -380,8 +411,14 @@ impl Hooks for CliHooks {
     fn step(&mut self, step: Step) {
         // Past the confirmation, signals stop the apply safely instead of
         // killing the process.
-        if self.signals.is_none() && matches!(step, Step::Lock | Step::Backup) {
+        if self.signals.is_none()
+            && !self.caller_signals
+            && matches!(step, Step::Lock | Step::Backup)
+        {
             self.signals = install_signals(self.stop.clone(), self.progress);
+        }
+        if let Some(f) = &mut self.on_step {
+            f(step);
         }
         if self.progress && !self.json {
             eprintln!("  … {}", step.name());

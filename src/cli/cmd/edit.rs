@@ -39,6 +39,15 @@ fn aborted(message: impl Into<String>) -> Failure {
 }
 
 pub fn run(args: EditArgs, ctx: &mut HintContext) -> CmdResult {
+    if args.target.hosts.is_some() {
+        // One editor session is one person reading one host's file: N hosts
+        // would mean N editors in a row (or one text pretending to be N).
+        return Err(Failure::usage(
+            "edit opens one editor on one host's config, so it takes one TARGET, not --hosts; \
+             for many hosts: `swapcfg get --hosts SELECTOR --out DIR`, edit the files, then \
+             `swapcfg plan`/`apply --hosts SELECTOR` with `file: DIR/{host}.yaml` in the inventory",
+        ));
+    }
     let settings = Settings::resolve(&args.target, Some(&args.service)).map_err(Failure::usage)?;
     let path = settings.config_path().map_err(Failure::usage)?;
     let rt = crate::cli::runtime()?;
