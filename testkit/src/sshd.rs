@@ -80,17 +80,31 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
 impl Sshd {
     /// Start sshd and wait until it accepts TCP connections (10 s at most).
     pub fn start(opts: Options) -> Result<Sshd, String> {
-        Sshd::start_at(opts, None, "127.0.0.1", free_port()?)
+        Sshd::start_at(opts, None, "127.0.0.1", free_port()?, "")
+    }
+
+    /// [`Sshd::start`] with `extra` appended to its sshd_config (lines, e.g.
+    /// `SetEnv SHLVL=1`: Debian's bash, as the login shell of a command
+    /// sshd runs, sources `~/.bashrc` unless SHLVL says it is nested; a
+    /// benchmark that should not time the machine's own `~/.bashrc` sets it).
+    pub fn start_with(opts: Options, extra: &str) -> Result<Sshd, String> {
+        Sshd::start_at(opts, None, "127.0.0.1", free_port()?, extra)
     }
 
     /// Start sshd inside network namespace `netns` (see [`crate::netns`]),
     /// listening on `addr:port` only; wait (10 s at most) until its log says
     /// it listens. `known_hosts` names it as `[addr]:port`.
     pub fn start_in(opts: Options, netns: &str, addr: &str, port: u16) -> Result<Sshd, String> {
-        Sshd::start_at(opts, Some(netns), addr, port)
+        Sshd::start_at(opts, Some(netns), addr, port, "")
     }
 
-    fn start_at(opts: Options, netns: Option<&str>, addr: &str, port: u16) -> Result<Sshd, String> {
+    fn start_at(
+        opts: Options,
+        netns: Option<&str>,
+        addr: &str,
+        port: u16,
+        extra: &str,
+    ) -> Result<Sshd, String> {
         if !Path::new(SSHD).exists() {
             return Err(format!("{SSHD} not found (apt-get install openssh-server)"));
         }
@@ -113,6 +127,10 @@ impl Sshd {
         );
         if opts.sftp {
             cfg.push_str("Subsystem sftp internal-sftp\n");
+        }
+        if !extra.is_empty() {
+            cfg.push_str(extra.trim_end());
+            cfg.push('\n');
         }
         let cfg_path = d.join("sshd_config");
         std::fs::write(&cfg_path, cfg).map_err(io("sshd_config"))?;
@@ -218,6 +236,13 @@ impl Sshd {
             }
         }
         out
+    }
+
+    /// The listening sshd's pid (its CPU time, and through `cutime` /
+    /// `cstime` that of the per-connection processes it reaped, is read
+    /// from `/proc/PID/stat` by `cargo xtask bench --fleet`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// sshd's log so far.

@@ -872,3 +872,77 @@ async fn a_second_sigint_exits_at_once_naming_the_running_hosts() {
     assert_eq!(f.remote(0), OLD);
     assert!(f.untouched(1));
 }
+
+#[tokio::test]
+async fn a_stalled_host_delays_no_other_beyond_parallel() {
+    use std::time::Duration;
+    use swapcfg_testkit::server::{FaultAction, FaultPlan, Op};
+    // h1 stops answering at its first file open (the read of its config):
+    // the reply is withheld for 3 s, then the connection drops. With
+    // --parallel 2, h1 holds one slot the whole time; h2, h3 and h4 go
+    // through the other one, and every one of them finishes before h1 does.
+    const STALL: Duration = Duration::from_secs(3);
+    let f = Fleet::new(4, &[]).await;
+    f.hosts[0].server.set_faults(FaultPlan::one(
+        Op::Open,
+        1,
+        FaultAction::WithholdThenDrop(STALL),
+    ));
+    let out = f
+        .run(&[
+            "apply",
+            "--hosts",
+            "@all",
+            "--parallel",
+            "2",
+            "--yes",
+            "--json",
+        ])
+        .await;
+    let v = lines(&out);
+    assert_eq!(v.len(), 5, "one line per host and a summary: {v:?}");
+    let order: Vec<&str> = v[..4]
+        .iter()
+        .map(|h| h["host"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        order.last(),
+        Some(&"h1"),
+        "the others finish while h1 stalls: {v:?}"
+    );
+    for h in &v[..3] {
+        assert_eq!(h["result"], "ok", "{h}");
+        assert!(
+            h["ms"]
+                .as_u64()
+                .is_some_and(|ms| ms < STALL.as_millis() as u64),
+            "{h}"
+        );
+    }
+    let h1 = &v[3];
+    assert_eq!(
+        (h1["result"].as_str(), h1["step"].as_str()),
+        (Some("failed"), Some("read")),
+        "{h1}"
+    );
+    assert!(
+        h1["ms"]
+            .as_u64()
+            .is_some_and(|ms| ms >= STALL.as_millis() as u64 - 100),
+        "h1 failed on its own, when its connection dropped: {h1}"
+    );
+    let s = summary(&v);
+    assert_eq!(
+        (s["ok"].as_u64(), s["failed"].as_u64()),
+        (Some(3), Some(1)),
+        "{v:?}"
+    );
+    assert_eq!(s["failed_hosts"], serde_json::json!(["h1"]));
+    assert_eq!(out.status.code(), s["exit"].as_u64().map(|c| c as i32));
+    // Remote state: the three others hold their new file; h1 was never
+    // written (no backup, temp file or lock left behind).
+    for i in 1..4 {
+        assert_eq!(f.remote(i), new_for(&format!("h{}", i + 1)), "host {i}");
+    }
+    assert!(f.untouched(0), "h1: {:?}", f.hosts[0].listing());
+}

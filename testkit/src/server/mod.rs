@@ -571,7 +571,7 @@ impl TestServerBuilder {
         });
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let sockets: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let sockets: Sockets = Arc::default();
         let accept = tokio::spawn(accept_loop(
             listener,
             config,
@@ -589,13 +589,20 @@ impl TestServerBuilder {
     }
 }
 
+/// A duplicate of every open connection's socket (by connection number),
+/// for shutting them all down when the server is dropped; a connection's
+/// entry goes when it ends, so a long-lived server (a 500-host benchmark)
+/// holds no descriptor per finished connection.
+type Sockets = Arc<Mutex<HashMap<u64, std::net::TcpStream>>>;
+
 async fn accept_loop(
     listener: TcpListener,
     config: Arc<russh::server::Config>,
     shared: Arc<Shared>,
-    sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    sockets: Sockets,
     one_way: Duration,
 ) {
+    let mut next = 0u64;
     loop {
         let Ok((stream, _peer)) = listener.accept().await else {
             continue;
@@ -604,9 +611,12 @@ async fn accept_loop(
         let Some((stream, dup)) = duplicate(stream) else {
             continue;
         };
+        next += 1;
+        let id = next;
         if let Ok(d) = dup.try_clone() {
-            lock(&sockets).push(d);
+            lock(&sockets).insert(id, d);
         }
+        let sockets = sockets.clone();
         let (closed_tx, closed_rx) = watch::channel(false);
         let ctl = Arc::new(ConnCtl {
             socket: dup,
@@ -645,6 +655,7 @@ async fn accept_loop(
                     () = session => {}
                 }
             }
+            lock(&sockets).remove(&id);
             let _ = closed_tx.send(true);
         });
     }
@@ -667,7 +678,7 @@ pub struct TestServer {
     addr: SocketAddr,
     host_public: PublicKey,
     shared: Arc<Shared>,
-    sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    sockets: Sockets,
     accept: JoinHandle<()>,
 }
 
@@ -735,7 +746,7 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.accept.abort();
-        for s in lock(&self.sockets).drain(..) {
+        for (_, s) in lock(&self.sockets).drain() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     }
