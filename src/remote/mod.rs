@@ -86,7 +86,7 @@ pub enum RemoteError {
     IsDirectory { path: String },
     #[error("{path}: is {kind}, not a regular file; refusing to read or replace it")]
     NotRegular { path: String, kind: String },
-    #[error("{path} is locked by another apply: {}", .holder.as_ref().map(|h| h.to_string()).unwrap_or_else(|| "holder unknown (unreadable lock record)".into()))]
+    #[error("{path} is locked by another apply: {}", .holder.as_ref().map(|h| h.to_string()).unwrap_or_else(|| format!("holder unknown (no readable lock record; an empty one is taken over once {} s old, or use --break-lock)", names::ABANDONED_LOCK_SECS)))]
     Locked {
         path: String,
         holder: Option<Box<LockInfo>>,

@@ -73,6 +73,13 @@ pub fn lock_path(config_path: &str) -> String {
 /// Largest lock record read.
 pub const MAX_LOCK_RECORD: usize = 4096;
 
+/// A lock file with no record at all (zero bytes) was left by an apply
+/// stopped between its exclusive open and its record (SFTP writes the
+/// record in the next flight). Such a lock is taken over like an expired
+/// one once its mtime is this many seconds old: a record normally lands
+/// one round trip after the open.
+pub const ABANDONED_LOCK_SECS: u64 = 60;
+
 /// Who holds the lock, as recorded in the lock file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockInfo {

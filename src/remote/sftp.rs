@@ -1194,7 +1194,16 @@ impl SftpRemote<'_> {
             Err(_) => {}
         }
         let holder = self.read_lock(&lock).await?;
-        let stale = holder.as_ref().is_some_and(|h| h.expired(now));
+        let stale = match &holder {
+            Some(h) => h.expired(now),
+            // No record: abandoned if still empty and old enough.
+            None => self.sftp.lstat(&lock).await.is_ok_and(|a| {
+                a.attrs.size == Some(0)
+                    && a.attrs.mtime.is_some_and(|m| {
+                        now.saturating_sub(u64::from(m)) >= super::names::ABANDONED_LOCK_SECS
+                    })
+            }),
+        };
         if !(stale || force) {
             return Err(RemoteError::Locked {
                 path: self.path.clone(),

@@ -575,3 +575,46 @@ async fn an_expired_lock_is_taken_over_and_the_work_redone_under_it() {
     assert_eq!(c.leftovers(), Vec::<String>::new(), "no temp, no lock");
     assert_eq!(c.fx.server.op_count(Op::Link), 2, "linked twice");
 }
+
+/// A lock file with no record (an apply stopped between its exclusive open
+/// and its record) blocks like a held one while young, and is taken over
+/// like an expired one once `ABANDONED_LOCK_SECS` old by its mtime.
+#[tokio::test]
+async fn an_empty_lock_is_refused_while_young_and_taken_over_once_abandoned() {
+    let secs = swapcfg::remote::names::ABANDONED_LOCK_SECS;
+    for (age, taken) in [(5, false), (secs + 30, true)] {
+        let c = linked_case(FaultPlan::default()).await;
+        let lock = swapcfg::remote::names::lock_path(&c.cfg);
+        let f = std::fs::File::create(&lock).expect("lock");
+        let then = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+        f.set_times(std::fs::FileTimes::new().set_modified(then))
+            .expect("mtime");
+        drop(f);
+        let out = output(c.apply(&[])).await;
+        let v = json_of(&out);
+        if taken {
+            assert_eq!(out.status.code(), Some(0), "{age}: {v}");
+            assert_state(&c, &v, "new");
+            assert_eq!(c.leftovers(), Vec::<String>::new(), "no temp, no lock");
+        } else {
+            assert_eq!(out.status.code(), Some(5), "{age}: {v}");
+            let e = v["error"].as_str().unwrap_or("");
+            assert!(
+                e.contains("no readable lock record") && e.contains("--break-lock"),
+                "{e}"
+            );
+            assert!(c.config() == c.old_bytes, "untouched");
+            assert_eq!(
+                std::fs::read(&lock).expect("lock"),
+                b"",
+                "the lock is left as it was"
+            );
+            assert_eq!(c.backups(), Vec::<String>::new(), "no backup");
+            assert_eq!(
+                c.leftovers(),
+                vec!["config.yaml.swapcfg-lock".to_string()],
+                "no temp file"
+            );
+        }
+    }
+}

@@ -256,9 +256,11 @@ pub async fn execute_watched(
         // The first connection was stuck when a fresh one cleaned up: a
         // request still queued on the host (the staged upload's create,
         // behind a stalled backup write) can run only once that connection
-        // is closed. Now it is: sweep this run's temp files once more.
+        // is closed. Now it is: sweep this run's temp files once more, and
+        // remove the lock if it carries this run's token (its record, sent
+        // right behind the lock's exclusive open, may land only now).
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let _ = hooks.recover(None).await;
+        let _ = hooks.recover(opts.lock.as_ref()).await;
     }
     if print {
         render::apply_report(&rep, job.change.json, ctx);
