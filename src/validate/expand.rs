@@ -185,9 +185,17 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
         return None;
     }
 
+    // Per model (map order): may a string of it still hold `${`? Those that
+    // cannot are skipped by `check_macro_uses` (no second walk of them).
+    let mut uses_left: Vec<bool> = Vec::new();
     if let Some(Value::Object(models)) = out.get_mut("models") {
-        let mut sorted: Vec<(&String, &mut Value)> = models.iter_mut().collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        uses_left = vec![false; models.len()];
+        let mut sorted: Vec<(usize, &String, &mut Value)> = models
+            .iter_mut()
+            .enumerate()
+            .map(|(i, (id, m))| (i, id, m))
+            .collect();
+        sorted.sort_unstable_by(|a, b| a.1.cmp(b.1));
         let mut next_port = start_port;
         // The bool fields of a model, coerced while it is at hand.
         let model_bools: Vec<&[&str]> = BOOL_FIELDS
@@ -197,7 +205,7 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
                 _ => None,
             })
             .collect();
-        for (id, model) in sorted {
+        for (index, id, model) in sorted {
             let Value::Object(model) = model else {
                 continue;
             };
@@ -259,11 +267,11 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
                         m.insert("proxy".into(), Value::String(url));
                     }
                 }
-                let port_value = Value::from(next_port);
                 let port = [Slug {
                     slug: Cow::Borrowed("${PORT}"),
-                    text: Cow::Owned(go_text(&port_value)),
-                    value: Some(port_value),
+                    // Go's `%v` of the number.
+                    text: Cow::Owned(next_port.to_string()),
+                    value: Some(Value::from(next_port)),
                 }];
                 substitute(&mut value, &[&port]);
                 if !substitute_param_keys(&mut value, &[&port], id, report) {
@@ -285,6 +293,9 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
                 }
             }
             coerce_bools(&mut value, &model_bools);
+            if let Some(flag) = uses_left.get_mut(index) {
+                *flag = mentions_macro(&value);
+            }
             *model = match value {
                 Value::Object(m) => m,
                 _ => Map::new(),
@@ -301,7 +312,7 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
         .collect();
     coerce_bools(&mut expanded, &top_bools);
     let before = report.findings.len();
-    check_macro_uses(&expanded, report);
+    check_macro_uses(&expanded, &uses_left, report);
     if report.findings.len() > before {
         return None;
     }
@@ -705,7 +716,19 @@ fn warn_env<'a>(v: &'a Value, path: &mut Vec<Step<'a>>, report: &mut Report) {
 }
 
 /// Unknown `${name}` left after expansion, under the keys llama-swap knows.
-fn check_macro_uses(v: &Value, report: &mut Report) {
+/// Whether a string in `v` holds `${` (a macro use left).
+fn mentions_macro(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains("${"),
+        Value::Array(items) => items.iter().any(mentions_macro),
+        Value::Object(m) => m.values().any(mentions_macro),
+        _ => false,
+    }
+}
+
+/// `uses_left[i]` false: model `i` (map order) has no `${` left and is
+/// skipped; models past its end are all checked.
+fn check_macro_uses(v: &Value, uses_left: &[bool], report: &mut Report) {
     let Value::Object(top) = v else { return };
     for (k, value) in top {
         if !TOP_LEVEL_KEYS.contains(&k.as_str()) {
@@ -713,7 +736,10 @@ fn check_macro_uses(v: &Value, report: &mut Report) {
         }
         if k == "models" {
             if let Value::Object(models) = value {
-                for (id, m) in models {
+                for (i, (id, m)) in models.iter().enumerate() {
+                    if !uses_left.get(i).copied().unwrap_or(true) {
+                        continue;
+                    }
                     if let Value::Object(fields) = m {
                         for (field, fv) in fields {
                             let mut path =
