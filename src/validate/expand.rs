@@ -185,11 +185,27 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
         return None;
     }
 
+    // Per model (map order): may a string of it still hold `${`? Those that
+    // cannot are skipped by `check_macro_uses` (no second walk of them).
+    let mut uses_left: Vec<bool> = Vec::new();
     if let Some(Value::Object(models)) = out.get_mut("models") {
-        let mut sorted: Vec<(&String, &mut Value)> = models.iter_mut().collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        uses_left = vec![false; models.len()];
+        let mut sorted: Vec<(usize, &String, &mut Value)> = models
+            .iter_mut()
+            .enumerate()
+            .map(|(i, (id, m))| (i, id, m))
+            .collect();
+        sorted.sort_unstable_by(|a, b| a.1.cmp(b.1));
         let mut next_port = start_port;
-        for (id, model) in sorted {
+        // The bool fields of a model, coerced while it is at hand.
+        let model_bools: Vec<&[&str]> = BOOL_FIELDS
+            .iter()
+            .filter_map(|p| match p {
+                ["models", "*", rest @ ..] => Some(rest),
+                _ => None,
+            })
+            .collect();
+        for (index, id, model) in sorted {
             let Value::Object(model) = model else {
                 continue;
             };
@@ -197,16 +213,15 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
                 model.remove("macros");
             }
             for field in ["cmd", "cmdStop"] {
-                if let Some(Value::String(s)) = field_of(model, field) {
+                if let Some(Value::String(s)) = field_mut(model, field) {
                     if s.contains('#') {
-                        let stripped = strip_comments(s);
-                        model.insert(field.to_string(), Value::String(stripped));
+                        *s = strip_comments(s);
                     }
                 }
             }
-            if matches!(field_of(model, "proxy"), None | Some(Value::Null)) {
-                model.insert("proxy".into(), Value::String(DEFAULT_PROXY.into()));
-            }
+            // The default proxy is set below, once `${PORT}` is known: no
+            // macro can change it (`PORT` is a reserved macro name).
+            let default_proxy = matches!(field_of(model, "proxy"), None | Some(Value::Null));
             // Applied last-declared first: the model's own macros (which
             // override global ones in place), the globals, then `MODEL_ID`.
             let merged;
@@ -233,9 +248,10 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
             let cmd_port = get(&value, "cmd")
                 .and_then(Value::as_str)
                 .is_some_and(|c| c.contains("${PORT}"));
-            let proxy_port = get(&value, "proxy")
-                .and_then(Value::as_str)
-                .is_some_and(|c| c.contains("${PORT}"));
+            let proxy_port = default_proxy
+                || get(&value, "proxy")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| c.contains("${PORT}"));
             if proxy_port && !cmd_port {
                 report.error(
                     &p(&["models", id, "proxy"]),
@@ -245,11 +261,17 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
                 return None;
             }
             if cmd_port {
-                let port_value = Value::from(next_port);
+                if default_proxy {
+                    if let Value::Object(m) = &mut value {
+                        let url = DEFAULT_PROXY.replace("${PORT}", &next_port.to_string());
+                        m.insert("proxy".into(), Value::String(url));
+                    }
+                }
                 let port = [Slug {
                     slug: Cow::Borrowed("${PORT}"),
-                    text: Cow::Owned(go_text(&port_value)),
-                    value: Some(port_value),
+                    // Go's `%v` of the number.
+                    text: Cow::Owned(next_port.to_string()),
+                    value: Some(Value::from(next_port)),
                 }];
                 substitute(&mut value, &[&port]);
                 if !substitute_param_keys(&mut value, &[&port], id, report) {
@@ -270,6 +292,10 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
                     return None;
                 }
             }
+            coerce_bools(&mut value, &model_bools);
+            if let Some(flag) = uses_left.get_mut(index) {
+                *flag = mentions_macro(&value);
+            }
             *model = match value {
                 Value::Object(m) => m,
                 _ => Map::new(),
@@ -278,9 +304,15 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
     }
 
     let mut expanded = Value::Object(out);
-    coerce_bools(&mut expanded, BOOL_FIELDS);
+    // Those of the models are done.
+    let top_bools: Vec<&[&str]> = BOOL_FIELDS
+        .iter()
+        .copied()
+        .filter(|p| p.first() != Some(&"models"))
+        .collect();
+    coerce_bools(&mut expanded, &top_bools);
     let before = report.findings.len();
-    check_macro_uses(&expanded, report);
+    check_macro_uses(&expanded, &uses_left, report);
     if report.findings.len() > before {
         return None;
     }
@@ -444,17 +476,8 @@ fn go_text(v: &Value) -> String {
 struct Slug<'a> {
     slug: Cow<'a, str>,
     text: Cow<'a, str>,
-    /// `None`: the value is the string `text`.
+    /// `None`: the value is the string `text` (as is `Some` of a string).
     value: Option<Value>,
-}
-
-impl Slug<'_> {
-    fn value(&self) -> Value {
-        match &self.value {
-            Some(v) => v.clone(),
-            None => Value::String(self.text.to_string()),
-        }
-    }
 }
 
 /// `macros` in the order llama-swap applies them: last-declared first.
@@ -489,20 +512,38 @@ fn find_dollar(s: &str, pat: &str) -> Option<usize> {
 /// `str::replace` does (leftmost first, not overlapping); `None` when
 /// `slug` does not occur.
 fn replaced(s: &str, slug: &str, text: &str) -> Option<String> {
-    let mut at = find_dollar(s, slug)?;
-    let mut out = String::with_capacity(s.len() + text.len());
+    let mut out = String::new();
+    replace_into(s, slug, text, &mut out).then_some(out)
+}
+
+/// [`replaced`] into `out` (cleared first; its allocation is reused);
+/// false, and `out` meaningless, when `slug` does not occur.
+fn replace_into(s: &str, slug: &str, text: &str, out: &mut String) -> bool {
+    let Some(mut at) = find_dollar(s, slug) else {
+        return false;
+    };
+    out.clear();
+    out.reserve(s.len() + text.len());
     let mut done = 0;
     loop {
-        out.push_str(s.get(done..at)?);
+        let Some(before) = s.get(done..at) else {
+            return false;
+        };
+        out.push_str(before);
         out.push_str(text);
         done = at + slug.len();
-        match find_dollar(s.get(done..)?, slug) {
+        match s.get(done..).and_then(|rest| find_dollar(rest, slug)) {
             Some(i) => at = done + i,
             None => break,
         }
     }
-    out.push_str(s.get(done..)?);
-    Some(out)
+    match s.get(done..) {
+        Some(rest) => {
+            out.push_str(rest);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Apply the macros of `lists`, in order, to every string in `v`, in place.
@@ -511,27 +552,56 @@ fn replaced(s: &str, slug: &str, text: &str) -> Option<String> {
 /// exactly `${name}` takes the value (and its type); one that contains it
 /// gets the text.
 fn substitute(v: &mut Value, lists: &[&[Slug]]) {
-    match v {
-        Value::String(s) => {
-            // Every slug starts with `${`: a string without it never changes.
-            if !s.contains("${") {
-                return;
-            }
-            for m in lists.iter().flat_map(|l| l.iter()) {
-                match v {
-                    Value::String(s) if *s == m.slug => *v = m.value(),
-                    Value::String(s) => {
-                        if let Some(new) = replaced(s, &m.slug, &m.text) {
-                            *s = new;
-                        }
-                    }
-                    _ => return,
+    substitute_in(v, lists, &mut Scratch::default());
+}
+
+/// Two text buffers [`substitute_in`] works in: a string that changes
+/// costs no allocation per macro applied (the result is swapped into the
+/// tree, the replaced buffer becomes scratch).
+#[derive(Default)]
+struct Scratch {
+    cur: String,
+    next: String,
+}
+
+fn substitute_in(v: &mut Value, lists: &[&[Slug]], buf: &mut Scratch) {
+    let Value::String(s) = v else {
+        match v {
+            Value::Array(items) => items.iter_mut().for_each(|i| substitute_in(i, lists, buf)),
+            Value::Object(m) => m.values_mut().for_each(|i| substitute_in(i, lists, buf)),
+            _ => {}
+        }
+        return;
+    };
+    // Every slug starts with `${`: a string without it never changes.
+    if !s.contains("${") {
+        return;
+    }
+    let Scratch { cur, next } = buf;
+    cur.clear();
+    cur.push_str(s);
+    let mut changed = false;
+    for m in lists.iter().flat_map(|l| l.iter()) {
+        if *cur == m.slug {
+            // Exactly `${name}`: the value, with its type.
+            match &m.value {
+                None | Some(Value::String(_)) => {
+                    cur.clear();
+                    cur.push_str(&m.text);
+                    changed = true;
+                }
+                Some(typed) => {
+                    *v = typed.clone();
+                    return;
                 }
             }
+        } else if replace_into(cur, &m.slug, &m.text, next) {
+            std::mem::swap(cur, next);
+            changed = true;
         }
-        Value::Array(items) => items.iter_mut().for_each(|i| substitute(i, lists)),
-        Value::Object(m) => m.values_mut().for_each(|i| substitute(i, lists)),
-        _ => {}
+    }
+    if changed {
+        std::mem::swap(s, cur);
     }
 }
 
@@ -569,10 +639,24 @@ fn substitute_param_keys(
 
 /// Drop `#` comment lines from a command, as llama-swap does.
 pub fn strip_comments(cmd: &str) -> String {
-    cmd.split('\n')
-        .filter(|l| !l.trim().starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut out = String::with_capacity(cmd.len());
+    let kept = cmd.split('\n').filter(|l| !l.trim().starts_with('#'));
+    for (i, line) in kept.enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// `m.get_mut(key)`, scanning small mappings (as [`field_of`]).
+fn field_mut<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Value> {
+    if m.len() <= 8 {
+        m.iter_mut().find(|(k, _)| *k == key).map(|(_, v)| v)
+    } else {
+        m.get_mut(key)
+    }
 }
 
 /// A path segment borrowed from the value being walked; turned into a
@@ -632,7 +716,19 @@ fn warn_env<'a>(v: &'a Value, path: &mut Vec<Step<'a>>, report: &mut Report) {
 }
 
 /// Unknown `${name}` left after expansion, under the keys llama-swap knows.
-fn check_macro_uses(v: &Value, report: &mut Report) {
+/// Whether a string in `v` holds `${` (a macro use left).
+fn mentions_macro(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains("${"),
+        Value::Array(items) => items.iter().any(mentions_macro),
+        Value::Object(m) => m.values().any(mentions_macro),
+        _ => false,
+    }
+}
+
+/// `uses_left[i]` false: model `i` (map order) has no `${` left and is
+/// skipped; models past its end are all checked.
+fn check_macro_uses(v: &Value, uses_left: &[bool], report: &mut Report) {
     let Value::Object(top) = v else { return };
     for (k, value) in top {
         if !TOP_LEVEL_KEYS.contains(&k.as_str()) {
@@ -640,7 +736,10 @@ fn check_macro_uses(v: &Value, report: &mut Report) {
         }
         if k == "models" {
             if let Value::Object(models) = value {
-                for (id, m) in models {
+                for (i, (id, m)) in models.iter().enumerate() {
+                    if !uses_left.get(i).copied().unwrap_or(true) {
+                        continue;
+                    }
                     if let Value::Object(fields) = m {
                         for (field, fv) in fields {
                             let mut path =
@@ -755,6 +854,10 @@ mod tests {
         leaves.sort();
         want.sort();
         assert_eq!(leaves, want);
+        // `expand` coerces those under `models` per model: all are `models.*.…`.
+        for path in BOOL_FIELDS.iter().filter(|p| p.first() == Some(&"models")) {
+            assert_eq!(path.get(1), Some(&"*"), "{path:?}");
+        }
         assert_eq!(go_bool("On"), Some(true));
         assert_eq!(
             go_bool("true"),
@@ -785,6 +888,85 @@ mod tests {
                 assert_eq!(replaced(s, slug, "<v>"), want, "{s:?} {slug:?}");
                 assert_eq!(find_dollar(s, slug), s.find(slug), "{s:?} {slug:?}");
             }
+        }
+    }
+
+    /// The plain way: each macro in turn, a new string per replacement.
+    fn substitute_reference(v: &mut Value, lists: &[&[Slug]]) {
+        match v {
+            Value::String(_) => {
+                for m in lists.iter().flat_map(|l| l.iter()) {
+                    match v {
+                        Value::String(s) if *s == m.slug => {
+                            *v = m
+                                .value
+                                .clone()
+                                .unwrap_or_else(|| Value::String(m.text.to_string()));
+                        }
+                        Value::String(s) => *s = s.replace(m.slug.as_ref(), &m.text),
+                        _ => return,
+                    }
+                }
+            }
+            Value::Array(items) => items
+                .iter_mut()
+                .for_each(|i| substitute_reference(i, lists)),
+            Value::Object(m) => m.values_mut().for_each(|i| substitute_reference(i, lists)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn substitute_applies_macros_in_turn_like_the_plain_way() {
+        // `b` uses `a` (declared before it, applied after it), `n` is a
+        // number, `s` a string that is itself a macro use.
+        let macros: MacroList = vec![
+            ("a".into(), Value::String("A".into())),
+            ("b".into(), Value::String("<${a}>".into())),
+            ("n".into(), Value::from(7)),
+            ("s".into(), Value::String("${a}".into())),
+        ];
+        let globals = slugs(&macros);
+        let id = [Slug {
+            slug: Cow::Borrowed("${MODEL_ID}"),
+            text: Cow::Borrowed("m1"),
+            value: None,
+        }];
+        let port = [Slug {
+            slug: Cow::Borrowed("${PORT}"),
+            text: Cow::Borrowed("5800"),
+            value: Some(Value::from(5800)),
+        }];
+        let doc: Value = serde_json::json!({
+            "cmd": "# c\nrun ${b} ${a}${a} --port ${PORT} ${MODEL_ID}",
+            "list": ["${n}", "${s}", "${b}", "x${n}", "${MODEL_ID}", "${PORT}", "$${a}}", "${none}", 3],
+            "deep": {"k": ["${b}${b}", {"q": "${n}"}]},
+            "plain": "no macro at all",
+        });
+        for lists in [
+            vec![&globals[..], &id[..]],
+            vec![&port[..]],
+            vec![&globals[..], &id[..], &port[..]],
+        ] {
+            let (mut got, mut want) = (doc.clone(), doc.clone());
+            substitute(&mut got, &lists);
+            substitute_reference(&mut want, &lists);
+            assert_eq!(got, want);
+        }
+        let mut typed = serde_json::json!(["${n}", "${PORT}"]);
+        substitute(&mut typed, &[&globals, &port]);
+        assert_eq!(
+            typed,
+            serde_json::json!([7, 5800]),
+            "exact uses take the type"
+        );
+        for cmd in ["", "a", "# x", "a\n# b\nc", "  # x\n\nb\n", "a\n#"] {
+            let want = cmd
+                .split('\n')
+                .filter(|l| !l.trim().starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert_eq!(strip_comments(cmd), want, "{cmd:?}");
         }
     }
 }

@@ -231,13 +231,25 @@ pub fn to_json(node: yaml::Node, pos: &mut Positions) -> Value {
     pos.names.clear();
     pos.nodes.reserve_exact(count(&node));
     pos.nodes.push(PosNode::default());
-    let value = build(node, 0, pos);
+    let value = build(node, 0, pos, Room::Root);
     pos.names.shrink_to_fit();
     value
 }
 
+/// Where a mapping is, for the room [`build`] gives it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Room {
+    Root,
+    /// `models:`.
+    Models,
+    /// One model: room for the `proxy` expansion adds when it is missing
+    /// (growing a model's map then would reallocate both of its tables).
+    Model,
+    Other,
+}
+
 /// Fill `pos.nodes[slot]` (all but the key) and convert `node`.
-fn build(node: yaml::Node, slot: usize, pos: &mut Positions) -> Value {
+fn build(node: yaml::Node, slot: usize, pos: &mut Positions, room: Room) -> Value {
     let (line, column) = (small(node.line), small(node.column));
     let (kind, children) = match &node.kind {
         yaml::Kind::Seq(items) => (PosKind::Seq, items.len()),
@@ -264,15 +276,22 @@ fn build(node: yaml::Node, slot: usize, pos: &mut Positions) -> Value {
             items
                 .into_iter()
                 .enumerate()
-                .map(|(i, n)| build(n, first + i, pos))
+                .map(|(i, n)| build(n, first + i, pos, Room::Other))
                 .collect(),
         ),
         yaml::Kind::Map(entries) => {
-            // Exact for large mappings (`models:`); small ones grow as usual.
-            let mut m = if children > 8 {
+            // Exact for large mappings (`models:`) and models; small ones
+            // grow as usual.
+            let mut m = if room == Room::Model {
+                Map::with_capacity(children + 1)
+            } else if children > 8 {
                 Map::with_capacity(children)
             } else {
                 Map::new()
+            };
+            let child_room = match room {
+                Room::Models => Room::Model,
+                _ => Room::Other,
             };
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 let (key_line, key_column) = (small(k.line), small(k.column));
@@ -284,7 +303,11 @@ fn build(node: yaml::Node, slot: usize, pos: &mut Positions) -> Value {
                     n.key_column = key_column;
                 }
                 pos.names.push_str(&key);
-                let value = build(v, first + i, pos);
+                let value = if room == Room::Root && key == "models" {
+                    build(v, first + i, pos, Room::Models)
+                } else {
+                    build(v, first + i, pos, child_room)
+                };
                 m.insert(key, value);
             }
             // Keys are unique (the YAML layer rejects duplicates).

@@ -314,7 +314,7 @@ fn check_settings(top: &serde_json::Map<String, Value>, r: &mut Report) {
 /// `duplicate-alias`: in document order, the second use of an alias is the
 /// error. Returns alias -> owning model id.
 fn check_aliases<'a>(models: &'a serde_json::Map<String, Value>, r: &mut Report) -> Aliases<'a> {
-    let mut aliases = Aliases::new();
+    let mut aliases = Aliases::with_capacity(models.len());
     for (id, m) in models {
         for (i, a) in strs(get(m, "aliases")) {
             if let Some(owner) = aliases.get(a) {

@@ -378,6 +378,21 @@ fn finish_mapping(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlE
         }
         return Ok(entries);
     }
+    if !entries.iter().any(|(k, _)| is_merge_key(k)) {
+        // A large mapping without merge keys (`models:`): keys are checked
+        // borrowed, and the entries are kept as they are (no key copies).
+        let mut seen: HashMap<Cow<'_, str>, usize> = HashMap::with_capacity(entries.len());
+        for (k, _) in &entries {
+            match seen.entry(k.key_cow()) {
+                Entry::Occupied(prev) => return Err(duplicate_key(k, prev.key(), *prev.get())),
+                Entry::Vacant(slot) => {
+                    slot.insert(k.line);
+                }
+            }
+        }
+        drop(seen);
+        return Ok(entries);
+    }
     // Key text -> line of its explicit definition.
     let mut explicit_keys: HashMap<String, usize> = HashMap::with_capacity(entries.len());
     let mut explicit: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
