@@ -428,8 +428,13 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
         Some(me) => {
             hooks.step(Step::Lock);
             let t = Instant::now();
+            // Raced with a stop request: a host that never answers the
+            // lock's request does not hold the run until its timeout.
             let lock = async {
-                let r = remote.lock(me, epoch_now(), opts.break_lock).await;
+                let r = opts
+                    .stop
+                    .race(remote.lock(me, epoch_now(), opts.break_lock))
+                    .await;
                 (r, ms(t.elapsed()))
             };
             let ((taken, lock_ms), staging) = if remote.ordered() {
@@ -442,6 +447,21 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
                 (lock.await, None)
             };
             rep.timings_ms.push((Step::Lock, lock_ms));
+            let Some(taken) = taken else {
+                // Stopped while the lock was asked for: this run's temp
+                // files, and the lock if it got it, are removed — here if
+                // that is quick, else over a fresh connection (requests on
+                // this one may be queued behind the unanswered one).
+                let quick =
+                    tokio::time::timeout(Duration::from_secs(2), remote.clean_up(Some(me))).await;
+                if !matches!(quick, Ok(Ok(()))) && hooks.recover(Some(me)).await.is_none() {
+                    rep.warnings.push(Warning::Unlock {
+                        error: "the host could not be reached to remove the lock and temp files"
+                            .into(),
+                    });
+                }
+                fail!(Step::Aborted, ApplyError::InterruptedBefore);
+            };
             match taken {
                 Ok(LockTaken::Fresh) => {
                     early = staging;

@@ -200,6 +200,45 @@ async fn sigint_during_the_backup_upload_changes_nothing_and_exits_11() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_while_the_lock_is_unanswered_ends_at_once_and_changes_nothing() {
+    let fx = fixture(|b| b.restart_script("ok", ScriptedExec::default())).await;
+    let cfg = path_str(&fx.config("config.yaml", OLD, 0o640));
+    let new = fx.dir.path().join("new.yaml");
+    std::fs::write(&new, NEW).expect("new");
+    // Open 1 is the read; open 2 the lock's exclusive open (sent first in
+    // its flight, the backup link and the staged write queued behind it).
+    fx.server
+        .set_faults(FaultPlan::one(Op::Open, 2, FaultAction::Hang));
+    let child = spawn(fx.cli(&[
+        "apply",
+        &path_str(&new),
+        "--config-path",
+        &cfg,
+        "--restart-cmd",
+        "ok",
+        "--yes",
+        "--json",
+    ]));
+    wait_until("the lock's open", || fx.server.op_count(Op::Open) >= 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    signal(&child, libc::SIGINT);
+    let out = finish(child).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(11), "{v}");
+    // Not the lock step's 30 s timeout.
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
+    assert!(std::fs::read(&cfg).expect("cfg") == OLD, "untouched");
+    assert_eq!(
+        leftovers(&fx),
+        Vec::<String>::new(),
+        "no temp file, no lock"
+    );
+    assert_eq!(fx.server.op_count(Op::Exec), 0, "no restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigint_exits_at_once_and_says_what_the_host_holds() {
     for (sig, code) in [
         (libc::SIGINT, 130),
