@@ -312,9 +312,12 @@ impl Service {
             // The old config is back: its models, not the new ones, are listed.
             hc.expect_models = None;
         }
-        let mut first_wait = hc.first_delay;
+        // The first probe runs at once, in every mode: after a restart it
+        // usually finds nothing listening yet (SERVER.md) and the backoff
+        // follows; an old process still answering is not told apart by a
+        // fixed wait either (the model list is the restart mode's proof).
+        let first_wait = Duration::ZERO;
         if self.mode.in_place() {
-            first_wait = Duration::ZERO;
             let mark = self.mark.take();
             // A rollback of a change llama-swap never noticed: it kept the
             // old config all along, so there is no reload to wait for.
