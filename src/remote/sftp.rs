@@ -688,6 +688,16 @@ async fn fill_lock(
 }
 
 /// Refuse anything but a regular file, naming what it is.
+/// The `n`th name tried for a backup made at `base`'s time: `base`, then
+/// `base.1`, `base.2`, … (a name already taken is never replaced).
+fn backup_candidate(base: &str, n: u32) -> String {
+    if n == 0 {
+        base.to_string()
+    } else {
+        format!("{base}.{n}")
+    }
+}
+
 fn regular(path: &str, attrs: &FileAttributes) -> Result<(), RemoteError> {
     if attrs.is_dir() {
         return Err(RemoteError::IsDirectory {
@@ -808,11 +818,7 @@ impl SftpRemote<'_> {
         .await?;
         let base = backup_path(&self.path, now);
         for n in 0..100u32 {
-            let candidate = if n == 0 {
-                base.clone()
-            } else {
-                format!("{base}.{n}")
-            };
+            let candidate = backup_candidate(&base, n);
             // SFTP's plain rename never replaces an existing file.
             match self.sftp.rename(&tmp, &candidate).await {
                 Ok(_) => return Ok(candidate),
@@ -849,11 +855,7 @@ impl SftpRemote<'_> {
     ) -> Result<Option<String>, RemoteError> {
         let base = backup_path(&self.path, now);
         for n in 0..100u32 {
-            let candidate = if n == 0 {
-                base.clone()
-            } else {
-                format!("{base}.{n}")
-            };
+            let candidate = backup_candidate(&base, n);
             let (linked, seen) = tokio::join!(
                 self.sftp.hardlink(self.path.as_str(), candidate.as_str()),
                 self.sftp.lstat(candidate.as_str())

@@ -149,6 +149,26 @@ async fn sigterm_during_a_slow_restart_puts_the_old_config_back() {
     );
 }
 
+/// Write `old` as config.yaml (0640) and NEW beside it, arm `fault`, and
+/// spawn `apply NEW --restart-cmd ok --yes --json`. Returns the config path.
+fn apply_with_fault(fx: &Fixture, old: &[u8], fault: FaultPlan) -> (String, Child) {
+    let cfg = path_str(&fx.config("config.yaml", old, 0o640));
+    let new = fx.dir.path().join("new.yaml");
+    std::fs::write(&new, NEW).expect("new");
+    fx.server.set_faults(fault);
+    let child = spawn(fx.cli(&[
+        "apply",
+        &path_str(&new),
+        "--config-path",
+        &cfg,
+        "--restart-cmd",
+        "ok",
+        "--yes",
+        "--json",
+    ]));
+    (cfg, child)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_during_the_backup_upload_changes_nothing_and_exits_11() {
     // A server without hardlink@openssh.com: the backup is an upload.
@@ -161,21 +181,8 @@ async fn sigint_during_the_backup_upload_changes_nothing_and_exits_11() {
     while old.len() < 3 << 20 {
         old.extend_from_slice(b"# padding padding padding padding padding padding padding\n");
     }
-    let cfg = path_str(&fx.config("config.yaml", &old, 0o640));
-    let new = fx.dir.path().join("new.yaml");
-    std::fs::write(&new, NEW).expect("new");
-    fx.server
-        .set_faults(FaultPlan::one(Op::Write, 20, FaultAction::Hang));
-    let child = spawn(fx.cli(&[
-        "apply",
-        &path_str(&new),
-        "--config-path",
-        &cfg,
-        "--restart-cmd",
-        "ok",
-        "--yes",
-        "--json",
-    ]));
+    let (cfg, child) =
+        apply_with_fault(&fx, &old, FaultPlan::one(Op::Write, 20, FaultAction::Hang));
     wait_until("the backup upload", || fx.server.op_count(Op::Write) >= 20).await;
     let t = Instant::now();
     signal(&child, libc::SIGINT);
@@ -202,23 +209,9 @@ async fn sigint_during_the_backup_upload_changes_nothing_and_exits_11() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_while_the_lock_is_unanswered_ends_at_once_and_changes_nothing() {
     let fx = fixture(|b| b.restart_script("ok", ScriptedExec::default())).await;
-    let cfg = path_str(&fx.config("config.yaml", OLD, 0o640));
-    let new = fx.dir.path().join("new.yaml");
-    std::fs::write(&new, NEW).expect("new");
     // Open 1 is the read; open 2 the lock's exclusive open (sent first in
     // its flight, the backup link and the staged write queued behind it).
-    fx.server
-        .set_faults(FaultPlan::one(Op::Open, 2, FaultAction::Hang));
-    let child = spawn(fx.cli(&[
-        "apply",
-        &path_str(&new),
-        "--config-path",
-        &cfg,
-        "--restart-cmd",
-        "ok",
-        "--yes",
-        "--json",
-    ]));
+    let (cfg, child) = apply_with_fault(&fx, OLD, FaultPlan::one(Op::Open, 2, FaultAction::Hang));
     wait_until("the lock's open", || fx.server.op_count(Op::Open) >= 2).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t = Instant::now();
