@@ -611,6 +611,16 @@ impl<'s> SftpRemote<'s> {
         Ok(super::LockInfo::parse(&data?))
     }
 
+    /// The compare-and-swap's refusal when the config's hash `found` is not
+    /// the `expected` one; `None` when they agree.
+    fn changed(&self, expected: &str, found: String) -> Option<RemoteError> {
+        (!found.eq_ignore_ascii_case(expected)).then(|| RemoteError::Changed {
+            path: self.path.clone(),
+            expected: expected.to_string(),
+            found,
+        })
+    }
+
     fn backup_prefix(&self) -> String {
         format!("{}.bak-", file_name(&self.path))
     }
@@ -1053,13 +1063,9 @@ impl SftpRemote<'_> {
                     }
                 };
                 if let Some(expected) = expect {
-                    if !found.eq_ignore_ascii_case(expected) {
+                    if let Some(e) = self.changed(expected, found) {
                         self.remove_quietly(&tmp).await;
-                        return Err(RemoteError::Changed {
-                            path: self.path.clone(),
-                            expected: expected.to_string(),
-                            found,
-                        });
+                        return Err(e);
                     }
                 }
                 after.ok()
@@ -1115,13 +1121,9 @@ impl SftpRemote<'_> {
                     .await
                     .map(|f| sha256_hex(&f.bytes))
                     .unwrap_or_else(|_| "(unreadable)".into());
-                if !found.eq_ignore_ascii_case(expected) {
+                if let Some(e) = self.changed(expected, found) {
                     self.remove_quietly(&tmp).await;
-                    return Err(RemoteError::Changed {
-                        path: self.path.clone(),
-                        expected: expected.to_string(),
-                        found,
-                    });
+                    return Err(e);
                 }
             }
         }
