@@ -154,6 +154,35 @@ fn one_file(positional: &str, second: bool, why: &str) -> Result<Option<PathBuf>
     }
 }
 
+/// A usage error about one selected host.
+fn at_host(name: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::usage(format!("host {name}: {e}"))
+}
+
+/// One selected host's settings, resolved as a single TARGET's are (flags >
+/// inventory host > ssh config > inventory defaults).
+fn host_settings(
+    t: &TargetArgs,
+    name: &str,
+    service: Option<&ServiceArgs>,
+    inv: &Inventory,
+    ssh: Option<&SshConfig>,
+) -> Result<Settings, Failure> {
+    Settings::resolve_full(&one(t, name), service, Some(inv), ssh, &|n| {
+        std::env::var(n).ok()
+    })
+    .map_err(|e| at_host(name, e))
+}
+
+/// The local file for host `name`: FILE when one was given for all, else
+/// its inventory `file:`.
+fn host_file(common: Option<&PathBuf>, inv: &Inventory, name: &str) -> Result<PathBuf, Failure> {
+    common
+        .cloned()
+        .or_else(|| inv.file_for(name))
+        .ok_or_else(|| at_host(name, "no FILE given and no `file:` for it in the inventory"))
+}
+
 fn prepare(args: &ApplyArgs) -> Result<Vec<Member>, Failure> {
     let t = &args.target;
     let (inv, ssh, names) = select(t)?;
@@ -163,28 +192,17 @@ fn prepare(args: &ApplyArgs) -> Result<Vec<Member>, Failure> {
         args.file.is_some(),
         "it is applied to every host",
     )?;
-    let env = |name: &str| std::env::var(name).ok();
     let mut read: Vec<(PathBuf, Arc<Vec<u8>>)> = Vec::new();
     let mut members = Vec::new();
     let mut invalid = 0;
     for name in names {
-        let at = |e: String| Failure::usage(format!("host {name}: {e}"));
-        let settings = Settings::resolve_full(
-            &one(t, &name),
-            Some(&args.service),
-            Some(&inv),
-            ssh.as_ref(),
-            &env,
-        )
-        .map_err(at)?;
+        let at = |e: String| at_host(&name, e);
+        let settings = host_settings(t, &name, Some(&args.service), &inv, ssh.as_ref())?;
         settings.config_path().map_err(at)?;
         if !(args.dry_run) {
             settings.restart_command().map_err(at)?;
         }
-        let file = common
-            .clone()
-            .or_else(|| inv.file_for(&name))
-            .ok_or_else(|| at("no FILE given and no `file:` for it in the inventory".into()))?;
+        let file = host_file(common.as_ref(), &inv, &name)?;
         let bytes = match read.iter().find(|(p, _)| *p == file) {
             Some((_, b)) => b.clone(),
             None => {
@@ -584,16 +602,13 @@ pub fn get(args: GetArgs) -> CmdResult {
         )));
     }
     let (inv, ssh, names) = select(t)?;
-    let env = |name: &str| std::env::var(name).ok();
     let mut hosts = Vec::new();
     for name in names {
-        let at = |e: String| Failure::usage(format!("host {name}: {e}"));
         if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
-            return Err(at("the name cannot be a file name under --out".into()));
+            return Err(at_host(&name, "the name cannot be a file name under --out"));
         }
-        let settings = Settings::resolve_full(&one(t, &name), None, Some(&inv), ssh.as_ref(), &env)
-            .map_err(at)?;
-        let path = settings.config_path().map_err(at)?;
+        let settings = host_settings(t, &name, None, &inv, ssh.as_ref())?;
+        let path = settings.config_path().map_err(|e| at_host(&name, e))?;
         hosts.push((name, settings, path));
     }
     let json = args.json;
@@ -686,23 +701,11 @@ pub fn status(args: StatusArgs) -> CmdResult {
         args.file.is_some(),
         "every host is compared with it",
     )?;
-    let env = |name: &str| std::env::var(name).ok();
     let mut hosts = Vec::new();
     for name in names {
-        let at = |e: String| Failure::usage(format!("host {name}: {e}"));
-        let settings = Settings::resolve_full(
-            &one(t, &name),
-            Some(&args.service),
-            Some(&inv),
-            ssh.as_ref(),
-            &env,
-        )
-        .map_err(at)?;
-        let path = settings.config_path().map_err(at)?;
-        let file = common
-            .clone()
-            .or_else(|| inv.file_for(&name))
-            .ok_or_else(|| at("no FILE given and no `file:` for it in the inventory".into()))?;
+        let settings = host_settings(t, &name, Some(&args.service), &inv, ssh.as_ref())?;
+        let path = settings.config_path().map_err(|e| at_host(&name, e))?;
+        let file = host_file(common.as_ref(), &inv, &name)?;
         let local = super::cmd::read_local(&file)?;
         hosts.push((name, settings, path, local));
     }
@@ -838,15 +841,12 @@ fn resolve_all(
     path: bool,
 ) -> Result<Vec<(String, Settings)>, Failure> {
     let (inv, ssh, names) = select(t)?;
-    let env = |name: &str| std::env::var(name).ok();
     names
         .into_iter()
         .map(|name| {
-            let at = |e: String| Failure::usage(format!("host {name}: {e}"));
-            let s = Settings::resolve_full(&one(t, &name), service, Some(&inv), ssh.as_ref(), &env)
-                .map_err(at)?;
+            let s = host_settings(t, &name, service, &inv, ssh.as_ref())?;
             if path {
-                s.config_path().map_err(at)?;
+                s.config_path().map_err(|e| at_host(&name, e))?;
             }
             Ok((name, s))
         })

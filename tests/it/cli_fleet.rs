@@ -566,6 +566,17 @@ impl Fleet {
     }
 }
 
+/// A fleet apply of every host, one at a time, JSON lines.
+const ONE_AT_A_TIME: &[&str] = &[
+    "apply",
+    "--hosts",
+    "@all",
+    "--parallel",
+    "1",
+    "--yes",
+    "--json",
+];
+
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !cond() {
@@ -602,15 +613,7 @@ async fn sigint_mid_fleet_starts_no_more_hosts_and_the_running_one_rolls_back() 
             m = path_str(&mark)
         ),
     );
-    let child = f.spawn(&[
-        "apply",
-        "--hosts",
-        "@all",
-        "--parallel",
-        "1",
-        "--yes",
-        "--json",
-    ]);
+    let child = f.spawn(ONE_AT_A_TIME);
     wait_for("h1's restart", || mark.exists()).await;
     assert_eq!(f.remote(0), new_for("h1"), "h1's new config is in place");
     let t = std::time::Instant::now();
@@ -674,15 +677,7 @@ async fn sigterm_before_the_write_changes_no_host_and_exits_11() {
     f.hosts[0]
         .server
         .set_faults(FaultPlan::one(Op::Link, 1, FaultAction::Hang));
-    let child = f.spawn(&[
-        "apply",
-        "--hosts",
-        "@all",
-        "--parallel",
-        "1",
-        "--yes",
-        "--json",
-    ]);
+    let child = f.spawn(ONE_AT_A_TIME);
     wait_for("h1's backup", || f.hosts[0].server.op_count(Op::Link) >= 1).await;
     kill(&child, libc::SIGTERM);
     let out = finish(child).await;

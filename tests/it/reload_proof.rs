@@ -92,6 +92,16 @@ impl Host {
     }
 }
 
+/// The apply exited with `code` at `step` (the report printed otherwise).
+#[track_caller]
+fn assert_ended(out: &std::process::Output, v: &serde_json::Value, code: i32, step: &str) {
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(code), Some(step)),
+        "{v}"
+    );
+}
+
 fn warnings(v: &serde_json::Value) -> Vec<String> {
     v["warnings"]
         .as_array()
@@ -124,11 +134,7 @@ async fn watch_mode_reloaded_is_proven_from_the_log() {
             &["--restart-cmd", "none", "--reload-timeout", "5"],
         )
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(0), Some("done")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 0, "done");
     assert_eq!(h.config(), NEW);
     assert_eq!(
         st.log_text(),
@@ -156,11 +162,7 @@ async fn watch_mode_refused_is_rolled_back_quoting_the_server() {
             &["--restart-cmd", "none", "--reload-timeout", "5"],
         )
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(9), Some("health")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 9, "health");
     assert_eq!(v["rolled_back"].as_bool(), Some(true), "{v}");
     let e = v["error"].as_str().unwrap_or("");
     assert!(
@@ -217,11 +219,7 @@ async fn watch_mode_change_not_noticed_fails_and_is_rolled_back() {
             &["--restart-cmd", "none", "--reload-timeout", "0.4"],
         )
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(9), Some("health")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 9, "health");
     let e = v["error"].as_str().unwrap_or("");
     assert!(
         e.contains("did not reload within") && e.contains("reloading configuration"),
@@ -248,11 +246,7 @@ async fn watch_mode_without_logs_falls_back_to_the_model_list_with_a_warning() {
             &["--restart-cmd", "none", "--reload-timeout", "5"],
         )
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(0), Some("done")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 0, "done");
     assert_eq!(h.config(), NEW);
     // The model list was waited for: the watcher's reload happened.
     assert_eq!(st.reload_count(), 1);
@@ -272,11 +266,7 @@ async fn watch_mode_without_logs_falls_back_to_the_model_list_with_a_warning() {
             &["--restart-cmd", "none", "--reload-timeout", "0.5"],
         )
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(9), Some("health")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 9, "health");
     assert!(
         v["error"]
             .as_str()
@@ -300,11 +290,7 @@ async fn signal_mode_is_detected_and_proven() {
     let (out, v) = h
         .apply(NEW, &st.base_url(), &["--restart-cmd", "kill -HUP 4242"])
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(0), Some("done")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 0, "done");
     assert_eq!(
         st.log_text(),
         "[INFO] received SIGHUP, reloading config\n[INFO] reloading configuration\n[INFO] configuration reloaded\n"
@@ -327,11 +313,7 @@ async fn restart_with_a_late_port_is_found_within_150ms_of_it_opening() {
         .apply(NEW, &st.base_url(), &["--restart-cmd", "restart-llama"])
         .await;
     let finished = Instant::now();
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(0), Some("done")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 0, "done");
     assert_eq!((st.restart_count(), st.is_up()), (1, true));
     assert_eq!(h.config(), NEW);
     // The health step starts when the restart returns; the port opens 300 ms
@@ -368,11 +350,7 @@ async fn restart_refused_by_the_server_is_rolled_back_and_health_says_what_it_sa
             ],
         )
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(9), Some("health")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 9, "health");
     let e = v["error"].as_str().unwrap_or("");
     assert!(e.contains("cannot connect"), "says what it saw: {v}");
     assert_eq!(v["rolled_back"].as_bool(), Some(true), "{v}");
@@ -396,11 +374,7 @@ async fn unreachable_before_the_change_warns_or_stops_with_require_healthy() {
     let (out, v) = h
         .apply(NEW, &dead, &["--restart-cmd", "none", "--require-healthy"])
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(9), Some("health")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 9, "health");
     assert!(
         v["error"]
             .as_str()
@@ -442,11 +416,7 @@ async fn unreachable_before_the_change_warns_or_stops_with_require_healthy() {
             &["--restart-cmd", "none", "--reload-timeout", "0.2"],
         )
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(9), Some("health")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 9, "health");
     assert_eq!(v["rolled_back"].as_bool(), Some(true), "{v}");
     assert!(v["rollback_error"].is_null(), "{v}");
     assert!(
@@ -534,11 +504,7 @@ async fn a_401_after_the_change_is_a_key_problem_not_a_failed_rollback() {
     let (out, v) = h
         .apply(NEW, &st.base_url(), &["--restart-cmd", "restart-llama"])
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(9), Some("health")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 9, "health");
     assert!(v["rollback_error"].is_null(), "{v}");
     assert_eq!(v["rolled_back"].as_bool(), Some(false), "{v}");
     let e = v["error"].as_str().unwrap_or("");
@@ -581,11 +547,7 @@ async fn the_model_check_is_on_by_default_and_can_be_skipped() {
             ],
         )
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(9), Some("health")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 9, "health");
     assert!(
         v["error"]
             .as_str()
@@ -636,11 +598,7 @@ async fn the_model_check_is_on_by_default_and_can_be_skipped() {
             &["--restart-cmd", "restart-ok", "--no-verify-models"],
         )
         .await;
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(0), Some("done")),
-        "{v}"
-    );
+    assert_ended(&out, &v, 0, "done");
     assert_eq!(h.config(), NEW);
 }
 

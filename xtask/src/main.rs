@@ -521,32 +521,34 @@ fn bench(rounds: usize, rtt: Option<u64>) -> R<()> {
         ("d: swapcfg apply --force", vec![]),
         ("e: paramiko, one connection", vec![]),
     ];
+    // Flow d: the same apply every round.
+    let apply = || {
+        let mut c = Command::new(&bin);
+        c.env_clear()
+            .env("HOME", &fx.dir)
+            .args(["apply", &format!("root@127.0.0.1:{port}")])
+            .arg(&new)
+            .args([
+                "--config-path",
+                &cfg,
+                "--identity",
+                &fx.key.display().to_string(),
+                "--known-hosts",
+                &known_hosts.display().to_string(),
+                "--restart-cmd",
+                "true",
+                "--base-url",
+                &http.url(),
+                "--force",
+                "--yes",
+            ]);
+        c
+    };
     for _ in 0..rounds {
         results[0].1.push(ssh(&[], "true", None)?);
         results[1].1.push(flow(&[])?);
         results[2].1.push(flow(&["-o", &cm])?);
-        results[3].1.push(measure(
-            Command::new(&bin)
-                .env_clear()
-                .env("HOME", &fx.dir)
-                .args(["apply", &format!("root@127.0.0.1:{port}")])
-                .arg(&new)
-                .args([
-                    "--config-path",
-                    &cfg,
-                    "--identity",
-                    &fx.key.display().to_string(),
-                    "--known-hosts",
-                    &known_hosts.display().to_string(),
-                    "--restart-cmd",
-                    "true",
-                    "--base-url",
-                    &http.url(),
-                    "--force",
-                    "--yes",
-                ]),
-            None,
-        )?);
+        results[3].1.push(measure(&mut apply(), None)?);
         results[4].1.push(measure(
             Command::new(&py)
                 .arg(&pm_script)
@@ -625,26 +627,7 @@ fn bench(rounds: usize, rtt: Option<u64>) -> R<()> {
         d.3
     );
     // One more apply with --json: where the time goes, step by step.
-    let json = run(Command::new(&bin)
-        .env_clear()
-        .env("HOME", &fx.dir)
-        .args(["apply", &format!("root@127.0.0.1:{port}")])
-        .arg(&new)
-        .args([
-            "--config-path",
-            &cfg,
-            "--identity",
-            &fx.key.display().to_string(),
-            "--known-hosts",
-            &known_hosts.display().to_string(),
-            "--restart-cmd",
-            "true",
-            "--base-url",
-            &http.url(),
-            "--force",
-            "--yes",
-            "--json",
-        ]))?;
+    let json = run(apply().arg("--json"))?;
     let timings = json
         .find("\"timings_ms\"")
         .and_then(|i| json[i..].find('}').map(|j| &json[i..=i + j]))
