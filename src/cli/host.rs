@@ -42,9 +42,19 @@ impl Host {
             wrapper_restart: matches!(settings.restart, Restart::Command(_)),
             ..opts
         };
-        AnyRemote::open(&self.session, settings.mode, &self.config_path, opts)
-            .await
-            .map_err(|e| Failure::at(Step::Connect, e))
+        let restart = match &settings.restart {
+            Restart::Command(c) => Some(c.as_str()),
+            Restart::Skip | Restart::Unset => None,
+        };
+        AnyRemote::open_with_restart(
+            &self.session,
+            settings.mode,
+            &self.config_path,
+            opts,
+            restart,
+        )
+        .await
+        .map_err(|e| Failure::at(Step::Connect, e))
     }
 
     /// Close the connection politely.

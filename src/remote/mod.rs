@@ -319,6 +319,10 @@ pub struct RemoteOptions {
     /// Wrapper mode: a restart will follow the write, so a forced-command
     /// script without a `restart` verb is refused before anything changes.
     pub wrapper_restart: bool,
+    /// SFTP mode: start the restart command's shell on the host right after
+    /// connecting, held at a gate until the restart
+    /// ([`Session::open_spare_channel`]). Only for a run that will restart.
+    pub prime_restart: bool,
 }
 
 impl Default for RemoteOptions {
@@ -328,6 +332,7 @@ impl Default for RemoteOptions {
             tag: rand::random(),
             unverified_wrapper_write: false,
             wrapper_restart: false,
+            prime_restart: false,
         }
     }
 }
@@ -426,9 +431,22 @@ impl<'s> AnyRemote<'s> {
         config_path: &str,
         opts: RemoteOptions,
     ) -> Result<AnyRemote<'s>, RemoteError> {
+        Self::open_with_restart(session, mode, config_path, opts, None).await
+    }
+
+    /// [`AnyRemote::open`], knowing the restart command the run may send:
+    /// primed when `opts.prime_restart` (SFTP mode).
+    pub async fn open_with_restart(
+        session: &'s Session,
+        mode: Mode,
+        config_path: &str,
+        opts: RemoteOptions,
+        restart: Option<&str>,
+    ) -> Result<AnyRemote<'s>, RemoteError> {
         Ok(match mode {
             Mode::Sftp => {
-                AnyRemote::Sftp(sftp::SftpRemote::open(session, config_path, opts).await?)
+                let prime = restart.filter(|_| opts.prime_restart);
+                AnyRemote::Sftp(sftp::SftpRemote::open(session, config_path, opts, prime).await?)
             }
             Mode::Shell => AnyRemote::Shell(shell::ShellRemote::new(session, config_path, opts)),
             Mode::Wrapper => {

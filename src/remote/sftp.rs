@@ -63,13 +63,19 @@ impl<'s> SftpRemote<'s> {
     ///
     /// Round trips: the SFTP channel and a spare channel for the restart
     /// open side by side (1); the subsystem request, INIT, a stat and an
-    /// lstat of the config go out together (1).
+    /// lstat of the config go out together (1). With `prime`, the spare
+    /// channel starts that restart command at once, held at a gate
+    /// ([`Session::open_spare_channel`]).
     pub async fn open(
         session: &'s Session,
         config_path: &str,
         opts: RemoteOptions,
+        prime: Option<&str>,
     ) -> Result<SftpRemote<'s>, RemoteError> {
-        let (stream, ()) = tokio::join!(session.open_sftp_stream(), session.open_spare_channel());
+        let (stream, ()) = tokio::join!(
+            session.open_sftp_stream(),
+            session.open_spare_channel(prime)
+        );
         let (io, reply) = stream?;
         let sftp = RawSftpSession::new(io);
         sftp.set_timeout(session.op_timeout().as_secs().max(1));

@@ -25,6 +25,9 @@ pub struct Session {
     /// A session channel opened ahead of time (beside the SFTP channel), so
     /// the next command does not wait a round trip for its channel.
     spare: Mutex<Option<russh::Channel<client::Msg>>>,
+    /// A restart command already started on its own channel and held at a
+    /// gate (see [`Session::open_spare_channel`]): `(command, channel)`.
+    primed: Mutex<Option<(String, russh::Channel<client::Msg>)>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -162,6 +165,7 @@ impl Session {
             cancel: Mutex::new(None),
             via: Vec::new(),
             spare: Mutex::new(None),
+            primed: Mutex::new(None),
         })
     }
 
@@ -244,25 +248,9 @@ impl Session {
         timeout: Duration,
         max_output: usize,
     ) -> Result<ExecOutput, TransportError> {
-        // The inner shell prints its pid (= its process group when setsid
-        // ran) on stderr first, then becomes the command.
-        let inner = "printf 'swapcfg-pgid %s\\n' \"$$\" >&2; exec /bin/sh -c \"$1\"";
-        let script = format!(
-            "if command -v setsid >/dev/null 2>&1; then setsid /bin/sh -c {i} swapcfg \"$1\" & else /bin/sh -c {i} swapcfg \"$1\" & fi; wait $!",
-            i = sh_quote(inner)
-        );
-        let wrapped = format!(
-            "/bin/sh -c {} swapcfg {}",
-            sh_quote(&script),
-            sh_quote(command)
-        );
         let pgid = Mutex::new(None::<u32>);
         let run = async {
-            let ch = self.channel().await?;
-            ch.exec(true, wrapped.as_str())
-                .await
-                .map_err(|e| self.lost("exec", e))?;
-            ch.eof().await.map_err(|e| self.lost("exec", e))?;
+            let ch = self.start_group(command).await?;
             let (mut reader, _writer) = ch.split();
             let mut marker_seen = false;
             self.collect(&mut reader, max_output, |stderr: &mut Vec<u8>| {
@@ -339,6 +327,37 @@ impl Session {
         }
     }
 
+    /// Start `command` as [`Session::exec_group`] runs it: through the gate
+    /// of the channel primed with it when there is one (one message, no
+    /// channel or exec round trip, the host's shell already started), else
+    /// on a channel of its own. Stdin is closed either way.
+    async fn start_group(
+        &self,
+        command: &str,
+    ) -> Result<russh::Channel<client::Msg>, TransportError> {
+        let primed = self.primed.lock().ok().and_then(|mut p| {
+            if p.as_ref().is_some_and(|(c, _)| c == command) {
+                p.take().map(|(_, ch)| ch)
+            } else {
+                None
+            }
+        });
+        if let Some(ch) = primed {
+            // A channel that already closed (the host ended the waiting
+            // shell) refuses the data: nothing ran, so start afresh.
+            if ch.data(&GATE_OPEN[..]).await.is_ok() {
+                ch.eof().await.map_err(|e| self.lost("exec", e))?;
+                return Ok(ch);
+            }
+        }
+        let ch = self.channel().await?;
+        ch.exec(true, group_command(command, false))
+            .await
+            .map_err(|e| self.lost("exec", e))?;
+        ch.eof().await.map_err(|e| self.lost("exec", e))?;
+        Ok(ch)
+    }
+
     /// Collect an exec channel's output (bounded) until it closes;
     /// `on_stderr` sees stderr after each chunk (it may edit it).
     async fn collect(
@@ -392,12 +411,32 @@ impl Session {
     /// ([`Session::exec`], [`Session::exec_group`]): run beside other work,
     /// it takes the channel's round trip off the command's path. Best
     /// effort: on failure the command opens its own channel.
-    pub async fn open_spare_channel(&self) {
-        if let Ok(Ok(ch)) =
+    ///
+    /// With `prime` (the restart command this run may run), the channel
+    /// also starts it at once, held at a gate: the host's shell starts (its
+    /// rc files run, often the slowest part of a command) while the apply
+    /// reads and writes, and [`Session::exec_group`] later opens the gate
+    /// with one line on stdin. Nothing past the gate runs without that
+    /// line: stdin's end (the run wrote nothing, was stopped, or the
+    /// connection closed) makes the waiting shell exit 125.
+    pub async fn open_spare_channel(&self, prime: Option<&str>) {
+        let Ok(Ok(ch)) =
             tokio::time::timeout(self.op_timeout, self.handle.channel_open_session()).await
-        {
-            if let Ok(mut spare) = self.spare.lock() {
-                *spare = Some(ch);
+        else {
+            return;
+        };
+        match prime {
+            Some(command) => {
+                if ch.exec(true, group_command(command, true)).await.is_ok() {
+                    if let Ok(mut p) = self.primed.lock() {
+                        *p = Some((command.to_string(), ch));
+                    }
+                }
+            }
+            None => {
+                if let Ok(mut spare) = self.spare.lock() {
+                    *spare = Some(ch);
+                }
             }
         }
     }
@@ -572,6 +611,33 @@ fn push_bounded(buf: &mut Vec<u8>, data: &[u8], cap: usize, truncated: &mut bool
 }
 
 /// `'…'` for POSIX sh, with `'` written as `'\''`.
+/// The line that opens a primed command's gate.
+const GATE_OPEN: &[u8; 3] = b"go\n";
+
+/// The command line [`Session::exec_group`] sends: `command` (a POSIX `sh`
+/// command line) in its own process group (`setsid` where present); the
+/// inner shell prints its pid (= its process group when setsid ran) on
+/// stderr first, then becomes the command. `gated`: first wait for
+/// [`GATE_OPEN`] on stdin, and exit 125 without running anything when
+/// stdin ends (or brings anything else) instead.
+fn group_command(command: &str, gated: bool) -> String {
+    let inner = "printf 'swapcfg-pgid %s\\n' \"$$\" >&2; exec /bin/sh -c \"$1\"";
+    let gate = if gated {
+        "read -r swapcfg_go && [ \"$swapcfg_go\" = go ] || exit 125; "
+    } else {
+        ""
+    };
+    let script = format!(
+        "{gate}if command -v setsid >/dev/null 2>&1; then setsid /bin/sh -c {i} swapcfg \"$1\" & else /bin/sh -c {i} swapcfg \"$1\" & fi; wait $!",
+        i = sh_quote(inner)
+    );
+    format!(
+        "/bin/sh -c {} swapcfg {}",
+        sh_quote(&script),
+        sh_quote(command)
+    )
+}
+
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }

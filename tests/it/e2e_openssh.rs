@@ -618,3 +618,78 @@ fn host_checks_against_openssh_in_sftp_and_shell_mode() {
         );
     }
 }
+
+/// The primed restart against a real sshd and the user's real login shell:
+/// the shell starts while the host still holds the old config and its
+/// command runs after the new one is in place; a run refused before any
+/// write (a conflict) leaves no waiting shell behind and runs nothing.
+#[test]
+fn primed_restart_runs_after_the_write_and_a_refused_run_leaves_no_shell() {
+    if !available() {
+        return;
+    }
+    let s = Sshd::start(Options { sftp: true }).expect("sshd");
+    let h = http(&["qwen", "llama"]);
+    let base = h.standin.base_url();
+    let cfg = config_file(&s, "config.yaml", 0o600);
+    let key = s.client_key("k", "ed25519", "", "").expect("client key");
+    let new = s.dir.path().join("new.yaml");
+    std::fs::write(&new, NEW).expect("new");
+    let seen = s.dir.path().join("seen-by-restart");
+    let restart = format!("cat '{cfg}' > '{}'", seen.display());
+    let (out, v) = apply(
+        &s,
+        &key,
+        &cfg,
+        &new,
+        &["--restart-cmd", &restart, "--base-url", &base],
+    );
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(std::fs::read(&seen).expect("restart ran"), NEW);
+
+    // A conflict: refused after the read, nothing written, no restart.
+    std::fs::write(&cfg, CONFIG).expect("reset");
+    let tag = format!("e2e-gate-{}", std::process::id());
+    let ran = s.dir.path().join("ran");
+    let restart = format!(": {tag}; : > '{}'", ran.display());
+    let sha = "ab".repeat(32);
+    let (out, v) = apply(
+        &s,
+        &key,
+        &cfg,
+        &new,
+        &[
+            "--restart-cmd",
+            &restart,
+            "--base-url",
+            &base,
+            "--expect-sha256",
+            &sha,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(5), "{v}");
+    // sshd closes the waiting shell's stdin when the connection ends: it
+    // exits without running the command. Wait until no process holds the
+    // tag for 300 ms, then look.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut quiet = None;
+    loop {
+        if crate::common::processes_with(&tag).is_empty() {
+            if quiet.get_or_insert_with(std::time::Instant::now).elapsed()
+                > std::time::Duration::from_millis(300)
+            {
+                break;
+            }
+        } else {
+            quiet = None;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a shell holding the restart is left: {:?}",
+            crate::common::processes_with(&tag)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!ran.exists(), "the restart ran after a refused apply");
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), CONFIG);
+}

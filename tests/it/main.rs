@@ -27,6 +27,7 @@ mod nonregular;
 mod pipeline_mock;
 mod reload_proof;
 mod remote_ops;
+mod restart_gate;
 mod round_trips;
 mod shell_mode;
 mod signals;

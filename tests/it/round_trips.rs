@@ -88,11 +88,16 @@ async fn sftp_apply_stays_within_its_round_trip_budget() {
         .await
         .expect("connect");
     let connected = t.elapsed();
-    let remote = AnyRemote::open(
+    // As the CLI opens it: the restart's shell primed beside the read.
+    let remote = AnyRemote::open_with_restart(
         &session,
         Mode::Sftp,
         &opts.config_path,
-        RemoteOptions::default(),
+        RemoteOptions {
+            prime_restart: true,
+            ..RemoteOptions::default()
+        },
+        Some("restart-llama"),
     )
     .await
     .expect("open sftp");

@@ -189,7 +189,11 @@ pub async fn execute_watched(
             })
         }
     }
-    let remote_opts = RemoteOptions::default();
+    // This run restarts: the restart's shell starts beside the read.
+    let remote_opts = RemoteOptions {
+        prime_restart: true,
+        ..RemoteOptions::default()
+    };
     let remote = match conn.remote(settings, remote_opts).await {
         Ok(r) => r,
         Err(f) => return early_failure(f, &early),
@@ -456,7 +460,12 @@ impl Hooks for CliHooks {
     }
 
     async fn recover(&mut self, me: Option<&LockInfo>) -> Option<Vec<u8>> {
-        let (settings, path, opts) = (&self.settings, &self.config_path, self.remote_opts);
+        let (settings, path) = (&self.settings, &self.config_path);
+        // Only cleaning up: no restart to start ahead.
+        let opts = RemoteOptions {
+            prime_restart: false,
+            ..self.remote_opts
+        };
         let fresh = async {
             let host = Host::connect(settings, path).await.ok()?;
             let bytes = {

@@ -19,12 +19,84 @@ use super::{ConnCtl, FaultAction, ScriptedExec, Shared, ShellSpec};
 /// Bytes of stdin the server accepts for one exec (wrapper `write`, `sh`).
 const MAX_STDIN: usize = 64 * 1024 * 1024;
 
+/// What marks a command held at a gate by the client: the shell is to
+/// read one line first and run nothing unless it is `go` (exit 125). Written
+/// here from the gate's contract, not taken from the client's code.
+pub(crate) const GATE: &str = "read -r swapcfg_go";
+
+/// Wait for a gated command's line, as its shell's `read` would. `Some`
+/// with the channel and the bytes read (for a shell to see again) when the
+/// line is `go`; otherwise the command ends with 125 and nothing ran (a
+/// shell started `early` sees its stdin end, as on a host).
+pub(crate) async fn gate(
+    mut channel: Channel<Msg>,
+    early: Option<&mut Early>,
+) -> Option<(Channel<Msg>, Vec<u8>)> {
+    let mut buf = Vec::new();
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                buf.extend_from_slice(&data);
+                if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                    if &buf[..nl] == b"go" {
+                        return Some((channel, buf));
+                    }
+                    break;
+                }
+                if buf.len() > 64 {
+                    break;
+                }
+            }
+            ChannelMsg::Eof | ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    if let Some(Ok(child)) = early {
+        drop(child.stdin.take());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await;
+    }
+    finish(&channel, 125, b"", b"").await;
+    None
+}
+
+/// A shell started when its exec request came (before its gate opened).
+pub(crate) type Early = std::io::Result<tokio::process::Child>;
+
+/// Start `command` as [`run`] would in a shell, now.
+pub(crate) fn spawn_shell(spec: &ShellSpec, command: &str) -> Early {
+    let Some((program, args)) = spec.program.split_first() else {
+        return Err(std::io::Error::other("no shell configured"));
+    };
+    let command = match &spec.prelude {
+        Some(p) => format!("{p}\n{command}"),
+        None => command.to_string(),
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .arg("-c")
+        .arg(&command)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    spawn(cmd)
+}
+
+fn spawn(mut cmd: tokio::process::Command) -> Early {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// `stdin`: bytes the client already sent (a gate's line), fed first to a
+/// shell; `early`: that shell, already started.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     ctl: Arc<ConnCtl>,
     channel: Channel<Msg>,
     command: String,
     fault: Option<FaultAction>,
+    stdin: Vec<u8>,
+    early: Option<Early>,
 ) {
     match fault {
         Some(FaultAction::Hang) => {
@@ -59,20 +131,21 @@ pub(crate) async fn run(
         // environment.
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg(&script).env("SSH_ORIGINAL_COMMAND", &command);
-        piped(channel, cmd, cut, lose_reply.then_some(&ctl)).await;
+        piped(
+            channel,
+            spawn(cmd),
+            Vec::new(),
+            cut,
+            lose_reply.then_some(&ctl),
+        )
+        .await;
     } else if let Some(config) = shared.wrapper.clone() {
         wrapper_verb(&shared, channel, command.trim(), &config).await;
     } else if let Some(script) = shared.script(&command) {
         scripted(&channel, &script).await;
     } else if shared.shell_exec {
-        shell(
-            &shared.shell,
-            channel,
-            &command,
-            cut,
-            lose_reply.then_some(&ctl),
-        )
-        .await;
+        let child = early.unwrap_or_else(|| spawn_shell(&shared.shell, &command));
+        piped(channel, child, stdin, cut, lose_reply.then_some(&ctl)).await;
     } else {
         finish(
             &channel,
@@ -230,48 +303,17 @@ enum StdinCut {
     Close(usize),
 }
 
-/// Run `command` with `/bin/sh -c` (or the configured shell), wiring
-/// stdin/stdout/stderr to the channel; `cut` ends its stdin early. With
-/// `lose_reply`, the command runs to its end and then the connection is
-/// dropped instead of sending the exit status.
-async fn shell(
-    spec: &ShellSpec,
-    channel: Channel<Msg>,
-    command: &str,
-    cut: Option<StdinCut>,
-    lose_reply: Option<&Arc<ConnCtl>>,
-) {
-    let Some((program, args)) = spec.program.split_first() else {
-        finish(&channel, 127, b"", b"sh: no shell configured\n").await;
-        return;
-    };
-    let command = match &spec.prelude {
-        Some(p) => format!("{p}\n{command}"),
-        None => command.to_string(),
-    };
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .arg("-c")
-        .arg(&command)
-        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    piped(channel, cmd, cut, lose_reply).await;
-}
-
-/// Run `cmd` with stdin/stdout/stderr wired to the channel, ending with its
-/// exit status (255 for a signal); `cut` ends its stdin early; with
-/// `lose_reply` the connection is dropped instead of sending the status.
+/// Run `cmd` with stdin/stdout/stderr wired to the channel (`first`, bytes
+/// already read from it, fed before the rest), ending with its exit status
+/// (255 for a signal); `cut` ends its stdin early; with `lose_reply` the
+/// connection is dropped instead of sending the status.
 async fn piped(
     channel: Channel<Msg>,
-    mut cmd: tokio::process::Command,
+    child: Early,
+    first: Vec<u8>,
     cut: Option<StdinCut>,
     lose_reply: Option<&Arc<ConnCtl>>,
 ) {
-    let child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -283,6 +325,11 @@ async fn piped(
     let mut stdin = child.stdin.take();
     let feed = async move {
         let mut fed = 0usize;
+        if let Some(s) = stdin.as_mut() {
+            if s.write_all(&first).await.is_err() {
+                stdin = None;
+            }
+        }
         while let Some(msg) = reader.wait().await {
             match msg {
                 ChannelMsg::Data { data } => {

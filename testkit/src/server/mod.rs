@@ -348,6 +348,15 @@ impl Shared {
     /// The scripted outcome for `command`: registered for the whole command
     /// line, or for the command a process-group wrapper hands to `sh` as its
     /// last single-quoted argument (`… swapcfg 'CMD'`).
+    /// Whether `command` runs in a real shell here (no forced command, no
+    /// wrapper, no script for it).
+    pub(crate) fn runs_in_shell(&self, command: &str) -> bool {
+        self.shell_exec
+            && self.forced_command.is_none()
+            && self.wrapper.is_none()
+            && self.script(command).is_none()
+    }
+
     pub(crate) fn script(&self, command: &str) -> Option<ScriptedExec> {
         let scripts = lock(&self.scripts);
         if let Some(s) = scripts.get(command) {
@@ -844,34 +853,62 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let command = String::from_utf8_lossy(data).into_owned();
-        lock(&self.shared.exec_log).push(command.clone());
         let Some(channel) = self.channels.remove(&channel_id) else {
+            lock(&self.shared.exec_log).push(command);
             session.channel_failure(channel_id)?;
             return Ok(());
         };
         session.channel_success(channel_id)?;
-        let fault = self.shared.fault(Op::Exec);
-        if fault == Some(FaultAction::Drop) {
-            self.ctl.drop_connection();
-            return Ok(());
-        }
-        if let Some(FaultAction::WithholdThenDrop(d)) = fault {
-            let ctl = self.ctl.clone();
+        let (shared, ctl) = (self.shared.clone(), self.ctl.clone());
+        if command.contains(exec::GATE) {
+            // A command held at the client's gate: on a host, its shell
+            // starts now (rc files, a prelude) and waits in `read`; the
+            // command (log, fault, script) happens when the gate's line
+            // arrives.
+            let early = shared
+                .runs_in_shell(&command)
+                .then(|| exec::spawn_shell(&shared.shell, &command));
             tokio::spawn(async move {
-                tokio::time::sleep(d).await;
-                ctl.drop_connection();
+                let mut early = early;
+                if let Some((channel, stdin)) = exec::gate(channel, early.as_mut()).await {
+                    start_exec(shared, ctl, channel, command, stdin, early);
+                }
             });
-            return Ok(());
+        } else {
+            start_exec(shared, ctl, channel, command, Vec::new(), None);
         }
-        tokio::spawn(exec::run(
-            self.shared.clone(),
-            self.ctl.clone(),
-            channel,
-            command,
-            fault,
-        ));
         Ok(())
     }
+}
+
+/// Log an exec, take its fault and run it; `stdin` was already read from
+/// the channel (the gate's line) and goes first to a shell (`early`, when
+/// it was started before; a fault that stops the command drops it, which
+/// kills it before it read the line).
+fn start_exec(
+    shared: Arc<Shared>,
+    ctl: Arc<ConnCtl>,
+    channel: Channel<Msg>,
+    command: String,
+    stdin: Vec<u8>,
+    early: Option<exec::Early>,
+) {
+    lock(&shared.exec_log).push(command.clone());
+    let fault = shared.fault(Op::Exec);
+    if fault == Some(FaultAction::Drop) {
+        ctl.drop_connection();
+        return;
+    }
+    if let Some(FaultAction::WithholdThenDrop(d)) = fault {
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            ctl.drop_connection();
+        });
+        return;
+    }
+    tokio::spawn(exec::run(
+        shared, ctl, channel, command, fault, stdin, early,
+    ));
 }
 
 impl Conn {
