@@ -172,6 +172,8 @@ impl<'s> SftpRemote<'s> {
         } else {
             None
         };
+        // The session's first read of the config is its first open.
+        let first_open = first.is_some();
         let attrs = match first {
             Some(a) => a,
             None => {
@@ -183,7 +185,9 @@ impl<'s> SftpRemote<'s> {
             }
         };
         regular(path, &attrs)?;
-        let bytes = self.read_regular(path, attrs.size.unwrap_or(0)).await?;
+        let bytes = self
+            .read_regular(path, attrs.size.unwrap_or(0), first_open)
+            .await?;
         Ok(RemoteFile {
             bytes,
             mode: attrs.permissions.map(|m| m & 0o7777),
@@ -193,14 +197,38 @@ impl<'s> SftpRemote<'s> {
 
     /// Open `path` (already known to be a regular file of about `size`
     /// bytes) and read it: two round trips; the close is not waited for.
-    async fn read_regular(&self, path: &str, size: u64) -> Result<Vec<u8>, RemoteError> {
-        let handle = self
+    ///
+    /// `first_open`: no handle was opened in this session before, so the
+    /// open's handle is guessed — OpenSSH's sftp-server names its first
+    /// handle slot 0 (`00 00 00 00`) — and the reads go out right behind the
+    /// open, in the same round trip. The server answers in order, so they
+    /// read the file just opened exactly when the open returns the guessed
+    /// name (names are unique among open handles); any other answer and
+    /// their replies are dropped and the file is read again with the real
+    /// handle (a wrong guess costs those few requests, never a wrong
+    /// byte). Reads change nothing on a host, and the lstat/stat that
+    /// proved the file regular came first, as without the guess.
+    async fn read_regular(
+        &self,
+        path: &str,
+        size: u64,
+        first_open: bool,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let open = self
             .sftp
-            .open(path, OpenFlags::READ, FileAttributes::empty())
-            .await
-            .map_err(|e| self.err("read", path, e))?
-            .handle;
-        let result = self.read_handle(path, &handle, size).await;
+            .open(path, OpenFlags::READ, FileAttributes::empty());
+        let (opened, early) = if first_open && size <= self.opts.max_size {
+            let guess = String::from_utf8_lossy(&[0u8; 4]).into_owned();
+            let (opened, early) = tokio::join!(open, self.read_handle(path, &guess, size));
+            (opened, early.ok().map(|bytes| (guess, bytes)))
+        } else {
+            (open.await, None)
+        };
+        let handle = opened.map_err(|e| self.err("read", path, e))?.handle;
+        let result = match early {
+            Some((guess, bytes)) if guess == handle => Ok(bytes),
+            _ => self.read_handle(path, &handle, size).await,
+        };
         self.close_later(handle);
         result
     }

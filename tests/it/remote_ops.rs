@@ -28,6 +28,33 @@ async fn sftp_read_returns_bytes_and_mode() {
     assert_eq!(f.mode, Some(0o640));
 }
 
+/// The first read goes out with its open, on the handle guessed for the
+/// session's first open (slot 0, as OpenSSH names it). A server that names
+/// it otherwise gets the reads again on the real handle: the same bytes
+/// either way, and each time the config is left as it was.
+#[tokio::test]
+async fn sftp_first_read_on_a_guessed_handle_and_again_when_the_guess_is_wrong() {
+    let big: Vec<u8> = (0..3_000_017u32).map(|i| (i % 251) as u8).collect();
+    for (slot, rounds) in [(0u32, 1usize), (7, 2)] {
+        let fx = fixture(|b| b.first_handle_slot(slot)).await;
+        let cfg = fx.config("big.yaml", &big, 0o640);
+        let s = fx.session().await;
+        let r = sftp(&s, &path_str(&cfg)).await;
+        let f = r.read().await.expect("read");
+        assert_eq!(f.bytes, big, "slot {slot}");
+        assert_eq!(f.mode, Some(0o640));
+        // Chunks of 64 KiB plus the one past the end, once per round.
+        let per_round = big.len().div_ceil(64 * 1024) + 1;
+        assert_eq!(
+            fx.server.op_count(Op::Read),
+            per_round * rounds,
+            "slot {slot}"
+        );
+        assert_eq!(std::fs::read(&cfg).expect("cfg"), big);
+        assert_eq!(fx.listing(), vec!["big.yaml", "id_test", "known_hosts"]);
+    }
+}
+
 #[tokio::test]
 async fn sftp_read_large_file_in_pipelined_chunks() {
     let fx = fixture(|b| b).await;

@@ -177,6 +177,7 @@ pub(crate) struct Shared {
     pub(crate) posix_rename: bool,
     pub(crate) hardlink: bool,
     pub(crate) fsync: bool,
+    pub(crate) first_handle_slot: u32,
     pub(crate) shell: ShellSpec,
     scripts: Mutex<HashMap<String, ScriptedExec>>,
     faults: Mutex<FaultPlan>,
@@ -403,6 +404,7 @@ pub struct TestServerBuilder {
     posix_rename: bool,
     hardlink: bool,
     fsync: bool,
+    first_handle_slot: u32,
     shell: ShellSpec,
     scripts: HashMap<String, ScriptedExec>,
     faults: FaultPlan,
@@ -429,11 +431,19 @@ impl TestServerBuilder {
             posix_rename: true,
             hardlink: true,
             fsync: true,
+            first_handle_slot: 0,
             shell: ShellSpec::default(),
             scripts: HashMap::new(),
             faults: FaultPlan::default(),
             round_trip: Duration::ZERO,
         }
+    }
+
+    /// Number SFTP handle slots from `slot` (OpenSSH starts at 0): a server
+    /// whose first handle a client cannot guess.
+    pub fn first_handle_slot(mut self, slot: u32) -> Self {
+        self.first_handle_slot = slot;
+        self
     }
 
     /// Serve as if across a network with this round-trip time: every chunk
@@ -572,6 +582,7 @@ impl TestServerBuilder {
             posix_rename: self.posix_rename,
             hardlink: self.hardlink,
             fsync: self.fsync,
+            first_handle_slot: self.first_handle_slot,
             shell: self.shell,
             scripts: Mutex::new(self.scripts),
             faults: Mutex::new(self.faults),

@@ -20,7 +20,9 @@ use russh_sftp::server::StatusReply;
 
 use super::{ConnCtl, FaultAction, Op, Shared};
 
-const MAX_HANDLES: usize = 256;
+/// Open handles at once (their names are one byte wide in the last of four,
+/// kept below 128 so each is a UTF-8 string, as russh-sftp wants).
+const MAX_HANDLES: u32 = 128;
 const MAX_READ: u32 = 256 * 1024;
 const MAX_DIR_ENTRIES: usize = 10_000;
 
@@ -33,7 +35,10 @@ pub(crate) struct SftpHandler {
     shared: Arc<Shared>,
     ctl: Arc<ConnCtl>,
     handles: HashMap<String, OpenHandle>,
-    next: u64,
+    /// Slots closed, the last closed on top (reused first); `slots` were
+    /// ever made.
+    free: Vec<u32>,
+    slots: u32,
 }
 
 impl SftpHandler {
@@ -42,8 +47,10 @@ impl SftpHandler {
             shared,
             ctl,
             handles: HashMap::new(),
-            next: 0,
+            free: Vec::new(),
+            slots: 0,
         }
+        .starting_at_slot()
     }
 
     /// Apply the fault plan for `op`: an error reply, or never replying.
@@ -83,12 +90,25 @@ impl SftpHandler {
         StatusCode::Failure.into()
     }
 
+    fn starting_at_slot(mut self) -> Self {
+        self.slots = self.shared.first_handle_slot.min(MAX_HANDLES);
+        self
+    }
+
+    /// A handle named as OpenSSH's sftp-server names them: a slot number,
+    /// four bytes big-endian, the slot closed last reused first, else a new
+    /// one (so a session's first handle is slot 0 here as there, and a
+    /// client's guess of a handle is right here when it would be there).
     fn insert(&mut self, h: OpenHandle) -> Result<String, StatusReply> {
-        if self.handles.len() >= MAX_HANDLES {
-            return Err(StatusCode::Failure.with_message("too many open handles"));
-        }
-        self.next += 1;
-        let name = format!("h{}", self.next);
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None if self.slots < MAX_HANDLES => {
+                self.slots += 1;
+                self.slots - 1
+            }
+            None => return Err(StatusCode::Failure.with_message("too many open handles")),
+        };
+        let name = String::from_utf8_lossy(&slot.to_be_bytes()).into_owned();
         self.handles.insert(name.clone(), h);
         Ok(name)
     }
@@ -204,7 +224,12 @@ impl russh_sftp::server::Handler for SftpHandler {
 
     async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
         match self.handles.remove(&handle) {
-            Some(_) => Ok(ok(id)),
+            Some(_) => {
+                if let Ok(b) = <[u8; 4]>::try_from(handle.as_bytes()) {
+                    self.free.push(u32::from_be_bytes(b));
+                }
+                Ok(ok(id))
+            }
             None => Err(StatusCode::Failure.with_message("invalid handle")),
         }
     }
