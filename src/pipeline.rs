@@ -477,6 +477,31 @@ pub async fn apply<R: RemoteOps, H: Hooks>(
                     rep.warnings.push(Warning::LockUnsupported { why });
                     None
                 }
+                Err(e) if lost(&e) => {
+                    // Cut off with the lock's reply in flight, and the backup
+                    // and staged upload beside it: the lock (and a temp file)
+                    // may be this run's. The recovery removes this run's
+                    // temp files and the lock if it carries this run's
+                    // token, and reads what the config holds. The upload
+                    // cut beside it is the step named.
+                    let mut staging = staging;
+                    let cut = match staging.as_mut() {
+                        Some(st) if matches!(&st.staged, Err(w) if lost(w)) => {
+                            let placeholder = Err(RemoteError::Failed {
+                                op: "write",
+                                message: String::new(),
+                            });
+                            std::mem::replace(&mut st.staged, placeholder).err()
+                        }
+                        _ => None,
+                    };
+                    undo(remote, staging).await;
+                    observe(remote, &current.bytes, new, Some(me), hooks, &mut rep).await;
+                    match cut {
+                        Some(w) => fail!(Step::Write, w),
+                        None => fail!(Step::Lock, e),
+                    }
+                }
                 Err(e) => {
                     undo(remote, staging).await;
                     fail!(Step::Lock, e)

@@ -56,6 +56,19 @@ pub struct SftpRemote<'s> {
     /// Set once a request found the connection gone: later requests fail
     /// at once instead of each waiting for its timeout.
     lost: std::sync::atomic::AtomicBool,
+    /// The first read's guessed handle was right (the server names handles
+    /// as OpenSSH's sftp-server does) and its close went out right behind
+    /// its reads, so no handle is open: the next flight (lock ∥ backup ∥
+    /// staged write) may guess its handles too ([`first_handle`]). Set by
+    /// that read, taken by the staged write that uses it.
+    guess: std::sync::atomic::AtomicBool,
+}
+
+/// The name OpenSSH's sftp-server gives a handle opened while no other is
+/// open: slot 0, four bytes big-endian (`handle_new` takes the slot freed
+/// last, and the only slot there is, is free).
+fn first_handle() -> String {
+    String::from_utf8_lossy(&[0u8; 4]).into_owned()
 }
 
 impl<'s> SftpRemote<'s> {
@@ -100,6 +113,7 @@ impl<'s> SftpRemote<'s> {
             path: config_path.to_string(),
             opts,
             lost: Default::default(),
+            guess: Default::default(),
         })
     }
 
@@ -217,20 +231,51 @@ impl<'s> SftpRemote<'s> {
         let open = self
             .sftp
             .open(path, OpenFlags::READ, FileAttributes::empty());
-        let (opened, early) = if first_open && size <= self.opts.max_size {
-            let guess = String::from_utf8_lossy(&[0u8; 4]).into_owned();
-            let (opened, early) = tokio::join!(open, self.read_handle(path, &guess, size));
-            (opened, early.ok().map(|bytes| (guess, bytes)))
-        } else {
-            (open.await, None)
-        };
+        if !(first_open && size <= self.opts.max_size) {
+            let handle = open.await.map_err(|e| self.err("read", path, e))?.handle;
+            let result = self.read_handle(path, &handle, size).await;
+            self.close_later(handle);
+            return result;
+        }
+        // The close goes right behind the reads (on the same guess): when
+        // the guess is right, no handle is left open after this flight.
+        let guess = first_handle();
+        let (opened, early, closed) = tokio::join!(
+            open,
+            self.read_handle(path, &guess, size),
+            self.sftp.close(guess.clone())
+        );
         let handle = opened.map_err(|e| self.err("read", path, e))?.handle;
-        let result = match early {
-            Some((guess, bytes)) if guess == handle => Ok(bytes),
-            _ => self.read_handle(path, &handle, size).await,
-        };
-        self.close_later(handle);
-        result
+        match early {
+            // All of it was read before the close: the file had not grown
+            // past its stat size (reads past it went out after the close).
+            Ok(bytes) if handle == guess && closed.is_ok() && bytes.len() as u64 == size => {
+                // The next flight may guess too, if its backup is a link
+                // (a copied backup holds a handle open beside it).
+                self.guess.store(
+                    self.hardlink && self.plain,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                Ok(bytes)
+            }
+            _ => {
+                // The guess was wrong (its reads and close found no such
+                // handle), or the file changed size: read it again on a
+                // handle of its own (the guessed one is closed already).
+                let handle = if handle == guess {
+                    self.sftp
+                        .open(path, OpenFlags::READ, FileAttributes::empty())
+                        .await
+                        .map_err(|e| self.err("read", path, e))?
+                        .handle
+                } else {
+                    handle
+                };
+                let result = self.read_handle(path, &handle, size).await;
+                self.close_later(handle);
+                result
+            }
+        }
     }
 
     /// Close a read handle without waiting for the reply (nothing depends
@@ -850,7 +895,10 @@ impl SftpRemote<'_> {
             }
         }
         // Complete under a temp name first: an interrupted backup never
-        // carries a backup's name.
+        // carries a backup's name. Its handle may be open while the staged
+        // write's requests go out: no guessing of handles beside it.
+        self.guess
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let tmp = self.temp_beside(&self.path);
         self.create_exclusive(
             "backup",
@@ -1008,6 +1056,14 @@ impl SftpRemote<'_> {
         like: &RemoteFile,
         expect: Option<&str>,
     ) -> Result<Option<StagedWrite>, RemoteError> {
+        if known.is_none()
+            && like.mode.is_some()
+            && self.guess.swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            if let Some(staged) = self.stage_guessed(real, content, like, expect).await? {
+                return Ok(staged);
+            }
+        }
         let tmp = self.temp_beside(real);
         let probe = known.is_none();
         let (attrs, created, reader) = tokio::join!(
@@ -1113,6 +1169,135 @@ impl SftpRemote<'_> {
         }))
     }
 
+    /// [`Self::stage_at`] in ONE round trip, when no handle is open (see
+    /// `guess`): the lstat proving the config is still a regular file; the
+    /// temp file's exclusive open, then on the handle it will get its
+    /// writes + fsync + mode + owner + fstat + close; then the config's open
+    /// for reading, its reads + close on that same guess, and the stat
+    /// behind them. Each open's requests follow it before any other open,
+    /// and each ends with its close, so a guessed name means the file just
+    /// opened or no handle at all: a request on a wrong guess fails and
+    /// changes nothing (the config is only ever opened for reading, last).
+    ///
+    /// `Ok(Some(Ok(staged)))` or `Ok(Some(Err(e)))`/`Err(e)`: the outcome
+    /// as [`Self::stage_at`] gives it; `Ok(None)`: a guess was wrong (a
+    /// server naming handles unlike sftp-server), everything undone: stage
+    /// the ordinary way.
+    #[allow(clippy::type_complexity)]
+    async fn stage_guessed(
+        &self,
+        real: &str,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+    ) -> Result<Option<Option<StagedWrite>>, RemoteError> {
+        let tmp = self.temp_beside(real);
+        let guess = first_handle();
+        let (mode, owner) = (like.mode, owner_of(like));
+        let sent = Instant::now();
+        let (attrs, (created, filled, closed), hashed) = tokio::join!(
+            self.sftp.lstat(real),
+            async {
+                tokio::join!(
+                    self.open_exclusive("write", &tmp),
+                    self.fill("write", &tmp, &guess, content, mode, owner),
+                    self.sftp.close(guess.clone())
+                )
+            },
+            async {
+                match expect {
+                    Some(_) => Some(tokio::join!(
+                        async {
+                            self.sftp
+                                .open(real, OpenFlags::READ, FileAttributes::empty())
+                                .await
+                                .map(|h| h.handle)
+                        },
+                        self.read_handle(real, &guess, like.bytes.len() as u64),
+                        self.sftp.close(guess.clone()),
+                        self.stat_of(real)
+                    )),
+                    None => None,
+                }
+            }
+        );
+        let flight = sent.elapsed();
+        // Which guesses were right; a handle under another name is closed.
+        let mut missed = false;
+        let created = match created {
+            Ok(h) if h == guess => Ok(()),
+            Ok(h) => {
+                missed = true;
+                self.close_later(h);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        let hashed = hashed.map(|(opened, bytes, _, after)| match opened {
+            Ok(h) if h == guess => Ok((bytes, after)),
+            Ok(h) => {
+                missed = true;
+                self.close_later(h);
+                Err(None)
+            }
+            Err(e) => Err(Some(self.err("write", real, e))),
+        });
+        if missed {
+            if created.is_ok() {
+                self.remove_quietly(&tmp).await;
+            }
+            return Ok(None);
+        }
+        let checked = attrs
+            .map(|a| a.attrs)
+            .map_err(|e| self.err("write", real, e))
+            .and_then(|a| {
+                if a.is_symlink() {
+                    return Ok(None);
+                }
+                regular(real, &a).map(|()| Some(a))
+            });
+        // The temp file, whole and closed, or removed.
+        let created = created
+            .and_then(|()| filled.and(closed.map(|_| ()).map_err(|e| self.err("write", &tmp, e))));
+        let fail = |e: Option<RemoteError>| async {
+            if self.alive("write").is_ok() {
+                self.remove_quietly(&tmp).await;
+            }
+            e.map_or(Ok(Some(None)), Err)
+        };
+        let attrs = match checked {
+            Ok(Some(a)) => a,
+            Ok(None) => return fail(None).await,
+            Err(e) => return fail(Some(e)).await,
+        };
+        if let Err(e) = created {
+            return fail(Some(e)).await;
+        }
+        let after = match hashed {
+            None => None,
+            Some(Err(e)) => return fail(e).await,
+            Some(Ok((bytes, after))) => {
+                let found = match bytes {
+                    Ok(b) => sha256_hex(&b),
+                    Err(e) => return fail(Some(e)).await,
+                };
+                if let Some(expected) = expect {
+                    if let Some(e) = self.changed(expected, found) {
+                        return fail(Some(e)).await;
+                    }
+                }
+                after.ok()
+            }
+        };
+        Ok(Some(Some(StagedWrite {
+            tmp,
+            real: real.to_string(),
+            before: (attrs.size, attrs.mtime, attrs.permissions),
+            after: after.map(|a| (a, Instant::now(), flight)),
+        })))
+    }
+
     /// Finish a staged write: `posix-rename` (1 round trip), after the lock
     /// record (if this session wrote one) is known to be complete. The
     /// stat behind the hashing reads proves the config is still the file
@@ -1207,7 +1392,52 @@ impl SftpRemote<'_> {
     ) -> Result<super::LockTaken, RemoteError> {
         let lock = super::names::lock_path(&self.path);
         let record = me.to_record();
-        match self.open_exclusive("lock", &lock).await {
+        // No handle open (see `guess`): the record's requests go out right
+        // behind the open, on the handle it will get, closing it. Wrong
+        // (the open failed, or another name): they found no handle.
+        let opened = if self.guess.load(std::sync::atomic::Ordering::Relaxed) {
+            let guess = first_handle();
+            // Polled once each, in this order, so the open and then the
+            // record's requests are on the wire before anything sent after
+            // this; only the open's reply is awaited here (the record's are
+            // checked before the rename, as below).
+            let open = self.open_exclusive("lock", &lock);
+            tokio::pin!(open);
+            let sent = futures::poll!(open.as_mut());
+            let mut fill = Box::pin(fill_lock(
+                self.sftp.clone(),
+                guess.clone(),
+                record.clone().into_bytes(),
+                self.fsync,
+            ));
+            let task = match futures::poll!(fill.as_mut()) {
+                std::task::Poll::Ready(r) => tokio::spawn(async move { r }),
+                std::task::Poll::Pending => tokio::spawn(fill),
+            };
+            let opened = match sent {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => open.await,
+            };
+            match opened {
+                Ok(handle) if handle == guess => {
+                    if let Ok(mut st) = self.lock_state.lock() {
+                        st.filling = Some(task);
+                        st.held = Some(me.token.clone());
+                    }
+                    return Ok(super::LockTaken::Fresh);
+                }
+                // Refused, or another name: the record's requests found no
+                // handle (left to end on their own).
+                other => {
+                    self.guess
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    other
+                }
+            }
+        } else {
+            self.open_exclusive("lock", &lock).await
+        };
+        match opened {
             Ok(handle) => {
                 // Polled once here, so its requests are on the wire before
                 // anything sent after this returns (order on the channel is

@@ -288,14 +288,28 @@ impl Session {
                 None => std::future::pending().await,
             }
         };
+        let mut run = Box::pin(run);
         let ended = tokio::select! {
-            r = tokio::time::timeout(timeout, run) => r.ok(),
+            r = tokio::time::timeout(timeout, &mut run) => r.ok(),
             () = cancelled => None,
         };
         let was_cancelled = cancel.as_ref().is_some_and(|c| c.requested());
         match ended {
             Some(r) => r,
             None => {
+                // The command's first words are its process group: when
+                // they are still on their way (stopped the moment it
+                // started), read on a moment for them.
+                let known = || pgid.lock().ok().and_then(|g| *g).is_some();
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    while !known() {
+                        tokio::select! {
+                            _ = &mut run => break,
+                            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                        }
+                    }
+                })
+                .await;
                 let group = pgid.lock().ok().and_then(|g| *g);
                 let stopped = match group {
                     Some(n) => {

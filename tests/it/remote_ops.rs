@@ -55,6 +55,41 @@ async fn sftp_first_read_on_a_guessed_handle_and_again_when_the_guess_is_wrong()
     }
 }
 
+/// After a read whose guess was right, the staged write guesses its
+/// handles too (the temp's writes and the config's hashing reads ride with
+/// their opens); after a wrong guess it does not. Either way: the new bytes
+/// in place with the old mode, each chunk written once, no temp file left.
+#[tokio::test]
+async fn sftp_write_after_a_guessed_read_and_after_a_wrong_guess() {
+    let old: Vec<u8> = (0..2_000_003u32).map(|i| (i % 241) as u8).collect();
+    let new: Vec<u8> = (0..2_500_009u32).map(|i| (i % 239) as u8).collect();
+    let chunks = |n: usize| n.div_ceil(64 * 1024);
+    for (slot, first_reads) in [(0u32, 1usize), (7, 2)] {
+        let fx = fixture(|b| b.first_handle_slot(slot)).await;
+        let cfg = fx.config("config.yaml", &old, 0o640);
+        let s = fx.session().await;
+        let r = sftp(&s, &path_str(&cfg)).await;
+        let current = r.read().await.expect("read");
+        let sha = swapcfg::pipeline::sha256_hex(&old);
+        r.write(&new, &current, Some(&sha)).await.expect("write");
+        assert_eq!(std::fs::read(&cfg).expect("cfg"), new, "slot {slot}");
+        assert_eq!(mode_of(&cfg), 0o640, "slot {slot}");
+        assert_eq!(fx.listing(), vec!["config.yaml", "id_test", "known_hosts"]);
+        assert_eq!(
+            fx.server.op_count(Op::Write),
+            chunks(new.len()),
+            "slot {slot}"
+        );
+        // The first read (twice when its guess was wrong), then the
+        // hashing reads once.
+        assert_eq!(
+            fx.server.op_count(Op::Read),
+            (first_reads + 1) * (chunks(old.len()) + 1),
+            "slot {slot}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sftp_read_large_file_in_pipelined_chunks() {
     let fx = fixture(|b| b).await;
