@@ -1019,6 +1019,8 @@ impl SftpRemote<'_> {
         expect: Option<&str>,
     ) -> Result<StagedWrite, RemoteError> {
         if !self.posix_rename {
+            self.guess
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             return Err(RemoteError::Unsupported {
                 op: "write",
                 why: format!(
@@ -1056,10 +1058,10 @@ impl SftpRemote<'_> {
         like: &RemoteFile,
         expect: Option<&str>,
     ) -> Result<Option<StagedWrite>, RemoteError> {
-        if known.is_none()
-            && like.mode.is_some()
-            && self.guess.swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
+        // Taken whatever happens: only the first staging after the read may
+        // guess (later ones may have handles open beside them).
+        let guess = self.guess.swap(false, std::sync::atomic::Ordering::Relaxed);
+        if guess && known.is_none() && like.mode.is_some() {
             if let Some(staged) = self.stage_guessed(real, content, like, expect).await? {
                 return Ok(staged);
             }
@@ -1317,6 +1319,9 @@ impl SftpRemote<'_> {
             before,
             after,
         } = staged;
+        // Handles stay open from here on (the lock's reader): no guessing.
+        self.guess
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut st) = self.lock_state.lock() {
             st.verified = None;
         }
