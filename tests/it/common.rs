@@ -168,3 +168,27 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
     }
     out
 }
+
+/// Wait (up to 10 s) until no process's command line has held `needle` for
+/// 300 ms (a process caught between fork and exec is not missed); what is
+/// left then.
+pub fn wait_no_process_with(needle: &str) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut quiet_since = None;
+    loop {
+        let left = processes_with(needle);
+        if !left.is_empty() {
+            quiet_since = None;
+        } else if quiet_since
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed()
+            > Duration::from_millis(300)
+        {
+            return left;
+        }
+        if std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

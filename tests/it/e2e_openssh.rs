@@ -314,6 +314,18 @@ fn apply(
     (out, v)
 }
 
+/// An SFTP sshd with a 0600 config, an ed25519 client key, NEW beside it
+/// and a healthy endpoint listing both of NEW's models.
+fn apply_setup() -> (Sshd, Http, String, std::path::PathBuf, std::path::PathBuf) {
+    let s = Sshd::start(Options { sftp: true }).expect("sshd");
+    let h = http(&["qwen", "llama"]);
+    let cfg = config_file(&s, "config.yaml", 0o600);
+    let key = s.client_key("k", "ed25519", "", "").expect("client key");
+    let new = s.dir.path().join("new.yaml");
+    std::fs::write(&new, NEW).expect("new");
+    (s, h, cfg, key, new)
+}
+
 fn mode(p: &str) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).expect("meta").permissions().mode() & 0o7777
@@ -324,13 +336,8 @@ fn apply_rollback_and_named_rollback_against_openssh() {
     if !available() {
         return;
     }
-    let s = Sshd::start(Options { sftp: true }).expect("sshd");
-    let h = http(&["qwen", "llama"]);
+    let (s, h, cfg, key, new) = apply_setup();
     let base = h.standin.base_url();
-    let cfg = config_file(&s, "config.yaml", 0o600);
-    let key = s.client_key("k", "ed25519", "", "").expect("client key");
-    let new = s.dir.path().join("new.yaml");
-    std::fs::write(&new, NEW).expect("new");
 
     // A successful apply: backup and rewrite keep 0600.
     let (out, v) = apply(
@@ -628,13 +635,8 @@ fn primed_restart_runs_after_the_write_and_a_refused_run_leaves_no_shell() {
     if !available() {
         return;
     }
-    let s = Sshd::start(Options { sftp: true }).expect("sshd");
-    let h = http(&["qwen", "llama"]);
+    let (s, h, cfg, key, new) = apply_setup();
     let base = h.standin.base_url();
-    let cfg = config_file(&s, "config.yaml", 0o600);
-    let key = s.client_key("k", "ed25519", "", "").expect("client key");
-    let new = s.dir.path().join("new.yaml");
-    std::fs::write(&new, NEW).expect("new");
     let seen = s.dir.path().join("seen-by-restart");
     let restart = format!("cat '{cfg}' > '{}'", seen.display());
     let (out, v) = apply(
@@ -669,27 +671,12 @@ fn primed_restart_runs_after_the_write_and_a_refused_run_leaves_no_shell() {
     );
     assert_eq!(out.status.code(), Some(5), "{v}");
     // sshd closes the waiting shell's stdin when the connection ends: it
-    // exits without running the command. Wait until no process holds the
-    // tag for 300 ms, then look.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut quiet = None;
-    loop {
-        if crate::common::processes_with(&tag).is_empty() {
-            if quiet.get_or_insert_with(std::time::Instant::now).elapsed()
-                > std::time::Duration::from_millis(300)
-            {
-                break;
-            }
-        } else {
-            quiet = None;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a shell holding the restart is left: {:?}",
-            crate::common::processes_with(&tag)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // exits without running the command.
+    assert_eq!(
+        crate::common::wait_no_process_with(&tag),
+        Vec::<u32>::new(),
+        "a shell holding the restart is left"
+    );
     assert!(!ran.exists(), "the restart ran after a refused apply");
     assert_eq!(std::fs::read(&cfg).expect("cfg"), CONFIG);
 }

@@ -29,40 +29,17 @@ async fn sftp_read_returns_bytes_and_mode() {
 }
 
 /// The first read goes out with its open, on the handle guessed for the
-/// session's first open (slot 0, as OpenSSH names it). A server that names
-/// it otherwise gets the reads again on the real handle: the same bytes
-/// either way, and each time the config is left as it was.
-#[tokio::test]
-async fn sftp_first_read_on_a_guessed_handle_and_again_when_the_guess_is_wrong() {
-    let big: Vec<u8> = (0..3_000_017u32).map(|i| (i % 251) as u8).collect();
-    for (slot, rounds) in [(0u32, 1usize), (7, 2)] {
-        let fx = fixture(|b| b.first_handle_slot(slot)).await;
-        let cfg = fx.config("big.yaml", &big, 0o640);
-        let s = fx.session().await;
-        let r = sftp(&s, &path_str(&cfg)).await;
-        let f = r.read().await.expect("read");
-        assert_eq!(f.bytes, big, "slot {slot}");
-        assert_eq!(f.mode, Some(0o640));
-        // Chunks of 64 KiB plus the one past the end, once per round.
-        let per_round = big.len().div_ceil(64 * 1024) + 1;
-        assert_eq!(
-            fx.server.op_count(Op::Read),
-            per_round * rounds,
-            "slot {slot}"
-        );
-        assert_eq!(std::fs::read(&cfg).expect("cfg"), big);
-        assert_eq!(fx.listing(), vec!["big.yaml", "id_test", "known_hosts"]);
-    }
-}
-
-/// After a read whose guess was right, the staged write guesses its
-/// handles too (the temp's writes and the config's hashing reads ride with
-/// their opens); after a wrong guess it does not. Either way: the new bytes
+/// session's first open (slot 0, as OpenSSH names it); after a right guess
+/// the staged write guesses its handles too (the temp's writes and the
+/// config's hashing reads ride with their opens). A server that names
+/// handles otherwise gets the reads again on the real handle and a staged
+/// write the ordinary way. Either way: the same bytes read, the new bytes
 /// in place with the old mode, each chunk written once, no temp file left.
 #[tokio::test]
-async fn sftp_write_after_a_guessed_read_and_after_a_wrong_guess() {
-    let old: Vec<u8> = (0..2_000_003u32).map(|i| (i % 241) as u8).collect();
+async fn sftp_guessed_handles_for_the_first_read_and_write_and_a_wrong_guess() {
+    let old: Vec<u8> = (0..3_000_017u32).map(|i| (i % 251) as u8).collect();
     let new: Vec<u8> = (0..2_500_009u32).map(|i| (i % 239) as u8).collect();
+    // Chunks of 64 KiB (a read: plus the one past the end).
     let chunks = |n: usize| n.div_ceil(64 * 1024);
     for (slot, first_reads) in [(0u32, 1usize), (7, 2)] {
         let fx = fixture(|b| b.first_handle_slot(slot)).await;
@@ -70,6 +47,14 @@ async fn sftp_write_after_a_guessed_read_and_after_a_wrong_guess() {
         let s = fx.session().await;
         let r = sftp(&s, &path_str(&cfg)).await;
         let current = r.read().await.expect("read");
+        assert_eq!(current.bytes, old, "slot {slot}");
+        assert_eq!(current.mode, Some(0o640));
+        let per_read = chunks(old.len()) + 1;
+        assert_eq!(
+            fx.server.op_count(Op::Read),
+            per_read * first_reads,
+            "slot {slot}"
+        );
         let sha = swapcfg::pipeline::sha256_hex(&old);
         r.write(&new, &current, Some(&sha)).await.expect("write");
         assert_eq!(std::fs::read(&cfg).expect("cfg"), new, "slot {slot}");
@@ -80,11 +65,10 @@ async fn sftp_write_after_a_guessed_read_and_after_a_wrong_guess() {
             chunks(new.len()),
             "slot {slot}"
         );
-        // The first read (twice when its guess was wrong), then the
-        // hashing reads once.
+        // The hashing reads, once.
         assert_eq!(
             fx.server.op_count(Op::Read),
-            (first_reads + 1) * (chunks(old.len()) + 1),
+            per_read * (first_reads + 1),
             "slot {slot}"
         );
     }

@@ -39,6 +39,15 @@ const BUDGET: u32 = 5 + 2 + 1 + 1 + 1 + 1 + 1;
 /// the first), so a return to the old sequence fails here.
 const SLACK: Duration = Duration::from_millis(240);
 
+/// The `timings_ms` of `step` (none: `u64::MAX`).
+fn step_ms(rep: &pipeline::ApplyReport, step: Step) -> u64 {
+    rep.timings_ms
+        .iter()
+        .find(|(s, _)| *s == step)
+        .map(|(_, ms)| *ms)
+        .unwrap_or(u64::MAX)
+}
+
 struct Healthy;
 
 impl Hooks for Healthy {
@@ -143,22 +152,12 @@ async fn sftp_apply_stays_within_its_round_trip_budget() {
     // guessed handle), and so is the lock ∥ backup ∥ staged write (the
     // `write` timing counts from its start to the end of the commit: two);
     // one more would be RTT more.
-    let read_ms = rep
-        .timings_ms
-        .iter()
-        .find(|(s, _)| *s == Step::Read)
-        .map(|(_, ms)| *ms)
-        .unwrap_or(u64::MAX);
+    let read_ms = step_ms(&rep, Step::Read);
     assert!(
         read_ms <= (RTT + Duration::from_millis(40)).as_millis() as u64,
         "read took {read_ms} ms: more than one round trip"
     );
-    let write_ms = rep
-        .timings_ms
-        .iter()
-        .find(|(s, _)| *s == Step::Write)
-        .map(|(_, ms)| *ms)
-        .unwrap_or(u64::MAX);
+    let write_ms = step_ms(&rep, Step::Write);
     assert!(
         write_ms <= (RTT * 2 + Duration::from_millis(40)).as_millis() as u64,
         "lock ∥ backup ∥ staged write + commit took {write_ms} ms: more than two round trips"
