@@ -122,3 +122,34 @@ async fn a_run_that_never_restarts_leaves_no_waiting_shell_and_runs_nothing() {
         .collect();
     assert_eq!(left, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_starts_no_shell_on_the_host() {
+    let side = tempfile::tempdir().expect("tempdir");
+    let started = side.path().join("shell-started");
+    let prelude = format!(": > '{}'", path_str(&started));
+    let fx = fixture(|b| b.shell_prelude(&prelude)).await;
+    let cfg = path_str(&fx.config("config.yaml", OLD, 0o640));
+    let new = fx.dir.path().join("new.yaml");
+    std::fs::write(&new, NEW).expect("new");
+    let st = Standin::start(vec!["a".into(), "b".into()], None)
+        .await
+        .expect("standin");
+    let tag = format!("dry-gate-{}", std::process::id());
+    let restart = format!(": {tag}");
+    let out = output(apply(&fx, &new, &cfg, &restart, &st, &["--dry-run"])).await;
+    // 2: a change is planned, nothing done.
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&tag))
+        .await
+        .expect("join");
+    assert_eq!(left, Vec::<u32>::new());
+    assert!(!started.exists(), "a dry run started a shell on the host");
+    assert_eq!(fx.server.raw_exec_log(), Vec::<String>::new());
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD);
+}

@@ -189,9 +189,10 @@ pub async fn execute_watched(
             })
         }
     }
-    // This run restarts: the restart's shell starts beside the read.
+    // A run that may restart: the restart's shell starts beside the read
+    // (a dry run starts nothing on the host).
     let remote_opts = RemoteOptions {
-        prime_restart: true,
+        prime_restart: !job.dry_run,
         ..RemoteOptions::default()
     };
     let remote = match conn.remote(settings, remote_opts).await {
