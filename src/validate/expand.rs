@@ -826,7 +826,9 @@ pub(crate) fn warn_env_top(key: &str, v: &Value, report: &mut Report) {
 
 /// `env-macro` warnings for one model (its id included).
 pub(crate) fn warn_env_model(id: &str, m: &Value, report: &mut Report) {
-    warn_env_entry(id, m, &mut vec![Step::Key("models")], report);
+    let mut path = Vec::with_capacity(8);
+    path.push(Step::Key("models"));
+    warn_env_entry(id, m, &mut path, report);
 }
 
 /// Unknown `${name}` left after expansion, under the keys llama-swap knows.

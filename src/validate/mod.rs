@@ -180,6 +180,25 @@ fn count(node: &yaml::Node) -> usize {
     }
 }
 
+/// Bytes of the string mapping keys in the tree (what [`Positions`]'
+/// names will hold, but for the few keys that are not strings).
+fn key_bytes(node: &yaml::Node) -> usize {
+    match &node.kind {
+        yaml::Kind::Seq(items) => items.iter().map(key_bytes).sum(),
+        yaml::Kind::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| {
+                let key = match &k.kind {
+                    yaml::Kind::Str(s) => s.len(),
+                    _ => 0,
+                };
+                key + key_bytes(v)
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
 impl Positions {
     fn name(&self, n: &PosNode) -> &str {
         name_of(&self.names, n)
@@ -268,6 +287,9 @@ pub(crate) fn split_models(root: yaml::Node, pos: &mut Positions) -> Result<Spli
     pos.nodes.clear();
     pos.names.clear();
     pos.nodes.reserve_exact(count(&root));
+    // Grown once: reallocating a buffer this size frees a large block,
+    // which makes glibc consolidate every small free block first.
+    pos.names.reserve_exact(key_bytes(&root));
     pos.nodes.push(PosNode::default());
     let yaml::Node { kind, line, column } = root;
     let entries = match kind {

@@ -72,9 +72,33 @@ impl Sink {
 /// What the rules spanning models keep of one model (document order).
 #[derive(Default)]
 struct Facts {
-    aliases: Option<Value>,
     param_keys: Vec<String>,
     unlisted: bool,
+}
+
+/// The models' aliases, in one buffer (no allocation per alias kept to
+/// the end): (model in document order, index in its `aliases`, span).
+#[derive(Default)]
+struct AliasList {
+    text: String,
+    items: Vec<(u32, u32, u32, u32)>,
+}
+
+impl AliasList {
+    /// The string items of `model`'s `aliases`, with their indexes.
+    fn add(&mut self, doc: u32, model: &Value) {
+        let Some(Value::Array(items)) = get(model, "aliases") else {
+            return;
+        };
+        for (i, item) in items.iter().enumerate() {
+            if let Some(a) = item.as_str() {
+                let start = small(self.text.len());
+                self.text.push_str(a);
+                self.items
+                    .push((doc, small(i), start, small(self.text.len())));
+            }
+        }
+    }
 }
 
 fn small(n: usize) -> u32 {
@@ -86,7 +110,7 @@ fn small(n: usize) -> u32 {
 pub(crate) fn validate(schema: &Schema, split: Split, pos: &mut Positions) -> Option<Outcome> {
     let Split {
         top,
-        ids,
+        mut ids,
         mut nodes,
         slots,
         ranked,
@@ -126,6 +150,7 @@ pub(crate) fn validate(schema: &Schema, split: Split, pos: &mut Positions) -> Op
     let model_bools = expand::model_bool_fields();
     let mut facts: Vec<Facts> = Vec::with_capacity(ids.len());
     facts.resize_with(ids.len(), Facts::default);
+    let mut aliases_of = AliasList::default();
 
     for (rank, &doc) in ranked.iter().enumerate() {
         let (doc, rank32) = (doc as usize, small(rank));
@@ -193,9 +218,7 @@ pub(crate) fn validate(schema: &Schema, split: Split, pos: &mut Positions) -> Op
             .and_then(Value::as_object)
             .map(|k| k.keys().cloned().collect())
             .unwrap_or_default();
-        if let Value::Object(m) = &mut value {
-            fact.aliases = m.remove("aliases");
-        }
+        aliases_of.add(doc32, &value);
     }
     drop(nodes);
 
@@ -238,50 +261,59 @@ pub(crate) fn validate(schema: &Schema, split: Split, pos: &mut Positions) -> Op
         if ties(&sink, root_errors) {
             return None;
         }
-        let idset: HashSet<&str> = {
-            let mut set = HashSet::with_capacity(ids.len());
-            set.extend(ids.iter().map(String::as_str));
-            set
-        };
-        let mut aliases = sink.at(pos, (SEMANTIC, 0, 0, 0), |r| {
-            semantic::check_top(top, false, r);
-            semantic::check_aliases(
-                ids.iter()
-                    .zip(&facts)
-                    .map(|(id, f)| (id.as_str(), f.aliases.as_ref())),
-                ids.len(),
-                r,
-            )
-        });
-        for (rank, &doc) in ranked.iter().enumerate() {
-            let doc = doc as usize;
-            let (Some(id), Some(fact)) = (ids.get(doc), facts.get(doc)) else {
-                continue;
+        {
+            let idset: HashSet<&str> = {
+                let mut set = HashSet::with_capacity(ids.len());
+                set.extend(ids.iter().map(String::as_str));
+                set
             };
-            if fact.param_keys.is_empty() {
-                continue;
+            // Document order (models were read in sorted order; each one's
+            // aliases are together, in order).
+            aliases_of.items.sort_by_key(|item| item.0);
+            let AliasList { text, items } = &aliases_of;
+            let list = items.iter().filter_map(|&(doc, i, start, end)| {
+                let id = ids.get(doc as usize)?;
+                Some((
+                    id.as_str(),
+                    i as usize,
+                    text.get(start as usize..end as usize)?,
+                ))
+            });
+            let mut aliases = sink.at(pos, (SEMANTIC, 0, 0, 0), |r| {
+                semantic::check_top(top, false, r);
+                semantic::check_alias_list(list, ids.len(), r)
+            });
+            for (rank, &doc) in ranked.iter().enumerate() {
+                let doc = doc as usize;
+                let (Some(id), Some(fact)) = (ids.get(doc), facts.get(doc)) else {
+                    continue;
+                };
+                if fact.param_keys.is_empty() {
+                    continue;
+                }
+                sink.at(pos, (SEMANTIC, 3, small(rank), 1), |r| {
+                    semantic::check_set_params_by_id(
+                        id,
+                        fact.param_keys.iter(),
+                        &idset,
+                        &mut aliases,
+                        r,
+                    )
+                });
             }
-            sink.at(pos, (SEMANTIC, 3, small(rank), 1), |r| {
-                semantic::check_set_params_by_id(
-                    id,
-                    fact.param_keys.iter(),
-                    &idset,
-                    &mut aliases,
-                    r,
-                )
+            let names = Names {
+                models: &idset,
+                aliases: &aliases,
+            };
+            sink.at(pos, (SEMANTIC, 4, 0, 0), |r| {
+                semantic::check_references(top, &names, r)
             });
         }
-        let names = Names {
-            models: &idset,
-            aliases: &aliases,
-        };
-        sink.at(pos, (SEMANTIC, 4, 0, 0), |r| {
-            semantic::check_references(top, &names, r)
-        });
+        // The ids are not needed any more: they become the list.
         listed_models = ranked
             .iter()
             .filter(|&&doc| !facts.get(doc as usize).is_some_and(|f| f.unlisted))
-            .filter_map(|&doc| ids.get(doc as usize).cloned())
+            .filter_map(|&doc| ids.get_mut(doc as usize).map(mem::take))
             .collect();
     }
     let mut tagged: Vec<(Order, Finding)> = sink

@@ -368,20 +368,30 @@ pub(crate) fn check_aliases<'a>(
     count: usize,
     r: &mut Report,
 ) -> Aliases<'a> {
+    check_alias_list(
+        models.flat_map(|(id, list)| strs(list).map(move |(i, a)| (id, i, a))),
+        count,
+        r,
+    )
+}
+
+/// [`check_aliases`] over (model id, index in its `aliases`, alias), in
+/// document order.
+pub(crate) fn check_alias_list<'a>(
+    list: impl Iterator<Item = (&'a str, usize, &'a str)>,
+    count: usize,
+    r: &mut Report,
+) -> Aliases<'a> {
     let mut aliases = Aliases::with_capacity(count);
-    for (id, list) in models {
-        for (i, a) in strs(list) {
-            if let Some(owner) = aliases.get(a) {
-                r.error(
-                    &with(&p(&["models", id, "aliases"]), Seg::Index(i)),
-                    "duplicate-alias",
-                    format!(
-                        "duplicate alias {a} found in model: {id} (already an alias of {owner})"
-                    ),
-                );
-            } else {
-                aliases.insert(a, id);
-            }
+    for (id, i, a) in list {
+        if let Some(owner) = aliases.get(a) {
+            r.error(
+                &with(&p(&["models", id, "aliases"]), Seg::Index(i)),
+                "duplicate-alias",
+                format!("duplicate alias {a} found in model: {id} (already an alias of {owner})"),
+            );
+        } else {
+            aliases.insert(a, id);
         }
     }
     aliases
