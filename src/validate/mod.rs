@@ -180,22 +180,24 @@ fn count(node: &yaml::Node) -> usize {
     }
 }
 
-/// Bytes of the string mapping keys in the tree (what [`Positions`]'
-/// names will hold, but for the few keys that are not strings).
-fn key_bytes(node: &yaml::Node) -> usize {
+/// Values in the tree (as [`count`]) and bytes of its string mapping keys
+/// (what [`Positions`]' names will hold, but for the few keys that are not
+/// strings), in one walk.
+fn count_and_key_bytes(node: &yaml::Node) -> (usize, usize) {
     match &node.kind {
-        yaml::Kind::Seq(items) => items.iter().map(key_bytes).sum(),
-        yaml::Kind::Map(entries) => entries
-            .iter()
-            .map(|(k, v)| {
-                let key = match &k.kind {
-                    yaml::Kind::Str(s) => s.len(),
-                    _ => 0,
-                };
-                key + key_bytes(v)
-            })
-            .sum(),
-        _ => 0,
+        yaml::Kind::Seq(items) => items.iter().fold((1, 0), |(n, b), item| {
+            let (dn, db) = count_and_key_bytes(item);
+            (n + dn, b + db)
+        }),
+        yaml::Kind::Map(entries) => entries.iter().fold((1, 0), |(n, b), (k, v)| {
+            let key = match &k.kind {
+                yaml::Kind::Str(s) => s.len(),
+                _ => 0,
+            };
+            let (dn, db) = count_and_key_bytes(v);
+            (n + dn, b + key + db)
+        }),
+        _ => (1, 0),
     }
 }
 
@@ -286,10 +288,11 @@ pub(crate) fn split_models(root: yaml::Node, pos: &mut Positions) -> Result<Spli
     }
     pos.nodes.clear();
     pos.names.clear();
-    pos.nodes.reserve_exact(count(&root));
+    let (nodes, key_bytes) = count_and_key_bytes(&root);
+    pos.nodes.reserve_exact(nodes);
     // Grown once: reallocating a buffer this size frees a large block,
     // which makes glibc consolidate every small free block first.
-    pos.names.reserve_exact(key_bytes(&root));
+    pos.names.reserve_exact(key_bytes);
     pos.nodes.push(PosNode::default());
     let yaml::Node { kind, line, column } = root;
     let entries = match kind {
@@ -797,6 +800,17 @@ mod tests {
         let root = yaml::parse(&plain).unwrap_or_else(|e| panic!("{e:?}"));
         let split = split_models(root, &mut pos).unwrap_or_else(|_| panic!("splits"));
         assert!(permodel::validate(&v.schema, split, &mut pos).is_some());
+    }
+
+    #[test]
+    fn one_walk_counts_the_nodes_and_key_bytes() {
+        let src = "a: [1, {bb: 2}]\nccc: &x {d: 1}\ne: *x\n7: {ff: [g]}\n";
+        let root = yaml::parse(src).unwrap_or_else(|e| panic!("{e:?}"));
+        // Keys: a, bb, ccc, d, e, d (the alias's copy), ff; `7` is not a string.
+        assert_eq!(
+            count_and_key_bytes(&root),
+            (count(&root), 1 + 2 + 3 + 1 + 1 + 1 + 2)
+        );
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub struct Schema {
     model: Option<jsonschema::Validator>,
 }
 
-/// Root keywords that never look inside `models` beyond `properties.models`.
+/// Root keywords that never look inside `models` beyond `properties.models`
+/// and whose messages do not print the root (`minProperties` would).
 const ROOT_SPLITS: &[&str] = &[
     "$schema",
     "$id",
@@ -30,8 +31,6 @@ const ROOT_SPLITS: &[&str] = &[
     "properties",
     "required",
     "additionalProperties",
-    "minProperties",
-    "maxProperties",
     "definitions",
 ];
 /// Keywords of `properties.models` that leave each model to its own schema.
@@ -199,6 +198,7 @@ mod tests {
             serde_json::json!({"properties": {"models": {"type": "object", "additionalProperties": {"$ref": "#/definitions/m"}}}}),
             serde_json::json!({"properties": {"models": {"type": "object", "additionalProperties": false}}}),
             serde_json::json!({"properties": {}}),
+            serde_json::json!({"properties": {"models": models}, "maxProperties": 3}),
         ] {
             assert!(!with(root.clone()), "{root}");
         }
