@@ -251,7 +251,6 @@ pub(crate) fn validate(schema: &Schema, split: Split, pos: &mut Positions) -> Op
     } else {
         ALL
     };
-    debug_assert!(last != ALL || expanding);
     let mut listed_models = Vec::new();
     if last == ALL {
         let empty = Map::new();
