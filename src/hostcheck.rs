@@ -369,10 +369,7 @@ pub fn plan(source: &[u8]) -> Plan {
     }
     let mut pos = Positions::default();
     let raw = to_json(root, &mut pos);
-    let mut report = Report {
-        pos: &pos,
-        findings: Vec::new(),
-    };
+    let mut report = Report::new(&pos);
     let Some(config) = expand::expand(raw, &mut report) else {
         return plan;
     };

@@ -1,5 +1,5 @@
 //! `Validator::validate` on arbitrary bytes: never panics, is deterministic,
-//! and every finding carries a rule, a `$`-path and a position inside the
+//! gives the same findings as `validate_whole_document`, and every finding carries a rule, a `$`-path and a position inside the
 //! input (1-based line and column).
 #![no_main]
 
@@ -19,6 +19,16 @@ fuzz_target!(|data: &[u8]| {
     let b = v.validate(data);
     assert_eq!(a.findings, b.findings, "validate is not deterministic");
     assert_eq!(a.listed_models, b.listed_models, "listed models differ");
+    // One model at a time gives the whole-document path's findings.
+    let whole = v.validate_whole_document(data);
+    assert_eq!(
+        a.findings, whole.findings,
+        "per-model and whole-document findings differ"
+    );
+    assert_eq!(
+        a.listed_models, whole.listed_models,
+        "per-model and whole-document lists differ"
+    );
     // YAML line breaks are \n, \r\n and a lone \r: never more lines than
     // \n and \r together, plus one.
     let breaks = data.iter().filter(|&&c| c == b'\n' || c == b'\r').count();

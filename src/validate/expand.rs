@@ -93,7 +93,39 @@ pub const MODEL_KEYS: &[&str] = &[
     "healthCheckTimeout",
 ];
 
-type MacroList = Vec<(String, Value)>;
+pub(crate) type MacroList = Vec<(String, Value)>;
+
+/// The top-level `macros:`, checked (errors reported), in declaration order.
+pub(crate) fn global_macros(top: &Map<String, Value>, report: &mut Report) -> MacroList {
+    macro_list(top.get("macros"), &p(&["macros"]), "", report)
+}
+
+/// A model's own `macros:`, checked, when it declares any; an error when
+/// the model is neither a mapping nor empty.
+pub(crate) fn model_macros_of(id: &str, m: &Value, report: &mut Report) -> Option<MacroList> {
+    match m {
+        Value::Object(mm) => mm.get("macros").map(|macros| {
+            macro_list(
+                Some(macros),
+                &p(&["models", id, "macros"]),
+                &format!("model {id}: "),
+                report,
+            )
+        }),
+        Value::Null => None,
+        _ => {
+            report.error(
+                &p(&["models", id]),
+                "model-not-mapping",
+                format!(
+                    "model {id:?} must be a mapping of settings (cmd, proxy, …), not {}",
+                    kind(m)
+                ),
+            );
+            None
+        }
+    }
+}
 
 /// Expand `raw` as the loader does. `None` when the loader would fail.
 /// Consumes `raw`: the expanded config reuses its values.
@@ -102,32 +134,13 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
     warn_env(&raw, &mut Vec::new(), report);
     let Value::Object(top) = raw else { return None };
 
-    let globals = macro_list(top.get("macros"), &p(&["macros"]), "", report);
+    let globals = global_macros(&top, report);
     // Only the models that declare macros: the others have none.
     let mut model_macros: HashMap<String, MacroList> = HashMap::new();
     if let Some(Value::Object(models)) = top.get("models") {
         for (id, m) in models {
-            match m {
-                Value::Object(mm) => {
-                    if let Some(macros) = mm.get("macros") {
-                        let list = macro_list(
-                            Some(macros),
-                            &p(&["models", id, "macros"]),
-                            &format!("model {id}: "),
-                            report,
-                        );
-                        model_macros.insert(id.clone(), list);
-                    }
-                }
-                Value::Null => {}
-                _ => report.error(
-                    &p(&["models", id]),
-                    "model-not-mapping",
-                    format!(
-                        "model {id:?} must be a mapping of settings (cmd, proxy, …), not {}",
-                        kind(m)
-                    ),
-                ),
+            if let Some(list) = model_macros_of(id, m, report) {
+                model_macros.insert(id.clone(), list);
             }
         }
     }
@@ -144,27 +157,79 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
         if k == "macros" {
             continue;
         }
-        if k == "peers" {
-            // The loader decodes (and URL-checks) a peer's `proxy` as
-            // written; global macros reach only `apiKey` and `filters`.
-            if let Value::Object(peers) = &mut v {
-                for peer in peers.values_mut() {
-                    if let Value::Object(fields) = peer {
-                        for (name, field) in fields.iter_mut() {
-                            if name == "apiKey" || name == "filters" {
-                                substitute(field, &[&global_slugs]);
-                            }
+        if k != "models" {
+            expand_top_value(&k, &mut v, &global_slugs);
+        }
+        out.insert(k, v);
+    }
+    let start_port = start_port(&out, report)?;
+
+    // Per model (map order): may a string of it still hold `${`? Those that
+    // cannot are skipped by `check_macro_uses` (no second walk of them).
+    let mut uses_left: Vec<bool> = Vec::new();
+    if let Some(Value::Object(models)) = out.get_mut("models") {
+        uses_left = vec![false; models.len()];
+        let mut sorted: Vec<(usize, &String, &mut Value)> = models
+            .iter_mut()
+            .enumerate()
+            .map(|(i, (id, m))| (i, id, m))
+            .collect();
+        sorted.sort_unstable_by(|a, b| a.1.cmp(b.1));
+        let mut next_port = start_port;
+        let model_bools = model_bool_fields();
+        for (index, id, model) in sorted {
+            let Value::Object(fields) = model else {
+                continue;
+            };
+            let ctx = ModelContext {
+                globals: &globals,
+                global_slugs: &global_slugs,
+                own: model_macros.get(id.as_str()),
+                model_bools: &model_bools,
+            };
+            let flag = expand_model(id, fields, &ctx, &mut next_port, report)?;
+            if let Some(slot) = uses_left.get_mut(index) {
+                *slot = flag;
+            }
+        }
+    }
+
+    let mut expanded = Value::Object(out);
+    // Those of the models are done.
+    coerce_bools(&mut expanded, &top_bool_fields());
+    let before = report.findings.len();
+    check_macro_uses(&expanded, &uses_left, report);
+    if report.findings.len() > before {
+        return None;
+    }
+    Some(expanded)
+}
+
+/// Global macros applied to one top-level value other than `models` (as
+/// the loader does: a peer's `proxy` is decoded and URL-checked as written,
+/// global macros reach only its `apiKey` and `filters`).
+pub(crate) fn expand_top_value(key: &str, v: &mut Value, global_slugs: &[Slug]) {
+    if key == "peers" {
+        if let Value::Object(peers) = v {
+            for peer in peers.values_mut() {
+                if let Value::Object(fields) = peer {
+                    for (name, field) in fields.iter_mut() {
+                        if name == "apiKey" || name == "filters" {
+                            substitute(field, &[global_slugs]);
                         }
                     }
                 }
             }
-        } else if k != "models" {
-            substitute(&mut v, &[&global_slugs]);
         }
-        out.insert(k, v);
+    } else {
+        substitute(v, &[global_slugs]);
     }
+}
 
-    let start_port = match out.get("startPort") {
+/// `startPort` of the expanded top level (5800 when unset); `None`, with an
+/// error, when the loader refuses it.
+pub(crate) fn start_port(top: &Map<String, Value>, report: &mut Report) -> Option<i64> {
+    let start_port = match top.get("startPort") {
         None | Some(Value::Null) => 5800,
         Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or(0),
         Some(other) => {
@@ -184,139 +249,163 @@ pub fn expand(raw: Value, report: &mut Report) -> Option<Value> {
         );
         return None;
     }
+    Some(start_port)
+}
 
-    // Per model (map order): may a string of it still hold `${`? Those that
-    // cannot are skipped by `check_macro_uses` (no second walk of them).
-    let mut uses_left: Vec<bool> = Vec::new();
-    if let Some(Value::Object(models)) = out.get_mut("models") {
-        uses_left = vec![false; models.len()];
-        let mut sorted: Vec<(usize, &String, &mut Value)> = models
-            .iter_mut()
-            .enumerate()
-            .map(|(i, (id, m))| (i, id, m))
-            .collect();
-        sorted.sort_unstable_by(|a, b| a.1.cmp(b.1));
-        let mut next_port = start_port;
-        // The bool fields of a model, coerced while it is at hand.
-        let model_bools: Vec<&[&str]> = BOOL_FIELDS
-            .iter()
-            .filter_map(|p| match p {
-                ["models", "*", rest @ ..] => Some(rest),
-                _ => None,
-            })
-            .collect();
-        for (index, id, model) in sorted {
-            let Value::Object(model) = model else {
-                continue;
-            };
-            if model.keys().any(|k| k == "macros") {
-                model.remove("macros");
-            }
-            for field in ["cmd", "cmdStop"] {
-                if let Some(Value::String(s)) = field_mut(model, field) {
-                    if s.contains('#') {
-                        *s = strip_comments(s);
-                    }
-                }
-            }
-            // The default proxy is set below, once `${PORT}` is known: no
-            // macro can change it (`PORT` is a reserved macro name).
-            let default_proxy = matches!(field_of(model, "proxy"), None | Some(Value::Null));
-            // Applied last-declared first: the model's own macros (which
-            // override global ones in place), the globals, then `MODEL_ID`.
-            let merged;
-            let model_id;
-            let lists: [&[Slug]; 2] = match model_macros.get(id.as_str()) {
-                Some(own) => {
-                    merged = slugs(&merge_macros(id, &globals, own));
-                    [&merged, &[]]
-                }
-                None => {
-                    model_id = [Slug {
-                        slug: Cow::Borrowed("${MODEL_ID}"),
-                        text: Cow::Borrowed(id),
-                        value: None,
-                    }];
-                    [&global_slugs, &model_id]
-                }
-            };
-            let mut value = Value::Object(std::mem::take(model));
-            substitute(&mut value, &lists);
-            if !substitute_param_keys(&mut value, &lists, id, report) {
-                return None;
-            }
-            let cmd_port = get(&value, "cmd")
-                .and_then(Value::as_str)
-                .is_some_and(|c| c.contains("${PORT}"));
-            let proxy_port = default_proxy
-                || get(&value, "proxy")
-                    .and_then(Value::as_str)
-                    .is_some_and(|c| c.contains("${PORT}"));
-            if proxy_port && !cmd_port {
-                report.error(
-                    &p(&["models", id, "proxy"]),
-                    "proxy-port-without-cmd",
-                    format!("model {id}: proxy uses ${{PORT}} but cmd does not - ${{PORT}} is only available when used in cmd (add --port ${{PORT}} to cmd, or give proxy a fixed port)"),
-                );
-                return None;
-            }
-            if cmd_port {
-                if default_proxy {
-                    if let Value::Object(m) = &mut value {
-                        let url = DEFAULT_PROXY.replace("${PORT}", &next_port.to_string());
-                        m.insert("proxy".into(), Value::String(url));
-                    }
-                }
-                let port = [Slug {
-                    slug: Cow::Borrowed("${PORT}"),
-                    // Go's `%v` of the number.
-                    text: Cow::Owned(next_port.to_string()),
-                    value: Some(Value::from(next_port)),
-                }];
-                substitute(&mut value, &[&port]);
-                if !substitute_param_keys(&mut value, &[&port], id, report) {
-                    return None;
-                }
-                next_port += 1;
-            }
-            if let Some(keys) = get(&value, "filters")
-                .and_then(|f| get(f, "setParamsByID"))
-                .and_then(Value::as_object)
-            {
-                if let Some(k) = keys.keys().find(|k| MACRO_USE.is_match(k)) {
-                    report.error(
-                        &p(&["models", id, "filters", "setParamsByID"]),
-                        "unknown-macro",
-                        format!("unknown macro in model {id} filters.setParamsByID key {k:?}"),
-                    );
-                    return None;
-                }
-            }
-            coerce_bools(&mut value, &model_bools);
-            if let Some(flag) = uses_left.get_mut(index) {
-                *flag = mentions_macro(&value);
-            }
-            *model = match value {
-                Value::Object(m) => m,
-                _ => Map::new(),
-            };
-        }
-    }
+/// The bool fields of a model (the `models.*.…` ones, without that prefix).
+pub(crate) fn model_bool_fields() -> Vec<&'static [&'static str]> {
+    BOOL_FIELDS
+        .iter()
+        .filter_map(|p| match p {
+            ["models", "*", rest @ ..] => Some(rest),
+            _ => None,
+        })
+        .collect()
+}
 
-    let mut expanded = Value::Object(out);
-    // Those of the models are done.
-    let top_bools: Vec<&[&str]> = BOOL_FIELDS
+/// The bool fields outside `models`.
+pub(crate) fn top_bool_fields() -> Vec<&'static [&'static str]> {
+    BOOL_FIELDS
         .iter()
         .copied()
         .filter(|p| p.first() != Some(&"models"))
-        .collect();
-    coerce_bools(&mut expanded, &top_bools);
-    let before = report.findings.len();
-    check_macro_uses(&expanded, &uses_left, report);
-    if report.findings.len() > before {
+        .collect()
+}
+
+/// Coerce the YAML 1.1 bool strings at `paths` (see [`coerce_bools`]).
+pub(crate) fn coerce_bool_fields(v: &mut Value, paths: &[&[&str]]) {
+    coerce_bools(v, paths);
+}
+
+/// What expanding one model needs besides the model.
+pub(crate) struct ModelContext<'a> {
+    pub globals: &'a MacroList,
+    pub global_slugs: &'a [Slug<'static>],
+    /// The model's own `macros:`, when it declares any.
+    pub own: Option<&'a MacroList>,
+    pub model_bools: &'a [&'static [&'static str]],
+}
+
+/// Expand one model (a mapping) in place, as the loader does, numbering
+/// `${PORT}` from `next_port`. `None` (with an error) when the loader stops
+/// here; otherwise whether a string of the model may still hold `${`.
+pub(crate) fn expand_model(
+    id: &str,
+    model: &mut Map<String, Value>,
+    ctx: &ModelContext,
+    next_port: &mut i64,
+    report: &mut Report,
+) -> Option<bool> {
+    if model.keys().any(|k| k == "macros") {
+        model.remove("macros");
+    }
+    for field in ["cmd", "cmdStop"] {
+        if let Some(Value::String(s)) = field_mut(model, field) {
+            if s.contains('#') {
+                *s = strip_comments(s);
+            }
+        }
+    }
+    // The default proxy is set below, once `${PORT}` is known: no
+    // macro can change it (`PORT` is a reserved macro name).
+    let default_proxy = matches!(field_of(model, "proxy"), None | Some(Value::Null));
+    // Applied last-declared first: the model's own macros (which
+    // override global ones in place), the globals, then `MODEL_ID`.
+    let merged;
+    let model_id;
+    let lists: [&[Slug]; 2] = match ctx.own {
+        Some(own) => {
+            merged = slugs(&merge_macros(id, ctx.globals, own));
+            [&merged, &[]]
+        }
+        None => {
+            model_id = [Slug {
+                slug: Cow::Borrowed("${MODEL_ID}"),
+                text: Cow::Borrowed(id),
+                value: None,
+            }];
+            [ctx.global_slugs, &model_id]
+        }
+    };
+    let mut value = Value::Object(std::mem::take(model));
+    let result = expand_model_value(
+        id,
+        &mut value,
+        &lists,
+        default_proxy,
+        ctx,
+        next_port,
+        report,
+    );
+    *model = match value {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    result
+}
+
+fn expand_model_value(
+    id: &str,
+    value: &mut Value,
+    lists: &[&[Slug]; 2],
+    default_proxy: bool,
+    ctx: &ModelContext,
+    next_port: &mut i64,
+    report: &mut Report,
+) -> Option<bool> {
+    substitute(value, lists);
+    if !substitute_param_keys(value, lists, id, report) {
         return None;
     }
-    Some(expanded)
+    let cmd_port = get(value, "cmd")
+        .and_then(Value::as_str)
+        .is_some_and(|c| c.contains("${PORT}"));
+    let proxy_port = default_proxy
+        || get(value, "proxy")
+            .and_then(Value::as_str)
+            .is_some_and(|c| c.contains("${PORT}"));
+    if proxy_port && !cmd_port {
+        report.error(
+            &p(&["models", id, "proxy"]),
+            "proxy-port-without-cmd",
+            format!("model {id}: proxy uses ${{PORT}} but cmd does not - ${{PORT}} is only available when used in cmd (add --port ${{PORT}} to cmd, or give proxy a fixed port)"),
+        );
+        return None;
+    }
+    if cmd_port {
+        if default_proxy {
+            if let Value::Object(m) = value {
+                let url = DEFAULT_PROXY.replace("${PORT}", &next_port.to_string());
+                m.insert("proxy".into(), Value::String(url));
+            }
+        }
+        let port = [Slug {
+            slug: Cow::Borrowed("${PORT}"),
+            // Go's `%v` of the number.
+            text: Cow::Owned(next_port.to_string()),
+            value: Some(Value::from(*next_port)),
+        }];
+        substitute(value, &[&port]);
+        if !substitute_param_keys(value, &[&port], id, report) {
+            return None;
+        }
+        *next_port += 1;
+    }
+    if let Some(keys) = get(value, "filters")
+        .and_then(|f| get(f, "setParamsByID"))
+        .and_then(Value::as_object)
+    {
+        if let Some(k) = keys.keys().find(|k| MACRO_USE.is_match(k)) {
+            report.error(
+                &p(&["models", id, "filters", "setParamsByID"]),
+                "unknown-macro",
+                format!("unknown macro in model {id} filters.setParamsByID key {k:?}"),
+            );
+            return None;
+        }
+    }
+    coerce_bools(value, ctx.model_bools);
+    Some(mentions_macro(value))
 }
 
 /// The fields llama-swap decodes into a Go `bool` (`*` = any key): the
@@ -473,7 +562,7 @@ fn go_text(v: &Value) -> String {
 }
 
 /// A macro ready to apply: `${name}`, its value as text, and its value.
-struct Slug<'a> {
+pub(crate) struct Slug<'a> {
     slug: Cow<'a, str>,
     text: Cow<'a, str>,
     /// `None`: the value is the string `text` (as is `Some` of a string).
@@ -481,7 +570,7 @@ struct Slug<'a> {
 }
 
 /// `macros` in the order llama-swap applies them: last-declared first.
-fn slugs(macros: &[(String, Value)]) -> Vec<Slug<'static>> {
+pub(crate) fn slugs(macros: &[(String, Value)]) -> Vec<Slug<'static>> {
     macros
         .iter()
         .rev()
@@ -703,16 +792,43 @@ fn warn_env<'a>(v: &'a Value, path: &mut Vec<Step<'a>>, report: &mut Report) {
         }
         Value::Object(m) => {
             for (k, item) in m {
-                path.push(Step::Key(k));
-                if k.contains("${env.") {
-                    warn_env_in(k, path, report);
-                }
-                warn_env(item, path, report);
-                path.pop();
+                warn_env_entry(k, item, path, report);
             }
         }
         _ => {}
     }
+}
+
+/// [`warn_env`] for the entry `key: item` of the mapping at `path`.
+fn warn_env_entry<'a>(
+    key: &'a str,
+    item: &'a Value,
+    path: &mut Vec<Step<'a>>,
+    report: &mut Report,
+) {
+    path.push(Step::Key(key));
+    if key.contains("${env.") {
+        warn_env_in(key, path, report);
+    }
+    warn_env(item, path, report);
+    path.pop();
+}
+
+/// `env-macro` warnings for one top-level entry (for `models`, its key only).
+pub(crate) fn warn_env_top(key: &str, v: &Value, report: &mut Report) {
+    if key == "models" {
+        let empty = Value::Object(Map::new());
+        warn_env_entry(key, &empty, &mut Vec::new(), report);
+    } else {
+        warn_env_entry(key, v, &mut Vec::new(), report);
+    }
+}
+
+/// `env-macro` warnings for one model (its id included).
+pub(crate) fn warn_env_model(id: &str, m: &Value, report: &mut Report) {
+    let mut path = Vec::with_capacity(8);
+    path.push(Step::Key("models"));
+    warn_env_entry(id, m, &mut path, report);
 }
 
 /// Unknown `${name}` left after expansion, under the keys llama-swap knows.
@@ -731,52 +847,68 @@ fn mentions_macro(v: &Value) -> bool {
 fn check_macro_uses(v: &Value, uses_left: &[bool], report: &mut Report) {
     let Value::Object(top) = v else { return };
     for (k, value) in top {
-        if !TOP_LEVEL_KEYS.contains(&k.as_str()) {
-            continue;
-        }
         if k == "models" {
             if let Value::Object(models) = value {
                 for (i, (id, m)) in models.iter().enumerate() {
-                    if !uses_left.get(i).copied().unwrap_or(true) {
-                        continue;
-                    }
-                    if let Value::Object(fields) = m {
-                        for (field, fv) in fields {
-                            let mut path =
-                                vec![Step::Key("models"), Step::Key(id), Step::Key(field)];
-                            find_macros(
-                                fv,
-                                &mut path,
-                                field == "cmdStop",
-                                &|| format!("{id}.{field}"),
-                                report,
-                            );
-                        }
-                    }
-                }
-            }
-        } else if k == "peers" {
-            // A peer's `proxy` is URL-checked as written (the `peer` rule).
-            if let Value::Object(peers) = value {
-                for (pid, peer) in peers {
-                    let Value::Object(fields) = peer else {
-                        continue;
-                    };
-                    for (field, fv) in fields.iter().filter(|(f, _)| *f != "proxy") {
-                        let mut path = vec![Step::Key("peers"), Step::Key(pid), Step::Key(field)];
-                        find_macros(
-                            fv,
-                            &mut path,
-                            false,
-                            &|| format!("peers.{pid}.{field}"),
-                            report,
-                        );
+                    if uses_left.get(i).copied().unwrap_or(true) {
+                        check_macro_uses_model(id, m, report);
                     }
                 }
             }
         } else {
-            find_macros(value, &mut vec![Step::Key(k)], false, &|| k.clone(), report);
+            check_macro_uses_top(k, value, report);
         }
+    }
+}
+
+/// Unknown `${name}` left in one expanded model.
+pub(crate) fn check_macro_uses_model(id: &str, m: &Value, report: &mut Report) {
+    if let Value::Object(fields) = m {
+        for (field, fv) in fields {
+            let mut path = vec![Step::Key("models"), Step::Key(id), Step::Key(field)];
+            find_macros(
+                fv,
+                &mut path,
+                field == "cmdStop",
+                &|| format!("{id}.{field}"),
+                report,
+            );
+        }
+    }
+}
+
+/// Unknown `${name}` left in one top-level entry other than `models`.
+pub(crate) fn check_macro_uses_top(k: &str, value: &Value, report: &mut Report) {
+    if !TOP_LEVEL_KEYS.contains(&k) || k == "models" {
+        return;
+    }
+    if k == "peers" {
+        // A peer's `proxy` is URL-checked as written (the `peer` rule).
+        if let Value::Object(peers) = value {
+            for (pid, peer) in peers {
+                let Value::Object(fields) = peer else {
+                    continue;
+                };
+                for (field, fv) in fields.iter().filter(|(f, _)| *f != "proxy") {
+                    let mut path = vec![Step::Key("peers"), Step::Key(pid), Step::Key(field)];
+                    find_macros(
+                        fv,
+                        &mut path,
+                        false,
+                        &|| format!("peers.{pid}.{field}"),
+                        report,
+                    );
+                }
+            }
+        }
+    } else {
+        find_macros(
+            value,
+            &mut vec![Step::Key(k)],
+            false,
+            &|| k.to_string(),
+            report,
+        );
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod expand;
 pub mod gourl;
+mod permodel;
 pub mod schema;
 pub mod semantic;
 pub mod yaml;
@@ -179,6 +180,27 @@ fn count(node: &yaml::Node) -> usize {
     }
 }
 
+/// Values in the tree (as [`count`]) and bytes of its string mapping keys
+/// (what [`Positions`]' names will hold, but for the few keys that are not
+/// strings), in one walk.
+fn count_and_key_bytes(node: &yaml::Node) -> (usize, usize) {
+    match &node.kind {
+        yaml::Kind::Seq(items) => items.iter().fold((1, 0), |(n, b), item| {
+            let (dn, db) = count_and_key_bytes(item);
+            (n + dn, b + db)
+        }),
+        yaml::Kind::Map(entries) => entries.iter().fold((1, 0), |(n, b), (k, v)| {
+            let key = match &k.kind {
+                yaml::Kind::Str(s) => s.len(),
+                _ => 0,
+            };
+            let (dn, db) = count_and_key_bytes(v);
+            (n + dn, b + key + db)
+        }),
+        _ => (1, 0),
+    }
+}
+
 impl Positions {
     fn name(&self, n: &PosNode) -> &str {
         name_of(&self.names, n)
@@ -234,6 +256,153 @@ pub fn to_json(node: yaml::Node, pos: &mut Positions) -> Value {
     let value = build(node, 0, pos, Room::Root);
     pos.names.shrink_to_fit();
     value
+}
+
+/// A document whose `models:` is a non-empty mapping, converted but for the
+/// models' values (see [`permodel`]).
+pub(crate) struct Split {
+    /// The top level; `models` holds an empty mapping (in its place).
+    pub top: Map<String, Value>,
+    /// Model ids and their values, in document order.
+    pub ids: Vec<String>,
+    pub nodes: Vec<yaml::Node>,
+    /// Slot of each model (document order) in the positions.
+    pub slots: Vec<usize>,
+    /// Document indexes of the models in sorted-id order.
+    pub ranked: Vec<u32>,
+}
+
+/// Split `root` for [`permodel`]: positions for all but the inside of the
+/// models (filled by [`model_to_json`]); `Err(root)` when the document is
+/// not a mapping with a non-empty `models:` mapping.
+pub(crate) fn split_models(root: yaml::Node, pos: &mut Positions) -> Result<Split, yaml::Node> {
+    let is_models = |k: &yaml::Node| matches!(&k.kind, yaml::Kind::Str(s) if s == "models");
+    let applies = match &root.kind {
+        yaml::Kind::Map(entries) => entries
+            .iter()
+            .any(|(k, v)| is_models(k) && matches!(&v.kind, yaml::Kind::Map(m) if !m.is_empty())),
+        _ => false,
+    };
+    if !applies {
+        return Err(root);
+    }
+    pos.nodes.clear();
+    pos.names.clear();
+    let (nodes, key_bytes) = count_and_key_bytes(&root);
+    pos.nodes.reserve_exact(nodes);
+    // Grown once: reallocating a buffer this size frees a large block,
+    // which makes glibc consolidate every small free block first.
+    pos.names.reserve_exact(key_bytes);
+    pos.nodes.push(PosNode::default());
+    let yaml::Node { kind, line, column } = root;
+    let entries = match kind {
+        yaml::Kind::Map(entries) => entries,
+        other => {
+            return Err(yaml::Node {
+                kind: other,
+                line,
+                column,
+            })
+        }
+    };
+    let children = entries.len();
+    let first = 1;
+    pos.nodes.resize(first + children, PosNode::default());
+    if let Some(n) = pos.nodes.get_mut(0) {
+        n.line = small(line);
+        n.column = small(column);
+        n.first_child = small(first);
+        n.set_shape(PosKind::Map, small(children));
+    }
+    let mut top = if children > 8 {
+        Map::with_capacity(children)
+    } else {
+        Map::new()
+    };
+    let mut split = Split {
+        top: Map::new(),
+        ids: Vec::new(),
+        nodes: Vec::new(),
+        slots: Vec::new(),
+        ranked: Vec::new(),
+    };
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        let (key_line, key_column) = (small(k.line), small(k.column));
+        let models = is_models(&k);
+        let key = k.into_key_text();
+        if let Some(n) = pos.nodes.get_mut(first + i) {
+            n.name_start = small(pos.names.len());
+            n.name_len = small(key.len());
+            n.key_line = key_line;
+            n.key_column = key_column;
+        }
+        pos.names.push_str(&key);
+        let value = match v.kind {
+            yaml::Kind::Map(models_entries) if models => {
+                let n = models_entries.len();
+                let mfirst = pos.nodes.len();
+                pos.nodes.resize(mfirst + n, PosNode::default());
+                if let Some(node) = pos.nodes.get_mut(first + i) {
+                    node.line = small(v.line);
+                    node.column = small(v.column);
+                    node.first_child = small(mfirst);
+                    node.set_shape(PosKind::Map, small(n));
+                }
+                let mut key_at = Vec::with_capacity(n);
+                split.ids.reserve_exact(n);
+                split.nodes.reserve_exact(n);
+                for (mk, mv) in models_entries {
+                    key_at.push((small(mk.line), small(mk.column)));
+                    split.ids.push(mk.into_key_text());
+                    split.nodes.push(mv);
+                }
+                let ids = &split.ids;
+                let mut ranked: Vec<u32> = (0..small(n)).collect();
+                ranked.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
+                split.slots = vec![0; n];
+                // The block is laid out sorted, as `build` sorts it.
+                for (rank, &doc) in ranked.iter().enumerate() {
+                    let doc = doc as usize;
+                    split.slots[doc] = mfirst + rank;
+                    let (kl, kc) = key_at[doc];
+                    let (vl, vc) = (small(split.nodes[doc].line), small(split.nodes[doc].column));
+                    if let Some(node) = pos.nodes.get_mut(mfirst + rank) {
+                        node.name_start = small(pos.names.len());
+                        node.name_len = small(ids[doc].len());
+                        node.key_line = kl;
+                        node.key_column = kc;
+                        node.line = vl;
+                        node.column = vc;
+                    }
+                    pos.names.push_str(&ids[doc]);
+                }
+                split.ranked = ranked;
+                Value::Object(Map::new())
+            }
+            kind => build(
+                yaml::Node {
+                    kind,
+                    line: v.line,
+                    column: v.column,
+                },
+                first + i,
+                pos,
+                Room::Other,
+            ),
+        };
+        top.insert(key, value);
+    }
+    let Positions { nodes, names } = pos;
+    if let Some(block) = nodes.get_mut(first..first + children) {
+        block.sort_unstable_by(|a, b| name_of(names, a).cmp(name_of(names, b)));
+    }
+    split.top = top;
+    Ok(split)
+}
+
+/// Convert one model of a [`Split`] into its slot of the positions.
+pub(crate) fn model_to_json(node: yaml::Node, slot: usize, pos: &mut Positions) -> Value {
+    build(node, slot, pos, Room::Model)
 }
 
 /// Where a mapping is, for the room [`build`] gives it.
@@ -334,10 +503,30 @@ pub(crate) fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.as_object().and_then(|m| field_of(m, key))
 }
 
+/// Where a finding falls in the order the whole-document checks emit
+/// them: (phase, then up to three ranks inside it); see [`permodel`].
+pub(crate) type Order = (u8, u32, u32, u32);
+
 /// Collects findings with positions resolved.
 pub struct Report<'a> {
     pub pos: &'a Positions,
     pub findings: Vec<Finding>,
+    /// [`Report::order`] of each finding, when it was pushed.
+    pub(crate) orders: Vec<Order>,
+    /// The order of the findings pushed now.
+    pub(crate) order: Order,
+}
+
+impl<'a> Report<'a> {
+    /// An empty report locating findings with `pos`.
+    pub fn new(pos: &'a Positions) -> Report<'a> {
+        Report {
+            pos,
+            findings: Vec::new(),
+            orders: Vec::new(),
+            order: (0, 0, 0, 0),
+        }
+    }
 }
 
 impl Report<'_> {
@@ -358,6 +547,7 @@ impl Report<'_> {
             rule: rule.to_string(),
             message,
         });
+        self.orders.push(self.order);
     }
 
     /// An error located at the value of `path`.
@@ -405,82 +595,71 @@ impl Validator {
     }
 
     /// Validate config bytes. Pure.
+    ///
+    /// When the schema allows it (the embedded one does), the models are
+    /// validated one at a time ([`permodel`]), with the same findings as
+    /// [`Validator::validate_whole_document`].
     pub fn validate(&self, source: &[u8]) -> Outcome {
-        let empty = Positions::default();
-        let mut report = Report {
-            pos: &empty,
-            findings: Vec::new(),
+        let (text, root) = match parse_source(source) {
+            Ok(parsed) => parsed,
+            Err(outcome) => return outcome,
         };
-        if source.len() > MAX_FILE {
-            report.error(
-                &[],
-                "file-too-large",
-                format!(
-                    "file is {} bytes, over the {MAX_FILE}-byte limit",
-                    source.len()
-                ),
-            );
-            return Outcome {
-                findings: report.findings,
-                listed_models: Vec::new(),
-            };
+        if !self.schema.splits() {
+            return self.validate_tree(root);
         }
-        let text = match std::str::from_utf8(source) {
-            Ok(t) => t,
-            Err(e) => {
-                report.error(
-                    &[],
-                    "yaml-encoding",
-                    format!("not UTF-8 text (byte {})", e.valid_up_to()),
-                );
-                return Outcome {
-                    findings: report.findings,
-                    listed_models: Vec::new(),
-                };
+        let mut pos = Positions::default();
+        match split_models(root, &mut pos) {
+            Ok(split) => {
+                if let Some(outcome) = permodel::validate(&self.schema, split, &mut pos) {
+                    return outcome;
+                }
+                // Rare: the order of two schema errors at one position
+                // needs the whole document; start again that way.
+                drop(pos);
+                match yaml::parse(text) {
+                    Ok(root) => self.validate_tree(root),
+                    Err(_) => Outcome::default(),
+                }
             }
-        };
-        let root = match yaml::parse(text) {
-            Ok(r) => r,
-            Err(e) => {
-                report.findings.push(Finding {
-                    file: None,
-                    line: e.line,
-                    column: e.column,
-                    path: "$".into(),
-                    severity: Severity::Error,
-                    rule: e.rule.into(),
-                    message: e.message,
-                });
-                return Outcome {
-                    findings: report.findings,
-                    listed_models: Vec::new(),
-                };
-            }
-        };
+            Err(root) => self.validate_tree(root),
+        }
+    }
+
+    /// [`Validator::validate`] with the whole document converted and
+    /// checked at once, layer after layer: the reference the per-model
+    /// path is tested against (same findings, same order).
+    #[doc(hidden)]
+    pub fn validate_whole_document(&self, source: &[u8]) -> Outcome {
+        match parse_source(source) {
+            Ok((_, root)) => self.validate_tree(root),
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// [`Validator::validate`] of a parsed document, the whole document at
+    /// a time (the reference for [`permodel`]).
+    fn validate_tree(&self, root: yaml::Node) -> Outcome {
         let mut pos = Positions::default();
         let raw = match &root.kind {
             yaml::Kind::Null => Value::Object(Map::new()),
             yaml::Kind::Map(_) => to_json(root, &mut pos),
             _ => {
-                report.findings.push(Finding {
-                    file: None,
-                    line: root.line,
-                    column: root.column,
-                    path: "$".into(),
-                    severity: Severity::Error,
-                    rule: "yaml-top-level".into(),
-                    message: "the top level must be a mapping of settings (e.g. `models:`)".into(),
-                });
                 return Outcome {
-                    findings: report.findings,
+                    findings: vec![Finding {
+                        file: None,
+                        line: root.line,
+                        column: root.column,
+                        path: "$".into(),
+                        severity: Severity::Error,
+                        rule: "yaml-top-level".into(),
+                        message: "the top level must be a mapping of settings (e.g. `models:`)"
+                            .into(),
+                    }],
                     listed_models: Vec::new(),
                 };
             }
         };
-        let mut report = Report {
-            pos: &pos,
-            findings: Vec::new(),
-        };
+        let mut report = Report::new(&pos);
         semantic::unknown_keys(&raw, &mut report);
         let Some(expanded) = expand::expand(raw, &mut report) else {
             return Outcome {
@@ -498,6 +677,56 @@ impl Validator {
             findings,
             listed_models,
         }
+    }
+}
+
+/// The YAML tree of config bytes, or the outcome of a file that has none
+/// (too large, not UTF-8, not YAML).
+fn parse_source(source: &[u8]) -> Result<(&str, yaml::Node), Outcome> {
+    let empty = Positions::default();
+    let mut report = Report::new(&empty);
+    if source.len() > MAX_FILE {
+        report.error(
+            &[],
+            "file-too-large",
+            format!(
+                "file is {} bytes, over the {MAX_FILE}-byte limit",
+                source.len()
+            ),
+        );
+        return Err(Outcome {
+            findings: report.findings,
+            listed_models: Vec::new(),
+        });
+    }
+    let text = match std::str::from_utf8(source) {
+        Ok(t) => t,
+        Err(e) => {
+            report.error(
+                &[],
+                "yaml-encoding",
+                format!("not UTF-8 text (byte {})", e.valid_up_to()),
+            );
+            return Err(Outcome {
+                findings: report.findings,
+                listed_models: Vec::new(),
+            });
+        }
+    };
+    match yaml::parse(text) {
+        Ok(root) => Ok((text, root)),
+        Err(e) => Err(Outcome {
+            findings: vec![Finding {
+                file: None,
+                line: e.line,
+                column: e.column,
+                path: "$".into(),
+                severity: Severity::Error,
+                rule: e.rule.into(),
+                message: e.message,
+            }],
+            listed_models: Vec::new(),
+        }),
     }
 }
 
@@ -534,6 +763,54 @@ mod tests {
             }
             _ => {}
         }
+    }
+
+    #[test]
+    fn a_schema_error_sharing_a_position_across_the_models_takes_the_whole_path() {
+        // The merge key puts the selector's `name` and the model's at one
+        // position: the schema library's order between the two is only
+        // known by checking the whole document.
+        let src = "selectors:\n  s: &d {name: 5, strategy: warm, targets: [m]}\nmodels:\n  m:\n    <<: *d\n    cmd: x\n    proxy: http://h:1\n  n:\n    name: 6\n    cmd: y\n    proxy: http://h:2\n";
+        let v = Validator::embedded();
+        let root = yaml::parse(src).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut pos = Positions::default();
+        let split = split_models(root, &mut pos).unwrap_or_else(|_| panic!("splits"));
+        assert!(permodel::validate(&v.schema, split, &mut pos).is_none());
+        let (fast, whole) = (
+            v.validate(src.as_bytes()),
+            v.validate_whole_document(src.as_bytes()),
+        );
+        assert_eq!(fast.findings, whole.findings);
+        let rules: Vec<(&str, usize)> = fast
+            .findings
+            .iter()
+            .filter(|f| f.rule == "schema")
+            .map(|f| (f.path.as_str(), f.line))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("$.selectors.s.name", 2),
+                ("$.models.m.name", 2),
+                ("$.models.n.name", 9)
+            ]
+        );
+        // Without the shared position, no fallback.
+        let plain = src.replace("<<: *d", "description: d");
+        let root = yaml::parse(&plain).unwrap_or_else(|e| panic!("{e:?}"));
+        let split = split_models(root, &mut pos).unwrap_or_else(|_| panic!("splits"));
+        assert!(permodel::validate(&v.schema, split, &mut pos).is_some());
+    }
+
+    #[test]
+    fn one_walk_counts_the_nodes_and_key_bytes() {
+        let src = "a: [1, {bb: 2}]\nccc: &x {d: 1}\ne: *x\n7: {ff: [g]}\n";
+        let root = yaml::parse(src).unwrap_or_else(|e| panic!("{e:?}"));
+        // Keys: a, bb, ccc, d, e, d (the alias's copy), ff; `7` is not a string.
+        assert_eq!(
+            count_and_key_bytes(&root),
+            (count(&root), 1 + 2 + 3 + 1 + 1 + 1 + 2)
+        );
     }
 
     #[test]

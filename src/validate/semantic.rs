@@ -111,32 +111,42 @@ fn suggestion(key: &str, known: &[&str]) -> String {
 pub fn unknown_keys(raw: &Value, report: &mut Report) {
     let Some(top) = raw.as_object() else { return };
     for k in top.keys() {
-        if !TOP_LEVEL_KEYS.contains(&k.as_str()) {
-            report.warn(
-                &p(&[k]),
-                "unknown-key",
-                format!(
-                    "llama-swap ignores the top-level key `{k}`{}",
-                    suggestion(k, TOP_LEVEL_KEYS)
-                ),
-            );
-        }
+        unknown_top_key(k, report);
     }
     if let Some(models) = obj(top.get("models")) {
         for (id, m) in models {
-            if let Some(fields) = m.as_object() {
-                for k in fields.keys() {
-                    if !MODEL_KEYS.contains(&k.as_str()) {
-                        report.warn(
-                            &p(&["models", id, k]),
-                            "unknown-key",
-                            format!(
-                                "llama-swap ignores `{k}` in model {id}{}",
-                                suggestion(k, MODEL_KEYS)
-                            ),
-                        );
-                    }
-                }
+            unknown_model_keys(id, m, report);
+        }
+    }
+}
+
+/// [`unknown_keys`] for one top-level key.
+pub(crate) fn unknown_top_key(k: &str, report: &mut Report) {
+    if !TOP_LEVEL_KEYS.contains(&k) {
+        report.warn(
+            &p(&[k]),
+            "unknown-key",
+            format!(
+                "llama-swap ignores the top-level key `{k}`{}",
+                suggestion(k, TOP_LEVEL_KEYS)
+            ),
+        );
+    }
+}
+
+/// [`unknown_keys`] for one model.
+pub(crate) fn unknown_model_keys(id: &str, m: &Value, report: &mut Report) {
+    if let Some(fields) = m.as_object() {
+        for k in fields.keys() {
+            if !MODEL_KEYS.contains(&k.as_str()) {
+                report.warn(
+                    &p(&["models", id, k]),
+                    "unknown-key",
+                    format!(
+                        "llama-swap ignores `{k}` in model {id}{}",
+                        suggestion(k, MODEL_KEYS)
+                    ),
+                );
             }
         }
     }
@@ -193,7 +203,26 @@ pub fn check(cfg: &Value, r: &mut Report) {
     let Some(top) = cfg.as_object() else { return };
     let empty = serde_json::Map::new();
     let models = obj(top.get("models")).unwrap_or(&empty);
-    if models.is_empty() {
+    check_top(top, models.is_empty(), r);
+    let mut aliases = check_aliases(
+        models
+            .iter()
+            .map(|(id, m)| (id.as_str(), get(m, "aliases"))),
+        models.len(),
+        r,
+    );
+    check_models(models, &mut aliases, r);
+    let names = Names {
+        models,
+        aliases: &aliases,
+    };
+    check_references(top, &names, r);
+}
+
+/// The rules before the aliases: `no-models` (when `no_models`), then the
+/// top-level settings.
+pub(crate) fn check_top(top: &serde_json::Map<String, Value>, no_models: bool, r: &mut Report) {
+    if no_models {
         // llama-swap starts with such a file and serves nothing.
         let at = if top.contains_key("models") {
             p(&["models"])
@@ -207,38 +236,59 @@ pub fn check(cfg: &Value, r: &mut Report) {
         );
     }
     check_settings(top, r);
-    let mut aliases = check_aliases(models, r);
-    check_models(models, &mut aliases, r);
-    let names = Names {
-        models,
-        aliases: &aliases,
-    };
-    if check_routing(top, &names, r).is_break() {
+}
+
+/// The rules after the models' own: routing (which may stop the loader),
+/// scheduler, hooks, API keys, peers, selectors, profiles, peer names.
+pub(crate) fn check_references(
+    top: &serde_json::Map<String, Value>,
+    names: &Names,
+    r: &mut Report,
+) {
+    if check_routing(top, names, r).is_break() {
         return;
     }
-    check_scheduler(top, &names, r);
-    check_hooks(top, &names, r);
+    check_scheduler(top, names, r);
+    check_hooks(top, names, r);
     check_api_keys(top, r);
     let peer_models = check_peers(top, r);
+    let empty = serde_json::Map::new();
     let selectors = obj(top.get("selectors")).unwrap_or(&empty);
-    check_selectors(selectors, &names, &peer_models, r);
-    check_profiles(top, &names, &peer_models, selectors, r);
-    check_peer_namespace(top, &names, selectors, r);
+    check_selectors(selectors, names, &peer_models, r);
+    check_profiles(top, names, &peer_models, selectors, r);
+    check_peer_namespace(top, names, selectors, r);
 }
 
 /// What a model reference may name: a model id or an alias (including the
 /// `filters.setParamsByID` keys, which the loader registers as aliases).
-struct Names<'a> {
-    models: &'a serde_json::Map<String, Value>,
-    aliases: &'a Aliases<'a>,
+pub(crate) struct Names<'a> {
+    pub models: &'a dyn Ids,
+    pub aliases: &'a Aliases<'a>,
+}
+
+/// The set of model ids.
+pub(crate) trait Ids {
+    fn has(&self, id: &str) -> bool;
+}
+
+impl Ids for serde_json::Map<String, Value> {
+    fn has(&self, id: &str) -> bool {
+        self.contains_key(id)
+    }
+}
+
+impl Ids for HashSet<&str> {
+    fn has(&self, id: &str) -> bool {
+        self.contains(id)
+    }
 }
 
 /// Alias -> the model id owning it.
-type Aliases<'a> = HashMap<&'a str, &'a str>;
+pub(crate) type Aliases<'a> = HashMap<&'a str, &'a str>;
 
 impl Names<'_> {
     fn resolves(&self, name: &str) -> bool {
-        self.models.contains_key(name) || self.aliases.contains_key(name)
+        self.models.has(name) || self.aliases.contains_key(name)
     }
 }
 
@@ -313,21 +363,35 @@ fn check_settings(top: &serde_json::Map<String, Value>, r: &mut Report) {
 
 /// `duplicate-alias`: in document order, the second use of an alias is the
 /// error. Returns alias -> owning model id.
-fn check_aliases<'a>(models: &'a serde_json::Map<String, Value>, r: &mut Report) -> Aliases<'a> {
-    let mut aliases = Aliases::with_capacity(models.len());
-    for (id, m) in models {
-        for (i, a) in strs(get(m, "aliases")) {
-            if let Some(owner) = aliases.get(a) {
-                r.error(
-                    &with(&p(&["models", id, "aliases"]), Seg::Index(i)),
-                    "duplicate-alias",
-                    format!(
-                        "duplicate alias {a} found in model: {id} (already an alias of {owner})"
-                    ),
-                );
-            } else {
-                aliases.insert(a, id);
-            }
+pub(crate) fn check_aliases<'a>(
+    models: impl Iterator<Item = (&'a str, Option<&'a Value>)>,
+    count: usize,
+    r: &mut Report,
+) -> Aliases<'a> {
+    check_alias_list(
+        models.flat_map(|(id, list)| strs(list).map(move |(i, a)| (id, i, a))),
+        count,
+        r,
+    )
+}
+
+/// [`check_aliases`] over (model id, index in its `aliases`, alias), in
+/// document order.
+pub(crate) fn check_alias_list<'a>(
+    list: impl Iterator<Item = (&'a str, usize, &'a str)>,
+    count: usize,
+    r: &mut Report,
+) -> Aliases<'a> {
+    let mut aliases = Aliases::with_capacity(count);
+    for (id, i, a) in list {
+        if let Some(owner) = aliases.get(a) {
+            r.error(
+                &with(&p(&["models", id, "aliases"]), Seg::Index(i)),
+                "duplicate-alias",
+                format!("duplicate alias {a} found in model: {id} (already an alias of {owner})"),
+            );
+        } else {
+            aliases.insert(a, id);
         }
     }
     aliases
@@ -343,12 +407,29 @@ fn check_models<'a>(
     let mut sorted: Vec<(&String, &Value)> = models.iter().collect();
     sorted.sort_by_key(|(id, _)| *id);
     for (id, m) in sorted {
-        check_model_timeouts(id, m, r);
-        check_capabilities(id, m, r);
-        check_set_params_by_id(id, m, models, aliases, r);
-        check_model_proxy(id, m, r);
-        check_model_cmd(id, m, r);
+        check_model_own(id, m, r);
+        let keys = obj(get(m, "filters").and_then(|f| f.get("setParamsByID")));
+        check_set_params_by_id(
+            id,
+            keys.into_iter().flat_map(|k| k.keys()),
+            models,
+            aliases,
+            r,
+        );
+        check_model_link(id, m, r);
     }
+}
+
+/// A model's rules before `set-params-by-id`: timeouts, capabilities.
+pub(crate) fn check_model_own(id: &str, m: &Value, r: &mut Report) {
+    check_model_timeouts(id, m, r);
+    check_capabilities(id, m, r);
+}
+
+/// A model's rules after `set-params-by-id`: proxy, cmd.
+pub(crate) fn check_model_link(id: &str, m: &Value, r: &mut Report) {
+    check_model_proxy(id, m, r);
+    check_model_cmd(id, m, r);
 }
 
 /// `$.models[id]` followed by `rest`.
@@ -401,22 +482,19 @@ fn check_capabilities(id: &str, m: &Value, r: &mut Report) {
 
 /// `set-params-by-id`: keys may not name another model or another model's
 /// alias; the others become aliases of this model.
-fn check_set_params_by_id<'a>(
+pub(crate) fn check_set_params_by_id<'a>(
     id: &'a str,
-    m: &'a Value,
-    models: &serde_json::Map<String, Value>,
+    keys: impl Iterator<Item = &'a String>,
+    models: &dyn Ids,
     aliases: &mut Aliases<'a>,
     r: &mut Report,
 ) {
-    let Some(keys) = obj(get(m, "filters").and_then(|f| f.get("setParamsByID"))) else {
-        return;
-    };
-    for key in keys.keys() {
+    for key in keys {
         if key.as_str() == id {
             continue;
         }
         let at = || model_path(id, &["filters", "setParamsByID", key]);
-        if models.contains_key(key) {
+        if models.has(key) {
             r.error_at_key(&at(), "set-params-by-id", format!("model {id} filters.setParamsByID: key '{key}' conflicts with an existing model ID"));
         } else if let Some(owner) = aliases.get(key.as_str()) {
             if *owner != id {
@@ -795,7 +873,7 @@ fn check_profiles(
 }
 
 /// `matrix`: at least one set, `vars`, `evict_costs`, set expressions.
-fn check_matrix(mx: &Value, mp: &[Seg], models: &serde_json::Map<String, Value>, r: &mut Report) {
+fn check_matrix(mx: &Value, mp: &[Seg], models: &dyn Ids, r: &mut Report) {
     let vars: BTreeMap<String, String> = obj(mx.get("vars"))
         .map(|v| {
             v.iter()
@@ -803,7 +881,7 @@ fn check_matrix(mx: &Value, mp: &[Seg], models: &serde_json::Map<String, Value>,
                 .collect()
         })
         .unwrap_or_default();
-    let known = |ident: &str| vars.contains_key(ident) || models.contains_key(ident);
+    let known = |ident: &str| vars.contains_key(ident) || models.has(ident);
     let empty = serde_json::Map::new();
     let sets = obj(mx.get("sets")).unwrap_or(&empty);
     if sets.is_empty() {
@@ -818,7 +896,7 @@ fn check_matrix(mx: &Value, mp: &[Seg], models: &serde_json::Map<String, Value>,
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
         if !key_ok {
             r.error_at_key(&at, "matrix", format!("matrix: var key {k:?} must contain only alphanumeric, '-' or '.' characters and be 1-32 characters long"));
-        } else if !models.contains_key(model) {
+        } else if !models.has(model) {
             r.error(
                 &at,
                 "matrix",
@@ -901,7 +979,7 @@ fn check_peer_namespace(
                 r.error(&at, "peer-name-reserved", format!("peer model name {fqn:?} is ambiguous between peers.{other} model {other_model:?} and peers.{pid} model {model:?}"));
                 continue;
             }
-            let conflict = if names.models.contains_key(&fqn) {
+            let conflict = if names.models.has(&fqn) {
                 Some(format!("model ID {fqn:?}"))
             } else if let Some(owner) = names.aliases.get(fqn.as_str()) {
                 Some(format!("model {owner} alias {fqn:?}"))

@@ -56,6 +56,11 @@ impl Node {
         Node { kind, line, column }
     }
 
+    /// A null at 1:1 (a placeholder for a node moved out).
+    pub(crate) fn null() -> Node {
+        Node::new(Kind::Null, 1, 1)
+    }
+
     /// The key text of a scalar node (how Go would spell a map key).
     pub fn key_text(&self) -> String {
         self.key_cow().into_owned()

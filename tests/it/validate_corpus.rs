@@ -118,3 +118,26 @@ fn user_schema_layer_matches_upstream_schema_after_expansion() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+#[test]
+fn per_model_validation_gives_the_whole_document_findings() {
+    let Some(dir) = shared() else { return };
+    let v = Validator::embedded();
+    let mut compared = 0;
+    for sub in ["corpus/real", "upstream"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
+            .expect("corpus dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let bytes = std::fs::read(&path).expect("corpus file");
+            let (a, b) = (v.validate(&bytes), v.validate_whole_document(&bytes));
+            assert_eq!(a.findings, b.findings, "{}", path.display());
+            assert_eq!(a.listed_models, b.listed_models, "{}", path.display());
+            compared += 1;
+        }
+    }
+    assert!(compared >= 70, "only {compared} files compared");
+}
