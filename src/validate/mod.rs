@@ -202,6 +202,26 @@ fn count_and_key_bytes(node: &yaml::Node) -> (usize, usize) {
 }
 
 impl Positions {
+    /// Name node `slot` as the mapping key `key` found at `at` (line,
+    /// column).
+    fn set_name(&mut self, slot: usize, key: &str, at: (u32, u32)) {
+        if let Some(n) = self.nodes.get_mut(slot) {
+            n.name_start = small(self.names.len());
+            n.name_len = small(key.len());
+            (n.key_line, n.key_column) = at;
+        }
+        self.names.push_str(key);
+    }
+
+    /// [`Positions::set_name`] of node `slot` from the key node `k`; its
+    /// text.
+    fn name_slot(&mut self, slot: usize, k: yaml::Node) -> String {
+        let at = (small(k.line), small(k.column));
+        let key = k.into_key_text();
+        self.set_name(slot, &key, at);
+        key
+    }
+
     fn name(&self, n: &PosNode) -> &str {
         name_of(&self.names, n)
     }
@@ -327,16 +347,8 @@ pub(crate) fn split_models(root: yaml::Node, pos: &mut Positions) -> Result<Spli
         ranked: Vec::new(),
     };
     for (i, (k, v)) in entries.into_iter().enumerate() {
-        let (key_line, key_column) = (small(k.line), small(k.column));
         let models = is_models(&k);
-        let key = k.into_key_text();
-        if let Some(n) = pos.nodes.get_mut(first + i) {
-            n.name_start = small(pos.names.len());
-            n.name_len = small(key.len());
-            n.key_line = key_line;
-            n.key_column = key_column;
-        }
-        pos.names.push_str(&key);
+        let key = pos.name_slot(first + i, k);
         let value = match v.kind {
             yaml::Kind::Map(models_entries) if models => {
                 let n = models_entries.len();
@@ -366,15 +378,11 @@ pub(crate) fn split_models(root: yaml::Node, pos: &mut Positions) -> Result<Spli
                     split.slots[doc] = mfirst + rank;
                     let (kl, kc) = key_at[doc];
                     let (vl, vc) = (small(split.nodes[doc].line), small(split.nodes[doc].column));
+                    pos.set_name(mfirst + rank, &ids[doc], (kl, kc));
                     if let Some(node) = pos.nodes.get_mut(mfirst + rank) {
-                        node.name_start = small(pos.names.len());
-                        node.name_len = small(ids[doc].len());
-                        node.key_line = kl;
-                        node.key_column = kc;
                         node.line = vl;
                         node.column = vc;
                     }
-                    pos.names.push_str(&ids[doc]);
                 }
                 split.ranked = ranked;
                 Value::Object(Map::new())
@@ -463,15 +471,7 @@ fn build(node: yaml::Node, slot: usize, pos: &mut Positions, room: Room) -> Valu
                 _ => Room::Other,
             };
             for (i, (k, v)) in entries.into_iter().enumerate() {
-                let (key_line, key_column) = (small(k.line), small(k.column));
-                let key = k.into_key_text();
-                if let Some(n) = pos.nodes.get_mut(first + i) {
-                    n.name_start = small(pos.names.len());
-                    n.name_len = small(key.len());
-                    n.key_line = key_line;
-                    n.key_column = key_column;
-                }
-                pos.names.push_str(&key);
+                let key = pos.name_slot(first + i, k);
                 let value = if room == Room::Root && key == "models" {
                     build(v, first + i, pos, Room::Models)
                 } else {
