@@ -7,7 +7,7 @@
 //! the semantic layer ([`semantic`]: the loader's own rules), and mapping
 //! every finding back to the original `line:column`. With a schema that
 //! allows it, the models go through those layers one at a time
-//! ([`permodel`]), with the same findings as the whole document.
+//! (`permodel`), with the same findings as the whole document.
 //!
 //! Invariant: [`Validator::validate`] is pure (no I/O) and never panics;
 //! every finding carries a rule name, a JSONPath-like path and a position.
