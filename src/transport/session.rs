@@ -624,7 +624,6 @@ fn push_bounded(buf: &mut Vec<u8>, data: &[u8], cap: usize, truncated: &mut bool
     buf.extend_from_slice(&data[..data.len().min(room)]);
 }
 
-/// `'…'` for POSIX sh, with `'` written as `'\''`.
 /// The line that opens a primed command's gate.
 const GATE_OPEN: &[u8; 3] = b"go\n";
 
@@ -652,6 +651,7 @@ fn group_command(command: &str, gated: bool) -> String {
     )
 }
 
+/// `'…'` for POSIX sh, with `'` written as `'\''`.
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
