@@ -51,34 +51,18 @@ fn main() {
         Some("dist") => dist(args.iter().any(|a| a == "--check")),
         Some("man") => man(args.get(1).map(PathBuf::from)),
         Some("bench") if args.iter().any(|a| a == "--fleet") => {
-            let n = args
-                .iter()
-                .position(|a| a == "--fleet")
-                .and_then(|i| args.get(i + 1))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(32);
+            let n = flag_value(&args, "--fleet").unwrap_or(32) as usize;
             if args.iter().any(|a| a == "--in-process") {
-                let parallel = args
-                    .iter()
-                    .position(|a| a == "--parallel")
-                    .and_then(|i| args.get(i + 1))
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(16);
+                let parallel = flag_value(&args, "--parallel").unwrap_or(16) as usize;
                 bench_fleet_in_process(n, parallel)
             } else {
                 bench_fleet(n)
             }
         }
         Some("bench") => {
-            let value = |flag: &str| -> Option<u64> {
-                args.iter()
-                    .position(|a| a == flag)
-                    .and_then(|i| args.get(i + 1))
-                    .and_then(|n| n.parse().ok())
-            };
-            let rtt = value("--rtt");
+            let rtt = flag_value(&args, "--rtt");
             // Across a delay every round is slow: fewer by default.
-            let rounds = value("--rounds").unwrap_or(if rtt.is_some() { 6 } else { 20 });
+            let rounds = flag_value(&args, "--rounds").unwrap_or(if rtt.is_some() { 6 } else { 20 });
             bench(rounds as usize, rtt)
         }
         _ => Err(
@@ -90,6 +74,14 @@ fn main() {
         eprintln!("xtask: error: {e}");
         std::process::exit(1);
     }
+}
+
+/// The number after `flag` in `args`, if there is one.
+fn flag_value(args: &[String], flag: &str) -> Option<u64> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
 }
 
 fn root() -> PathBuf {
