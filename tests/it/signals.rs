@@ -169,6 +169,21 @@ fn apply_with_fault(fx: &Fixture, old: &[u8], fault: FaultPlan) -> (String, Chil
     (cfg, child)
 }
 
+/// SIGINT to `child`, stuck before its write: it ends within 10 s (no
+/// step's timeout) with exit 11, the config holds `old`, no temp file and
+/// no lock are left.
+async fn stopped_before_the_write(fx: &Fixture, child: Child, cfg: &str, old: &[u8]) {
+    let t = Instant::now();
+    signal(&child, libc::SIGINT);
+    let out = finish(child).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(11), "{v}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
+    assert!(std::fs::read(cfg).expect("cfg") == old, "untouched");
+    assert_eq!(leftovers(fx), Vec::<String>::new(), "temp and lock removed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_during_the_backup_upload_changes_nothing_and_exits_11() {
     // A server without hardlink@openssh.com: the backup is an upload.
@@ -184,20 +199,8 @@ async fn sigint_during_the_backup_upload_changes_nothing_and_exits_11() {
     let (cfg, child) =
         apply_with_fault(&fx, &old, FaultPlan::one(Op::Write, 20, FaultAction::Hang));
     wait_until("the backup upload", || fx.server.op_count(Op::Write) >= 20).await;
-    let t = Instant::now();
-    signal(&child, libc::SIGINT);
-    let out = finish(child).await;
-    let v = json_of(&out);
-    assert_eq!(out.status.code(), Some(11), "{v}");
     // Neither half of backup ∥ upload waits for the stuck one's timeout.
-    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
-    assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
-    assert!(std::fs::read(&cfg).expect("cfg") == old, "untouched");
-    assert_eq!(
-        leftovers(&fx),
-        Vec::<String>::new(),
-        "temp and lock removed"
-    );
+    stopped_before_the_write(&fx, child, &cfg, &old).await;
     assert!(
         fx.listing()
             .iter()
@@ -214,20 +217,8 @@ async fn sigint_while_the_lock_is_unanswered_ends_at_once_and_changes_nothing() 
     let (cfg, child) = apply_with_fault(&fx, OLD, FaultPlan::one(Op::Open, 2, FaultAction::Hang));
     wait_until("the lock's open", || fx.server.op_count(Op::Open) >= 2).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let t = Instant::now();
-    signal(&child, libc::SIGINT);
-    let out = finish(child).await;
-    let v = json_of(&out);
-    assert_eq!(out.status.code(), Some(11), "{v}");
     // Not the lock step's 30 s timeout.
-    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
-    assert_eq!(v["remote_state"].as_str(), Some("old"), "{v}");
-    assert!(std::fs::read(&cfg).expect("cfg") == OLD, "untouched");
-    assert_eq!(
-        leftovers(&fx),
-        Vec::<String>::new(),
-        "no temp file, no lock"
-    );
+    stopped_before_the_write(&fx, child, &cfg, OLD).await;
     assert_eq!(fx.server.op_count(Op::Exec), 0, "no restart");
 }
 
