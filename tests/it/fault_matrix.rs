@@ -104,6 +104,23 @@ impl Case {
     fn config(&self) -> Vec<u8> {
         std::fs::read(&self.cfg).expect("config")
     }
+
+    /// Refused by the lock at `lock`: the config untouched, the lock still
+    /// holding `lock_bytes`, no backup, nothing beside them but the lock.
+    fn assert_refused_by_lock(&self, lock: &str, lock_bytes: &[u8], what: &str) {
+        assert!(self.config() == self.old_bytes, "{what}: untouched");
+        assert_eq!(
+            std::fs::read(lock).expect("lock"),
+            lock_bytes,
+            "{what}: the lock is left as it was"
+        );
+        assert_eq!(self.backups(), Vec::<String>::new(), "{what}: no backup");
+        assert_eq!(
+            self.leftovers(),
+            vec!["config.yaml.swapcfg-lock".to_string()],
+            "{what}: no temp file"
+        );
+    }
 }
 
 fn assert_state(c: &Case, v: &serde_json::Value, state: &str) {
@@ -529,18 +546,7 @@ async fn a_lock_held_by_another_apply_leaves_no_trace_of_the_refused_one() {
                 || v["error"].as_str().unwrap_or("").contains("4242"),
             "{hardlink}: names the holder: {v}"
         );
-        assert!(c.config() == c.old_bytes, "{hardlink}: untouched");
-        assert_eq!(
-            std::fs::read_to_string(&lock).expect("lock"),
-            holder.to_record(),
-            "{hardlink}: the holder's lock is untouched"
-        );
-        assert_eq!(c.backups(), Vec::<String>::new(), "{hardlink}: no backup");
-        assert_eq!(
-            c.leftovers(),
-            vec!["config.yaml.swapcfg-lock".to_string()],
-            "{hardlink}: no temp file"
-        );
+        c.assert_refused_by_lock(&lock, holder.to_record().as_bytes(), &hardlink.to_string());
     }
 }
 
@@ -603,18 +609,7 @@ async fn an_empty_lock_is_refused_while_young_and_taken_over_once_abandoned() {
                 e.contains("no readable lock record") && e.contains("--break-lock"),
                 "{e}"
             );
-            assert!(c.config() == c.old_bytes, "untouched");
-            assert_eq!(
-                std::fs::read(&lock).expect("lock"),
-                b"",
-                "the lock is left as it was"
-            );
-            assert_eq!(c.backups(), Vec::<String>::new(), "no backup");
-            assert_eq!(
-                c.leftovers(),
-                vec!["config.yaml.swapcfg-lock".to_string()],
-                "no temp file"
-            );
+            c.assert_refused_by_lock(&lock, b"", "empty lock");
         }
     }
 }
