@@ -1144,31 +1144,44 @@ impl SftpRemote<'_> {
         );
         let flight = sent.elapsed();
         created?;
+        self.staged(tmp, real, before, hashed, expect, flight)
+            .await
+            .map(Some)
+    }
+
+    /// The end of a staging whose temp file `tmp` is complete: the
+    /// config's hash (`hashed`: of the reads, and the stat behind them)
+    /// must be the `expected` one; else, or when they failed, the temp file
+    /// is removed. `flight`: that round trip's length.
+    async fn staged(
+        &self,
+        tmp: String,
+        real: &str,
+        before: Stat,
+        hashed: Option<(Result<String, RemoteError>, Result<Stat, RemoteError>)>,
+        expect: Option<&str>,
+        flight: Duration,
+    ) -> Result<StagedWrite, RemoteError> {
         let after = match hashed {
             None => None,
             Some((found, after)) => {
-                let found = match found {
-                    Ok(f) => f,
-                    Err(e) => {
-                        self.remove_quietly(&tmp).await;
-                        return Err(e);
-                    }
+                let refused = match found {
+                    Ok(found) => expect.and_then(|expected| self.changed(expected, found)),
+                    Err(e) => Some(e),
                 };
-                if let Some(expected) = expect {
-                    if let Some(e) = self.changed(expected, found) {
-                        self.remove_quietly(&tmp).await;
-                        return Err(e);
-                    }
+                if let Some(e) = refused {
+                    self.remove_quietly(&tmp).await;
+                    return Err(e);
                 }
                 after.ok()
             }
         };
-        Ok(Some(StagedWrite {
+        Ok(StagedWrite {
             tmp,
             real: real.to_string(),
             before,
             after: after.map(|a| (a, Instant::now(), flight)),
-        }))
+        })
     }
 
     /// [`Self::stage_at`] in ONE round trip, when no handle is open (see
@@ -1181,10 +1194,9 @@ impl SftpRemote<'_> {
     /// opened or no handle at all: a request on a wrong guess fails and
     /// changes nothing (the config is only ever opened for reading, last).
     ///
-    /// `Ok(Some(Ok(staged)))` or `Ok(Some(Err(e)))`/`Err(e)`: the outcome
-    /// as [`Self::stage_at`] gives it; `Ok(None)`: a guess was wrong (a
-    /// server naming handles unlike sftp-server), everything undone: stage
-    /// the ordinary way.
+    /// `Ok(Some(outcome))` or `Err(e)`: as [`Self::stage_at`] gives them;
+    /// `Ok(None)`: a guess was wrong (a server naming handles unlike
+    /// sftp-server), everything undone: stage the ordinary way.
     #[allow(clippy::type_complexity)]
     async fn stage_guessed(
         &self,
@@ -1276,28 +1288,15 @@ impl SftpRemote<'_> {
         if let Err(e) = created {
             return fail(Some(e)).await;
         }
-        let after = match hashed {
+        let hashed = match hashed {
             None => None,
             Some(Err(e)) => return fail(e).await,
-            Some(Ok((bytes, after))) => {
-                let found = match bytes {
-                    Ok(b) => sha256_hex(&b),
-                    Err(e) => return fail(Some(e)).await,
-                };
-                if let Some(expected) = expect {
-                    if let Some(e) = self.changed(expected, found) {
-                        return fail(Some(e)).await;
-                    }
-                }
-                after.ok()
-            }
+            Some(Ok((bytes, after))) => Some((bytes.map(|b| sha256_hex(&b)), after)),
         };
-        Ok(Some(Some(StagedWrite {
-            tmp,
-            real: real.to_string(),
-            before: (attrs.size, attrs.mtime, attrs.permissions),
-            after: after.map(|a| (a, Instant::now(), flight)),
-        })))
+        let before = (attrs.size, attrs.mtime, attrs.permissions);
+        self.staged(tmp, real, before, hashed, expect, flight)
+            .await
+            .map(|staged| Some(Some(staged)))
     }
 
     /// Finish a staged write: `posix-rename` (1 round trip), after the lock
