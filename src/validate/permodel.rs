@@ -150,7 +150,13 @@ pub(crate) fn validate(schema: &Schema, split: Split, pos: &mut Positions) -> Op
     let model_bools = expand::model_bool_fields();
     let mut facts: Vec<Facts> = Vec::with_capacity(ids.len());
     facts.resize_with(ids.len(), Facts::default);
-    let mut aliases_of = AliasList::default();
+    // Sized for one short alias per model up front: growing a buffer of
+    // this size frees large blocks, which makes glibc consolidate every
+    // small free block first (the per-model cost then grows with size).
+    let mut aliases_of = AliasList {
+        text: String::with_capacity(ids.len() * 16),
+        items: Vec::with_capacity(ids.len()),
+    };
 
     for (rank, &doc) in ranked.iter().enumerate() {
         let (doc, rank32) = (doc as usize, small(rank));
