@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::health::HealthError;
-use crate::remote::{LockInfo, LockTaken, RemoteError, RemoteFile, RemoteOps};
+use crate::remote::{LockInfo, LockTaken, RemoteError, RemoteFile, RemoteOps, RestartOutcome};
 use crate::stop::{Phase, Stop};
 use crate::transport::TransportError;
 
@@ -646,9 +646,20 @@ async fn changing<R: RemoteOps, H: Hooks>(
     hooks.before_write(new, false).await;
     stop.set_phase(Phase::Writing);
     hooks.step(Step::Write);
-    let written = match staged {
-        Ok(s) => remote.commit_write(s, new, current, Some(old_sha)).await,
-        Err(e) => Err(e),
+    // Where the mode can, the restart goes out with the commit: the host
+    // starts it once the config holds the new bytes (no round trip of its
+    // own); `early` is its outcome.
+    let send_restart = opts
+        .restart_cmd
+        .as_deref()
+        .map(|cmd| (cmd, opts.restart_timeout));
+    let (written, early) = match staged {
+        Ok(s) => {
+            remote
+                .commit_write_restarting(s, new, current, Some(old_sha), send_restart)
+                .await
+        }
+        Err(e) => (Err(e), None),
     };
     rep.timings_ms.push((Step::Write, ms(t.elapsed())));
     if let Err(e) = written {
@@ -687,7 +698,7 @@ async fn changing<R: RemoteOps, H: Hooks>(
                 remote.recheck_lock(me).await;
             }
         };
-        let (restarted, ()) = tokio::join!(restart(remote, opts, hooks, rep), recheck);
+        let (restarted, ()) = tokio::join!(restart(remote, opts, early, hooks, rep), recheck);
         match restarted {
             Err(RemoteError::Transport(TransportError::Cancelled { .. })) => {
                 Some((Step::Interrupted, ApplyError::InterruptedAfter))
@@ -821,9 +832,12 @@ async fn observe<R: RemoteOps, H: Hooks>(
     });
 }
 
+/// Run the restart command, unless it already ran with the commit
+/// (`early`: its outcome; it then counts no time of its own).
 async fn restart<R: RemoteOps, H: Hooks>(
     remote: &R,
     opts: &ApplyOptions,
+    early: Option<Result<RestartOutcome, RemoteError>>,
     hooks: &mut H,
     rep: &mut ApplyReport,
 ) -> Result<(), RemoteError> {
@@ -832,7 +846,10 @@ async fn restart<R: RemoteOps, H: Hooks>(
     };
     hooks.step(Step::Restart);
     let t = Instant::now();
-    let r = remote.restart(cmd, opts.restart_timeout).await;
+    let r = match early {
+        Some(r) => r,
+        None => remote.restart(cmd, opts.restart_timeout).await,
+    };
     rep.timings_ms.push((Step::Restart, ms(t.elapsed())));
     r.map(|_| ())
 }

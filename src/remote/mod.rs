@@ -226,6 +226,27 @@ pub trait RemoteOps {
     ) -> Result<(), RemoteError> {
         self.write(content, like, expect).await
     }
+    /// [`RemoteOps::commit_write`], with the restart that follows it sent
+    /// in the same flight where the mode can (SFTP with the restart primed:
+    /// the host runs `restart` only once the config holds `content`, see
+    /// [`crate::transport::gate`]). The second half: `None` when no restart
+    /// was sent (run it after a successful commit); `Some` is its outcome —
+    /// meaningful only when the commit succeeded (after a failed one the
+    /// host's gate runs nothing and gives up by itself). Default: commit
+    /// only.
+    async fn commit_write_restarting(
+        &self,
+        staged: Staged,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+        _restart: Option<(&str, Duration)>,
+    ) -> (
+        Result<(), RemoteError>,
+        Option<Result<RestartOutcome, RemoteError>>,
+    ) {
+        (self.commit_write(staged, content, like, expect).await, None)
+    }
     /// Give up a staged write (its temp file is removed, best effort).
     async fn discard_write(&self, _staged: Staged) {}
     /// Take the lock beside the config for `me`. A holder whose lease has
@@ -352,6 +373,24 @@ pub(crate) async fn run_restart(
             .await,
         timeout,
     )
+}
+
+/// [`run_restart`] started by its primed gate once the config holds
+/// `content` ([`Session::exec_group_after`]). `None`: nothing ran — no
+/// primed channel, or its gate gave up waiting.
+pub(crate) async fn run_restart_after(
+    session: &Session,
+    command: &str,
+    content: &[u8],
+    timeout: Duration,
+) -> Option<Result<RestartOutcome, RemoteError>> {
+    let out = session
+        .exec_group_after(command, content, timeout, RESTART_OUTPUT_CAP)
+        .await?;
+    if matches!(&out, Ok(o) if o.gate_gave_up) {
+        return None;
+    }
+    Some(restart_outcome(out, timeout))
 }
 
 /// Turn an exec result into a restart outcome: non-zero exit is a failure.
@@ -497,6 +536,19 @@ impl RemoteOps for AnyRemote<'_> {
         expect: Option<&str>,
     ) -> Result<(), RemoteError> {
         dispatch!(self, r => r.commit_write(staged, content, like, expect).await)
+    }
+    async fn commit_write_restarting(
+        &self,
+        staged: Staged,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+        restart: Option<(&str, Duration)>,
+    ) -> (
+        Result<(), RemoteError>,
+        Option<Result<RestartOutcome, RemoteError>>,
+    ) {
+        dispatch!(self, r => r.commit_write_restarting(staged, content, like, expect, restart).await)
     }
     async fn discard_write(&self, staged: Staged) {
         dispatch!(self, r => r.discard_write(staged).await)

@@ -87,7 +87,7 @@ impl<'s> SftpRemote<'s> {
     ) -> Result<SftpRemote<'s>, RemoteError> {
         let (stream, ()) = tokio::join!(
             session.open_sftp_stream(),
-            session.open_spare_channel(prime)
+            session.open_spare_channel(prime.map(|command| (command, config_path)))
         );
         let (io, reply) = stream?;
         let sftp = RawSftpSession::new(io);
@@ -716,10 +716,16 @@ pub struct StagedWrite {
     /// The stat sent right behind the hashing reads: what it found, when
     /// its reply came, and how long that round trip took.
     after: Option<(Stat, Instant, Duration)>,
+    /// Staged in one flight on guessed handles, each closed in it: no
+    /// handle of this session is open, so the commit may guess too.
+    idle: bool,
 }
 
 /// (size, mtime, mode) of a file.
 type Stat = (Option<u64>, Option<u32>, Option<u32>);
+
+/// A restart's outcome.
+type Restarted = Result<RestartOutcome, RemoteError>;
 
 /// What this session knows of the lock it holds.
 #[derive(Default)]
@@ -1001,7 +1007,7 @@ impl SftpRemote<'_> {
         expect: Option<&str>,
     ) -> Result<(), RemoteError> {
         let staged = self.op_prepare(content, like, expect).await?;
-        self.op_commit(staged, expect).await
+        self.op_commit(staged, expect, None).await.0
     }
 
     /// Stage a write in two round trips: (1) the lstat proving the config
@@ -1144,7 +1150,7 @@ impl SftpRemote<'_> {
         );
         let flight = sent.elapsed();
         created?;
-        self.staged(tmp, real, before, hashed, expect, flight)
+        self.staged(tmp, real, before, hashed, expect, flight, false)
             .await
             .map(Some)
     }
@@ -1161,6 +1167,7 @@ impl SftpRemote<'_> {
         hashed: Option<(Result<String, RemoteError>, Result<Stat, RemoteError>)>,
         expect: Option<&str>,
         flight: Duration,
+        idle: bool,
     ) -> Result<StagedWrite, RemoteError> {
         let after = match hashed {
             None => None,
@@ -1181,6 +1188,7 @@ impl SftpRemote<'_> {
             real: real.to_string(),
             before,
             after: after.map(|a| (a, Instant::now(), flight)),
+            idle,
         })
     }
 
@@ -1294,7 +1302,7 @@ impl SftpRemote<'_> {
             Some(Ok((bytes, after))) => Some((bytes.map(|b| sha256_hex(&b)), after)),
         };
         let before = (attrs.size, attrs.mtime, attrs.permissions);
-        self.staged(tmp, real, before, hashed, expect, flight)
+        self.staged(tmp, real, before, hashed, expect, flight, true)
             .await
             .map(|staged| Some(Some(staged)))
     }
@@ -1311,14 +1319,17 @@ impl SftpRemote<'_> {
         &self,
         staged: StagedWrite,
         expect: Option<&str>,
-    ) -> Result<(), RemoteError> {
+        restart: Option<(&str, Duration, &[u8])>,
+    ) -> (Result<(), RemoteError>, Option<Restarted>) {
         let StagedWrite {
             tmp,
             real,
             before,
             after,
+            idle,
         } = staged;
-        // Handles stay open from here on (the lock's reader): no guessing.
+        // Handles stay open from here on (the lock's reader): no guessing
+        // but the lock's read-back below, on a staging that left none open.
         self.guess
             .store(false, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut st) = self.lock_state.lock() {
@@ -1333,7 +1344,7 @@ impl SftpRemote<'_> {
                 Ok(after) => after == before,
                 Err(e) => {
                     self.remove_quietly(&tmp).await;
-                    return Err(e);
+                    return (Err(e), None);
                 }
             };
             if !unchanged {
@@ -1346,27 +1357,46 @@ impl SftpRemote<'_> {
                     .unwrap_or_else(|_| "(unreadable)".into());
                 if let Some(e) = self.changed(expected, found) {
                     self.remove_quietly(&tmp).await;
-                    return Err(e);
+                    return (Err(e), None);
                 }
             }
         }
         if let Err(e) = self.finish_lock().await {
             self.remove_quietly(&tmp).await;
-            return Err(e);
+            return (Err(e), None);
         }
         let held = self.lock_state.lock().ok().and_then(|s| s.held.clone());
         let lock = super::names::lock_path(&self.path);
-        let (renamed, reader) = tokio::join!(self.posix_rename(&tmp, &real), async {
-            match held {
-                Some(_) => self
-                    .sftp
-                    .open(lock.as_str(), OpenFlags::READ, FileAttributes::empty())
-                    .await
-                    .ok()
-                    .map(|h| h.handle),
+        // In one flight: the rename; the lock's read handle (on a guessed
+        // name, its read + fstat + close too); the restart's gate line.
+        let renamed = async {
+            tokio::join!(self.posix_rename(&tmp, &real), async {
+                match &held {
+                    Some(token) => self.open_lock_reader(&lock, token, idle).await,
+                    None => None,
+                }
+            })
+        };
+        let restarted = async {
+            match restart {
+                Some((command, timeout, content)) => {
+                    super::run_restart_after(self.session, command, content, timeout).await
+                }
                 None => None,
             }
-        });
+        };
+        let mut restarted = std::pin::pin!(restarted);
+        let mut renamed = std::pin::pin!(renamed);
+        // The rename's requests first on the wire; a failed rename does not
+        // wait for the gate (which gives up by itself, having run nothing).
+        let ((renamed, reader), restarted) = tokio::select! {
+            biased;
+            r = &mut renamed => {
+                let done = if r.0.is_ok() { restarted.await } else { None };
+                (r, done)
+            }
+            done = &mut restarted => (renamed.await, done),
+        };
         if let Some(r) = reader {
             let old = self
                 .lock_state
@@ -1379,8 +1409,51 @@ impl SftpRemote<'_> {
         }
         if renamed.is_err() {
             self.remove_quietly(&tmp).await;
+            return (renamed, None);
         }
-        renamed
+        (renamed, restarted)
+    }
+
+    /// Open the lock for reading beside the commit. On a session with no
+    /// handle open (`idle`), its read + fstat + close go out right behind
+    /// the open on the name sftp-server gives (slot 0): read back as
+    /// `token`'s, it is remembered as verified and no handle is left.
+    /// Otherwise (or on a wrong guess) the handle is returned for
+    /// [`Self::op_recheck_lock`].
+    async fn open_lock_reader(&self, lock: &str, token: &str, idle: bool) -> Option<String> {
+        let open = async {
+            self.sftp
+                .open(lock, OpenFlags::READ, FileAttributes::empty())
+                .await
+                .ok()
+                .map(|h| h.handle)
+        };
+        if !idle {
+            return open.await;
+        }
+        let guess = first_handle();
+        let want = super::names::MAX_LOCK_RECORD + 1;
+        let (handle, first, size, _) = tokio::join!(
+            open,
+            self.sftp.read(guess.as_str(), 0, want as u32),
+            self.sftp.fstat(guess.as_str()),
+            self.sftp.close(guess.clone())
+        );
+        let handle = handle?;
+        if handle != guess {
+            return Some(handle);
+        }
+        let whole = match (first, size.ok().and_then(|a| a.attrs.size)) {
+            (Ok(d), Some(size)) if d.data.len() as u64 >= size => Some(d.data),
+            _ => None,
+        };
+        let seen = whole.and_then(|d| super::LockInfo::parse(&d[..d.len().min(want)]));
+        if let (Some(seen), Ok(mut st)) = (seen, self.lock_state.lock()) {
+            if seen.token == token {
+                st.verified = Some(seen.token);
+            }
+        }
+        None
     }
 
     /// Take the lock: its exclusive open (1 round trip) wins it; the
@@ -1538,13 +1611,20 @@ impl SftpRemote<'_> {
 
     /// Read the lock back through the handle opened beside the rename
     /// (or a new one): 1 round trip, beside the restart. Remembers it when
-    /// it is still `me`'s.
+    /// it is still `me`'s. Nothing to do when the commit's own flight read
+    /// it back ([`Self::open_lock_reader`]).
     async fn op_recheck_lock(&self, me: &super::LockInfo) {
-        let reader = self
-            .lock_state
-            .lock()
-            .ok()
-            .and_then(|mut s| s.reader.take());
+        // Read back in the commit's own flight already.
+        let (done, reader) = match self.lock_state.lock() {
+            Ok(mut s) => (
+                s.verified.as_deref() == Some(me.token.as_str()),
+                s.reader.take(),
+            ),
+            Err(_) => (false, None),
+        };
+        if done {
+            return;
+        }
         let lock = super::names::lock_path(&self.path);
         let seen = match reader {
             Some(h) => self.read_lock_handle(&lock, h).await,
@@ -1708,9 +1788,31 @@ impl super::RemoteOps for SftpRemote<'_> {
         expect: Option<&str>,
     ) -> Result<(), RemoteError> {
         match staged.sftp {
-            Some(w) => self.guard("write", self.op_commit(w, expect)).await,
+            Some(w) => {
+                self.guard("write", async { self.op_commit(w, expect, None).await.0 })
+                    .await
+            }
             None => self.write(content, like, expect).await,
         }
+    }
+
+    async fn commit_write_restarting(
+        &self,
+        staged: super::Staged,
+        content: &[u8],
+        like: &RemoteFile,
+        expect: Option<&str>,
+        restart: Option<(&str, Duration)>,
+    ) -> (Result<(), RemoteError>, Option<Restarted>) {
+        let Some(w) = staged.sftp else {
+            return (self.write(content, like, expect).await, None);
+        };
+        if let Err(e) = self.alive("write") {
+            self.remove_quietly(&w.tmp).await;
+            return (Err(e), None);
+        }
+        let restart = restart.map(|(command, timeout)| (command, timeout, content));
+        self.op_commit(w, expect, restart).await
     }
 
     async fn discard_write(&self, staged: super::Staged) {

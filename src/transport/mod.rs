@@ -13,6 +13,8 @@
 //! * `error.rs`: [`TransportError`], data first; the words say what failed,
 //!   never which flag fixes it (the CLI adds that).
 //! * `known_hosts.rs`: the OpenSSH-compatible known_hosts reader/writer.
+//! * `gate.rs`: the process-group command line and the gate a primed
+//!   command waits at on the host (`go`, or `after` a file holds given bytes).
 //! * `jump.rs`: [`connect_via`]: ProxyJump without a process (each hop a
 //!   session, the next one riding a `direct-tcpip` channel of the previous).
 //!
@@ -22,6 +24,7 @@
 pub mod auth;
 pub mod channel_io;
 mod error;
+pub mod gate;
 mod handler;
 mod jump;
 pub mod known_hosts;
@@ -80,6 +83,9 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
     /// True when stdout or stderr was cut at the byte cap.
     pub truncated: bool,
+    /// A command held at a gate until a file held given bytes
+    /// ([`Session::exec_group_after`]) gave up waiting: nothing ran.
+    pub gate_gave_up: bool,
 }
 
 impl HostKeyPolicy {

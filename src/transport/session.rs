@@ -8,6 +8,7 @@ use russh::client::{self, Handle};
 use russh::ChannelMsg;
 
 use super::handler::{host_key_error, ClientHandler};
+use super::gate::{self, GATE_OPEN};
 use super::{ConnectOptions, ExecOutput, TransportError};
 
 /// One authenticated SSH connection to a host. Cheap to share by reference;
@@ -248,27 +249,82 @@ impl Session {
         timeout: Duration,
         max_output: usize,
     ) -> Result<ExecOutput, TransportError> {
+        let primed = self.take_primed(command);
+        self.run_group(command, primed, &GATE_OPEN[..], timeout, max_output)
+            .await
+    }
+
+    /// [`Session::exec_group`] for the command primed on this session
+    /// ([`Session::open_spare_channel`]), its gate told to let it run only
+    /// once the watched file holds exactly `content` (its POSIX `cksum`
+    /// matches; the host polls for up to [`gate::AFTER_WAIT`]). The caller
+    /// sends the change that puts `content` there in the same flight: the
+    /// command then starts without a round trip of its own. `None`: no
+    /// primed channel for `command` (nothing was sent; run it the ordinary
+    /// way once the change is made). A gate that gave up ran nothing
+    /// ([`ExecOutput::gate_gave_up`]).
+    pub async fn exec_group_after(
+        &self,
+        command: &str,
+        content: &[u8],
+        timeout: Duration,
+        max_output: usize,
+    ) -> Option<Result<ExecOutput, TransportError>> {
+        let primed = self.take_primed(command)?;
+        let line = gate::after_line(content);
+        Some(
+            self.run_group(command, Some(primed), line.as_bytes(), timeout, max_output)
+                .await,
+        )
+    }
+
+    /// The channel primed with `command`, taken (it serves one run).
+    fn take_primed(&self, command: &str) -> Option<russh::Channel<client::Msg>> {
+        self.primed.lock().ok().and_then(|mut p| {
+            if p.as_ref().is_some_and(|(c, _)| c == command) {
+                p.take().map(|(_, ch)| ch)
+            } else {
+                None
+            }
+        })
+    }
+
+    async fn run_group(
+        &self,
+        command: &str,
+        primed: Option<russh::Channel<client::Msg>>,
+        gate_line: &[u8],
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<ExecOutput, TransportError> {
         let pgid = Mutex::new(None::<u32>);
+        let gave_up = std::sync::atomic::AtomicBool::new(false);
         let run = async {
-            let ch = self.start_group(command).await?;
+            let ch = self.start_group(command, primed, gate_line).await?;
             let (mut reader, _writer) = ch.split();
             let mut marker_seen = false;
-            self.collect(&mut reader, max_output, |stderr: &mut Vec<u8>| {
-                if marker_seen {
-                    return;
-                }
-                if let Some(nl) = stderr.iter().position(|&b| b == b'\n') {
-                    marker_seen = true;
-                    let line = String::from_utf8_lossy(&stderr[..nl]).into_owned();
-                    if let Some(n) = line.strip_prefix("swapcfg-pgid ") {
-                        if let (Ok(n), Ok(mut g)) = (n.trim().parse(), pgid.lock()) {
-                            *g = Some(n);
-                        }
-                        stderr.drain(..=nl);
+            let mut out = self
+                .collect(&mut reader, max_output, |stderr: &mut Vec<u8>| {
+                    if marker_seen {
+                        return;
                     }
-                }
-            })
-            .await
+                    if let Some(nl) = stderr.iter().position(|&b| b == b'\n') {
+                        marker_seen = true;
+                        let line = String::from_utf8_lossy(&stderr[..nl]).into_owned();
+                        if let Some(n) = line.strip_prefix("swapcfg-pgid ") {
+                            if let (Ok(n), Ok(mut g)) = (n.trim().parse(), pgid.lock()) {
+                                *g = Some(n);
+                            }
+                            stderr.drain(..=nl);
+                        } else if line == gate::GAVE_UP {
+                            gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+                            stderr.drain(..=nl);
+                        }
+                    }
+                })
+                .await?;
+            out.gate_gave_up = gave_up.load(std::sync::atomic::Ordering::Relaxed);
+            Ok(out)
         };
         let run = self.until_closed(run);
         // A stop request (Ctrl-C) ends the command the way a timeout does,
@@ -348,24 +404,25 @@ impl Session {
     async fn start_group(
         &self,
         command: &str,
+        primed: Option<russh::Channel<client::Msg>>,
+        gate_line: &[u8],
     ) -> Result<russh::Channel<client::Msg>, TransportError> {
-        let primed = self.primed.lock().ok().and_then(|mut p| {
-            if p.as_ref().is_some_and(|(c, _)| c == command) {
-                p.take().map(|(_, ch)| ch)
-            } else {
-                None
-            }
-        });
         if let Some(ch) = primed {
             // A channel that already closed (the host ended the waiting
-            // shell) refuses the data: nothing ran, so start afresh.
-            if ch.data(&GATE_OPEN[..]).await.is_ok() {
-                ch.eof().await.map_err(|e| self.lost("exec", e))?;
-                return Ok(ch);
+            // shell) refuses the data: nothing ran, so start afresh — but
+            // only for a plain `go`: a command waiting for a change must
+            // not start before it (the caller runs it after the change).
+            match ch.data(gate_line).await {
+                Ok(()) => {
+                    ch.eof().await.map_err(|e| self.lost("exec", e))?;
+                    return Ok(ch);
+                }
+                Err(e) if gate_line != &GATE_OPEN[..] => return Err(self.lost("exec", e)),
+                Err(_) => {}
             }
         }
         let ch = self.channel().await?;
-        ch.exec(true, group_command(command, false))
+        ch.exec(true, gate::group_command(command, None))
             .await
             .map_err(|e| self.lost("exec", e))?;
         ch.eof().await.map_err(|e| self.lost("exec", e))?;
@@ -433,15 +490,19 @@ impl Session {
     /// with one line on stdin. Nothing past the gate runs without that
     /// line: stdin's end (the run wrote nothing, was stopped, or the
     /// connection closed) makes the waiting shell exit 125.
-    pub async fn open_spare_channel(&self, prime: Option<&str>) {
+    pub async fn open_spare_channel(&self, prime: Option<(&str, &str)>) {
         let Ok(Ok(ch)) =
             tokio::time::timeout(self.op_timeout, self.handle.channel_open_session()).await
         else {
             return;
         };
         match prime {
-            Some(command) => {
-                if ch.exec(true, group_command(command, true)).await.is_ok() {
+            Some((command, watched)) => {
+                if ch
+                    .exec(true, gate::group_command(command, Some(watched)))
+                    .await
+                    .is_ok()
+                {
                     if let Ok(mut p) = self.primed.lock() {
                         *p = Some((command.to_string(), ch));
                     }
@@ -622,38 +683,6 @@ fn push_bounded(buf: &mut Vec<u8>, data: &[u8], cap: usize, truncated: &mut bool
         *truncated = true;
     }
     buf.extend_from_slice(&data[..data.len().min(room)]);
-}
-
-/// The line that opens a primed command's gate.
-const GATE_OPEN: &[u8; 3] = b"go\n";
-
-/// The command line [`Session::exec_group`] sends: `command` (a POSIX `sh`
-/// command line) in its own process group (`setsid` where present); the
-/// inner shell prints its pid (= its process group when setsid ran) on
-/// stderr first, then becomes the command. `gated`: first wait for
-/// [`GATE_OPEN`] on stdin, and exit 125 without running anything when
-/// stdin ends (or brings anything else) instead.
-fn group_command(command: &str, gated: bool) -> String {
-    let inner = "printf 'swapcfg-pgid %s\\n' \"$$\" >&2; exec /bin/sh -c \"$1\"";
-    let gate = if gated {
-        "read -r swapcfg_go && [ \"$swapcfg_go\" = go ] || exit 125; "
-    } else {
-        ""
-    };
-    let script = format!(
-        "{gate}if command -v setsid >/dev/null 2>&1; then setsid /bin/sh -c {i} swapcfg \"$1\" & else /bin/sh -c {i} swapcfg \"$1\" & fi; wait $!",
-        i = sh_quote(inner)
-    );
-    format!(
-        "/bin/sh -c {} swapcfg {}",
-        sh_quote(&script),
-        sh_quote(command)
-    )
-}
-
-/// `'…'` for POSIX sh, with `'` written as `'\''`.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn truncate_for_message(s: &str) -> String {

@@ -24,12 +24,23 @@ const MAX_STDIN: usize = 64 * 1024 * 1024;
 /// here from the gate's contract, not taken from the client's code.
 pub(crate) const GATE: &str = "read -r swapcfg_go";
 
+/// A gate told `after CRC LEN` waits until the watched file's POSIX
+/// `cksum` prints `CRC LEN`, this long at most (then 124, nothing ran).
+const AFTER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The stderr line of a gate that waited in vain.
+const GAVE_UP: &[u8] = b"swapcfg-gate-gave-up\n";
+
 /// Wait for a gated command's line, as its shell's `read` would. `Some`
 /// with the channel and the bytes read (for a shell to see again) when the
-/// line is `go`; otherwise the command ends with 125 and nothing ran (a
-/// shell started `early` sees its stdin end, as on a host).
+/// line is `go`, or `after CRC LEN` once the watched file (the gated
+/// command's argument before the command) has that checksum — a real
+/// shell started `early` does that wait itself; otherwise the command ends
+/// with 125 (or 124 after waiting in vain) and nothing ran (a shell
+/// started `early` sees its stdin end, as on a host).
 pub(crate) async fn gate(
     mut channel: Channel<Msg>,
+    command: &str,
     early: Option<&mut Early>,
 ) -> Option<(Channel<Msg>, Vec<u8>)> {
     let mut buf = Vec::new();
@@ -40,6 +51,17 @@ pub(crate) async fn gate(
                 if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                     if &buf[..nl] == b"go" {
                         return Some((channel, buf));
+                    }
+                    if let Some(want) = buf[..nl].strip_prefix(b"after ") {
+                        if matches!(early, Some(Ok(_))) {
+                            return Some((channel, buf));
+                        }
+                        let want = String::from_utf8_lossy(want).into_owned();
+                        if holds(command, &want).await {
+                            return Some((channel, buf));
+                        }
+                        finish(&channel, 124, b"", GAVE_UP).await;
+                        return None;
                     }
                     break;
                 }
@@ -57,6 +79,33 @@ pub(crate) async fn gate(
     }
     finish(&channel, 125, b"", b"").await;
     None
+}
+
+/// Whether the file a gated `command` watches comes to have the `cksum`
+/// output `want` within [`AFTER_WAIT`], as the host's `cksum` computes it.
+async fn holds(command: &str, want: &str) -> bool {
+    let Some((rest, _command)) = super::split_last_quoted(command) else {
+        return false;
+    };
+    let Some((_, watched)) = super::split_last_quoted(rest) else {
+        return false;
+    };
+    let deadline = tokio::time::Instant::now() + AFTER_WAIT;
+    loop {
+        if let Ok(file) = std::fs::File::open(&watched) {
+            let out = tokio::process::Command::new("cksum")
+                .stdin(Stdio::from(file))
+                .output()
+                .await;
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == want) {
+                return true;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 /// A shell started when its exec request came (before its gate opened).

@@ -188,6 +188,12 @@ pub(crate) struct Shared {
 /// The last argument of a POSIX sh command line if it is single-quoted
 /// (`'…'` with `'\''` for a quote), unquoted.
 fn last_quoted_arg(command: &str) -> Option<String> {
+    split_last_quoted(command).map(|(_, arg)| arg)
+}
+
+/// `command` without its last single-quoted argument, and that argument
+/// unquoted.
+pub(crate) fn split_last_quoted(command: &str) -> Option<(&str, String)> {
     let body = command.trim_end().strip_suffix('\'')?;
     // Walk back over `'\''` escapes to the opening quote.
     let mut end = body.len();
@@ -197,19 +203,22 @@ fn last_quoted_arg(command: &str) -> Option<String> {
             end = open - 3;
             continue;
         }
-        return Some(body[open + 1..].replace("'\\''", "'"));
+        return Some((
+            body[..open].trim_end(),
+            body[open + 1..].replace("'\\''", "'"),
+        ));
     }
 }
 
-/// `CMD` when `command` is `sh -c '…' swapcfg 'CMD'`.
+/// `CMD` when `command` is `sh -c '…' swapcfg 'CMD'`, or a gated
+/// `sh -c '…' swapcfg 'WATCHED' 'CMD'`.
 fn wrapped_command(command: &str) -> Option<String> {
-    let inner = last_quoted_arg(command)?;
-    let quoted = format!("'{}'", inner.replace('\'', "'\\''"));
-    command
-        .strip_suffix(&quoted)?
-        .trim_end()
-        .ends_with(" swapcfg")
-        .then_some(inner)
+    let (rest, inner) = split_last_quoted(command)?;
+    if rest.ends_with(" swapcfg") {
+        return Some(inner);
+    }
+    let (rest, _watched) = split_last_quoted(rest)?;
+    rest.ends_with(" swapcfg").then_some(inner)
 }
 
 /// How shell-exec commands are run: `program args… -c COMMAND` with extra
@@ -881,7 +890,9 @@ impl russh::server::Handler for Conn {
                 .then(|| exec::spawn_shell(&shared.shell, &command));
             tokio::spawn(async move {
                 let mut early = early;
-                if let Some((channel, stdin)) = exec::gate(channel, early.as_mut()).await {
+                if let Some((channel, stdin)) =
+                    exec::gate(channel, &command, early.as_mut()).await
+                {
                     start_exec(shared, ctl, channel, command, stdin, early);
                 }
             });
