@@ -153,3 +153,52 @@ async fn a_dry_run_starts_no_shell_on_the_host() {
     assert_eq!(fx.server.raw_exec_log(), Vec::<String>::new());
     assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_rename_runs_no_restart_and_the_gate_gives_up_alone() {
+    use swapcfg_testkit::server::{FaultAction, FaultPlan, Op};
+    // The restart goes out with the rename (its gate waits for the new
+    // bytes); the host refuses the rename (the link backup is no rename).
+    let fx = fixture(|b| b.faults(FaultPlan::one(Op::Rename, 1, FaultAction::Fail))).await;
+    let cfg = path_str(&fx.config("config.yaml", OLD, 0o640));
+    let ran = fx.dir.path().join("restart-ran");
+    let tag = format!("refused-rename-{}", std::process::id());
+    let new = fx.dir.path().join("new.yaml");
+    std::fs::write(&new, NEW).expect("new");
+    let st = Standin::start(vec!["a".into(), "b".into()], None)
+        .await
+        .expect("standin");
+    let restart = format!(": {tag}; : > '{}'", path_str(&ran));
+    let t = std::time::Instant::now();
+    let out = output(apply(&fx, &new, &cfg, &restart, &st, &[])).await;
+    let took = t.elapsed();
+    let v = json_of(&out);
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(7), Some("write")),
+        "{v}"
+    );
+    // The apply did not wait for the gate to give up.
+    assert!(
+        took < swapcfg::transport::gate::AFTER_WAIT,
+        "took {took:?}"
+    );
+    assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD);
+    // The waiting shell polls for the new bytes, gives up and ends without
+    // running the command (looked at once it ended).
+    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&tag))
+        .await
+        .expect("join");
+    assert_eq!(left, Vec::<u32>::new(), "a shell is left");
+    assert!(!ran.exists(), "the restart ran although the rename was refused");
+    // The gate's line did go out with the rename (the server hands a line
+    // to the waiting shell and logs the command then): it was the shell's
+    // own wait that ran nothing.
+    assert_eq!(fx.server.exec_log(), vec![restart.clone()]);
+    let left: Vec<String> = fx
+        .listing()
+        .into_iter()
+        .filter(|n| n.starts_with(".config") || n.contains("lock"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "temp file or lock left");
+}
