@@ -218,7 +218,7 @@ impl Positions {
     /// [`Positions::set_name`] of node `slot` from the key node `k`; its
     /// text.
     fn name_slot(&mut self, slot: usize, k: yaml::Node) -> String {
-        let at = (small(k.line), small(k.column));
+        let at = (k.line, k.column);
         let key = k.into_key_text();
         self.set_name(slot, &key, at);
         key
@@ -331,8 +331,8 @@ pub(crate) fn split_models(root: yaml::Node, pos: &mut Positions) -> Result<Spli
     let first = 1;
     pos.nodes.resize(first + children, PosNode::default());
     if let Some(n) = pos.nodes.get_mut(0) {
-        n.line = small(line);
-        n.column = small(column);
+        n.line = line;
+        n.column = column;
         n.first_child = small(first);
         n.set_shape(PosKind::Map, small(children));
     }
@@ -357,8 +357,8 @@ pub(crate) fn split_models(root: yaml::Node, pos: &mut Positions) -> Result<Spli
                 let mfirst = pos.nodes.len();
                 pos.nodes.resize(mfirst + n, PosNode::default());
                 if let Some(node) = pos.nodes.get_mut(first + i) {
-                    node.line = small(v.line);
-                    node.column = small(v.column);
+                    node.line = v.line;
+                    node.column = v.column;
                     node.first_child = small(mfirst);
                     node.set_shape(PosKind::Map, small(n));
                 }
@@ -366,7 +366,7 @@ pub(crate) fn split_models(root: yaml::Node, pos: &mut Positions) -> Result<Spli
                 split.ids.reserve_exact(n);
                 split.nodes.reserve_exact(n);
                 for (mk, mv) in models_entries {
-                    key_at.push((small(mk.line), small(mk.column)));
+                    key_at.push((mk.line, mk.column));
                     split.ids.push(mk.into_key_text());
                     split.nodes.push(mv);
                 }
@@ -379,7 +379,7 @@ pub(crate) fn split_models(root: yaml::Node, pos: &mut Positions) -> Result<Spli
                     let doc = doc as usize;
                     split.slots[doc] = mfirst + rank;
                     let (kl, kc) = key_at[doc];
-                    let (vl, vc) = (small(split.nodes[doc].line), small(split.nodes[doc].column));
+                    let (vl, vc) = (split.nodes[doc].line, split.nodes[doc].column);
                     pos.set_name(mfirst + rank, &ids[doc], (kl, kc));
                     if let Some(node) = pos.nodes.get_mut(mfirst + rank) {
                         node.line = vl;
@@ -429,7 +429,7 @@ enum Room {
 
 /// Fill `pos.nodes[slot]` (all but the key) and convert `node`.
 fn build(node: yaml::Node, slot: usize, pos: &mut Positions, room: Room) -> Value {
-    let (line, column) = (small(node.line), small(node.column));
+    let (line, column) = (node.line, node.column);
     let (kind, children) = match &node.kind {
         yaml::Kind::Seq(items) => (PosKind::Seq, items.len()),
         yaml::Kind::Map(entries) => (PosKind::Map, entries.len()),
@@ -649,8 +649,8 @@ impl Validator {
                 return Outcome {
                     findings: vec![Finding {
                         file: None,
-                        line: root.line,
-                        column: root.column,
+                        line: root.line as usize,
+                        column: root.column as usize,
                         path: "$".into(),
                         severity: Severity::Error,
                         rule: "yaml-top-level".into(),
@@ -746,7 +746,7 @@ mod tests {
         values: &mut HashMap<Vec<Seg>, (usize, usize)>,
         keys: &mut HashMap<Vec<Seg>, (usize, usize)>,
     ) {
-        values.insert(path.clone(), (node.line, node.column));
+        values.insert(path.clone(), (node.line as usize, node.column as usize));
         match &node.kind {
             yaml::Kind::Seq(items) => {
                 for (i, n) in items.iter().enumerate() {
@@ -758,7 +758,7 @@ mod tests {
             yaml::Kind::Map(entries) => {
                 for (k, v) in entries {
                     path.push(Seg::Key(k.key_text()));
-                    keys.insert(path.clone(), (k.line, k.column));
+                    keys.insert(path.clone(), (k.line as usize, k.column as usize));
                     reference(v, path, values, keys);
                     path.pop();
                 }

@@ -24,8 +24,8 @@ pub const MAX_DEPTH: usize = 128;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     pub kind: Kind,
-    pub line: usize,
-    pub column: usize,
+    pub line: u32,
+    pub column: u32,
 }
 
 /// The resolved value of a node.
@@ -53,7 +53,11 @@ pub struct YamlError {
 
 impl Node {
     fn new(kind: Kind, line: usize, column: usize) -> Node {
-        Node { kind, line, column }
+        Node {
+            kind,
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            column: u32::try_from(column).unwrap_or(u32::MAX),
+        }
     }
 
     /// A null at 1:1 (a placeholder for a node moved out).
@@ -257,8 +261,8 @@ pub fn parse(src: &str) -> Result<Node, YamlError> {
                 }
                 let mut n = target.clone();
                 // The alias itself is where a reader looks.
-                n.line = line;
-                n.column = col;
+                n.line = u32::try_from(line).unwrap_or(u32::MAX);
+                n.column = u32::try_from(col).unwrap_or(u32::MAX);
                 n
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => continue,
@@ -378,7 +382,7 @@ fn finish_mapping(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlE
         for (j, (k, _)) in entries.iter().enumerate() {
             let t = k.key_cow();
             if let Some((prev, _)) = entries[..j].iter().find(|(p, _)| p.key_cow() == t) {
-                return Err(duplicate_key(k, &t, prev.line));
+                return Err(duplicate_key(k, &t, prev.line as usize));
             }
         }
         return Ok(entries);
@@ -391,7 +395,7 @@ fn finish_mapping(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlE
             match seen.entry(k.key_cow()) {
                 Entry::Occupied(prev) => return Err(duplicate_key(k, prev.key(), *prev.get())),
                 Entry::Vacant(slot) => {
-                    slot.insert(k.line);
+                    slot.insert(k.line as usize);
                 }
             }
         }
@@ -410,8 +414,8 @@ fn finish_mapping(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlE
                 Kind::Seq(items) => items,
                 _ => {
                     return Err(YamlError {
-                        line: v.line,
-                        column: v.column,
+                        line: v.line as usize,
+                        column: v.column as usize,
                         rule: "yaml-merge",
                         message: "map merge requires a mapping or a list of mappings".into(),
                     })
@@ -420,8 +424,8 @@ fn finish_mapping(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlE
             for src in sources {
                 let Kind::Map(src_entries) = src.kind else {
                     return Err(YamlError {
-                        line: src.line,
-                        column: src.column,
+                        line: src.line as usize,
+                        column: src.column as usize,
                         rule: "yaml-merge",
                         message: "map merge requires a mapping or a list of mappings".into(),
                     });
@@ -437,7 +441,7 @@ fn finish_mapping(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlE
         match explicit_keys.entry(k.key_text()) {
             Entry::Occupied(prev) => return Err(duplicate_key(&k, prev.key(), *prev.get())),
             Entry::Vacant(slot) => {
-                slot.insert(k.line);
+                slot.insert(k.line as usize);
             }
         }
         explicit.push((k, v));
@@ -459,8 +463,8 @@ fn is_merge_key(k: &Node) -> bool {
 
 fn duplicate_key(k: &Node, text: &str, prev_line: usize) -> YamlError {
     YamlError {
-        line: k.line,
-        column: k.column,
+        line: k.line as usize,
+        column: k.column as usize,
         rule: "yaml-duplicate-key",
         message: format!("mapping key {text:?} already defined at line {prev_line}"),
     }
