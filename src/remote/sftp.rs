@@ -1150,7 +1150,7 @@ impl SftpRemote<'_> {
         );
         let flight = sent.elapsed();
         created?;
-        self.staged(tmp, real, before, hashed, expect, flight, false)
+        self.staged(tmp, real, before, hashed, expect, flight)
             .await
             .map(Some)
     }
@@ -1167,7 +1167,6 @@ impl SftpRemote<'_> {
         hashed: Option<(Result<String, RemoteError>, Result<Stat, RemoteError>)>,
         expect: Option<&str>,
         flight: Duration,
-        idle: bool,
     ) -> Result<StagedWrite, RemoteError> {
         let after = match hashed {
             None => None,
@@ -1188,7 +1187,7 @@ impl SftpRemote<'_> {
             real: real.to_string(),
             before,
             after: after.map(|a| (a, Instant::now(), flight)),
-            idle,
+            idle: false,
         })
     }
 
@@ -1302,9 +1301,14 @@ impl SftpRemote<'_> {
             Some(Ok((bytes, after))) => Some((bytes.map(|b| sha256_hex(&b)), after)),
         };
         let before = (attrs.size, attrs.mtime, attrs.permissions);
-        self.staged(tmp, real, before, hashed, expect, flight, true)
+        self.staged(tmp, real, before, hashed, expect, flight)
             .await
-            .map(|staged| Some(Some(staged)))
+            .map(|staged| {
+                Some(Some(StagedWrite {
+                    idle: true,
+                    ..staged
+                }))
+            })
     }
 
     /// Finish a staged write: `posix-rename` (1 round trip), after the lock

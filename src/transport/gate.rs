@@ -134,7 +134,10 @@ mod tests {
             .write_all(bytes)
             .expect("write");
         let out = child.wait_with_output().expect("cksum output");
-        String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
     }
 
     #[test]
@@ -160,9 +163,7 @@ mod tests {
     fn a_gated_command_names_the_watched_file_before_the_command() {
         let line = group_command("systemctl restart llama-swap", Some("/etc/it's.yaml"));
         assert!(line.contains("read -r swapcfg_go"));
-        assert!(line.ends_with(
-            "swapcfg '/etc/it'\\''s.yaml' 'systemctl restart llama-swap'"
-        ));
+        assert!(line.ends_with("swapcfg '/etc/it'\\''s.yaml' 'systemctl restart llama-swap'"));
         assert!(!group_command("true", None).contains("swapcfg_go"));
     }
 

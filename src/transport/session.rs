@@ -7,8 +7,8 @@ use std::time::Duration;
 use russh::client::{self, Handle};
 use russh::ChannelMsg;
 
-use super::handler::{host_key_error, ClientHandler};
 use super::gate::{self, GATE_OPEN};
+use super::handler::{host_key_error, ClientHandler};
 use super::{ConnectOptions, ExecOutput, TransportError};
 
 /// One authenticated SSH connection to a host. Cheap to share by reference;
