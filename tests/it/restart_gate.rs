@@ -179,10 +179,7 @@ async fn a_refused_rename_runs_no_restart_and_the_gate_gives_up_alone() {
         "{v}"
     );
     // The apply did not wait for the gate to give up.
-    assert!(
-        took < swapcfg::transport::gate::AFTER_WAIT,
-        "took {took:?}"
-    );
+    assert!(took < swapcfg::transport::gate::AFTER_WAIT, "took {took:?}");
     assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD);
     // The waiting shell polls for the new bytes, gives up and ends without
     // running the command (looked at once it ended).
@@ -190,7 +187,10 @@ async fn a_refused_rename_runs_no_restart_and_the_gate_gives_up_alone() {
         .await
         .expect("join");
     assert_eq!(left, Vec::<u32>::new(), "a shell is left");
-    assert!(!ran.exists(), "the restart ran although the rename was refused");
+    assert!(
+        !ran.exists(),
+        "the restart ran although the rename was refused"
+    );
     // The gate's line did go out with the rename (the server hands a line
     // to the waiting shell and logs the command then): it was the shell's
     // own wait that ran nothing.

@@ -890,8 +890,7 @@ impl russh::server::Handler for Conn {
                 .then(|| exec::spawn_shell(&shared.shell, &command));
             tokio::spawn(async move {
                 let mut early = early;
-                if let Some((channel, stdin)) =
-                    exec::gate(channel, &command, early.as_mut()).await
+                if let Some((channel, stdin)) = exec::gate(channel, &command, early.as_mut()).await
                 {
                     start_exec(shared, ctl, channel, command, stdin, early);
                 }
