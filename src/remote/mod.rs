@@ -46,6 +46,13 @@ pub struct Staged {
     pub(crate) sftp: Option<sftp::StagedWrite>,
 }
 
+/// What [`RemoteOps::commit_write_restarting`] gives: the commit's result,
+/// and the restart's outcome when it was sent with the commit.
+pub type Committed = (
+    Result<(), RemoteError>,
+    Option<Result<RestartOutcome, RemoteError>>,
+);
+
 /// How the lock was obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockTaken {
@@ -241,10 +248,7 @@ pub trait RemoteOps {
         like: &RemoteFile,
         expect: Option<&str>,
         _restart: Option<(&str, Duration)>,
-    ) -> (
-        Result<(), RemoteError>,
-        Option<Result<RestartOutcome, RemoteError>>,
-    ) {
+    ) -> Committed {
         (self.commit_write(staged, content, like, expect).await, None)
     }
     /// Give up a staged write (its temp file is removed, best effort).
@@ -544,10 +548,7 @@ impl RemoteOps for AnyRemote<'_> {
         like: &RemoteFile,
         expect: Option<&str>,
         restart: Option<(&str, Duration)>,
-    ) -> (
-        Result<(), RemoteError>,
-        Option<Result<RestartOutcome, RemoteError>>,
-    ) {
+    ) -> Committed {
         dispatch!(self, r => r.commit_write_restarting(staged, content, like, expect, restart).await)
     }
     async fn discard_write(&self, staged: Staged) {

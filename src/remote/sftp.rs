@@ -724,9 +724,6 @@ pub struct StagedWrite {
 /// (size, mtime, mode) of a file.
 type Stat = (Option<u64>, Option<u32>, Option<u32>);
 
-/// A restart's outcome.
-type Restarted = Result<RestartOutcome, RemoteError>;
-
 /// What this session knows of the lock it holds.
 #[derive(Default)]
 struct LockState {
@@ -1324,7 +1321,7 @@ impl SftpRemote<'_> {
         staged: StagedWrite,
         expect: Option<&str>,
         restart: Option<(&str, Duration, &[u8])>,
-    ) -> (Result<(), RemoteError>, Option<Restarted>) {
+    ) -> super::Committed {
         let StagedWrite {
             tmp,
             real,
@@ -1807,7 +1804,7 @@ impl super::RemoteOps for SftpRemote<'_> {
         like: &RemoteFile,
         expect: Option<&str>,
         restart: Option<(&str, Duration)>,
-    ) -> (Result<(), RemoteError>, Option<Restarted>) {
+    ) -> super::Committed {
         let Some(w) = staged.sftp else {
             return (self.write(content, like, expect).await, None);
         };

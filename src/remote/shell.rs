@@ -50,6 +50,7 @@ use super::{
     backup_path, names, BackupEntry, LockInfo, LockTaken, Mode, RemoteError, RemoteFile,
     RemoteOptions, RestartOutcome,
 };
+use crate::transport::gate::posix_cksum as cksum;
 use crate::transport::{Session, TransportError};
 
 /// Quote `s` for POSIX sh: `'…'`, with `'` written as `'\''`.
@@ -409,39 +410,6 @@ fn transport_err(op: &'static str, after: Duration, e: TransportError) -> Remote
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
-}
-
-/// POSIX `cksum` of `bytes`: (CRC-32 over the bytes and their length,
-/// length), as the `cksum` utility computes it.
-pub fn cksum(bytes: &[u8]) -> (u32, u64) {
-    const fn table() -> [u32; 256] {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = (i as u32) << 24;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 0x8000_0000 != 0 {
-                    (c << 1) ^ 0x04C1_1DB7
-                } else {
-                    c << 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    }
-    const T: [u32; 256] = table();
-    let step = |crc: u32, b: u8| (crc << 8) ^ T[((crc >> 24) as u8 ^ b) as usize];
-    let mut crc = bytes.iter().fold(0u32, |c, &b| step(c, b));
-    let mut n = bytes.len() as u64;
-    while n != 0 {
-        crc = step(crc, n as u8);
-        n >>= 8;
-    }
-    (!crc, bytes.len() as u64)
 }
 
 /// `cksum`'s output for stdin: `CRC LENGTH`.
@@ -1028,7 +996,7 @@ fn probe_answer(code: &str) -> crate::hostcheck::Answer {
 
 #[cfg(test)]
 mod tests {
-    use super::{cksum, quote};
+    use super::quote;
     use proptest::prelude::*;
 
     fn sh_echo(s: &str) -> Vec<u8> {
@@ -1064,32 +1032,6 @@ mod tests {
         #[test]
         fn quoting_round_trips(s in "[^\u{0}]{0,40}") {
             prop_assert_eq!(sh_echo(&s), s.as_bytes());
-        }
-    }
-
-    #[test]
-    fn cksum_matches_posix() {
-        // Values from POSIX `cksum` (GNU coreutils) on stdin.
-        assert_eq!(cksum(b""), (4_294_967_295, 0));
-        assert_eq!(cksum(b"hello"), (3_287_646_509, 5));
-        let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
-        if let Ok(out) = std::process::Command::new("cksum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                if let Some(mut i) = c.stdin.take() {
-                    i.write_all(&big)?;
-                }
-                c.wait_with_output()
-            })
-        {
-            let (crc, len) = cksum(&big);
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout).trim(),
-                format!("{crc} {len}")
-            );
         }
     }
 }

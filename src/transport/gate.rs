@@ -4,7 +4,8 @@
 //! Owns: what the host's `sh` is sent for [`super::Session::exec_group`]
 //! (the process-group wrapper and its `swapcfg-pgid` line), the gate's
 //! protocol (one line on stdin: `go`, or `after CRC LEN` — wait until the
-//! watched file's POSIX `cksum` is that), and that checksum computed here.
+//! watched file's POSIX `cksum` is that), and that checksum computed here
+//! (shell mode checks its uploads with the same function).
 //!
 //! Architecture invariant: nothing past a gate runs unless its line came
 //! and (for `after`) the watched file held exactly the bytes it names; the
@@ -142,6 +143,10 @@ mod tests {
 
     #[test]
     fn the_checksum_is_the_one_cksum_prints() {
+        // Values from POSIX `cksum` (GNU coreutils) on stdin, then the
+        // machine's own `cksum` on sizes around the length's byte counts.
+        assert_eq!(posix_cksum(b""), (4_294_967_295, 0));
+        assert_eq!(posix_cksum(b"hello"), (3_287_646_509, 5));
         let mut seed = 0x9e37_79b9_u32;
         let mut sizes = vec![0, 1, 2, 255, 256, 257, 65_535, 65_536, 70_001];
         sizes.push(3 * 1024 * 1024 + 7);

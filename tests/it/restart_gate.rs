@@ -41,6 +41,38 @@ fn apply(
     fx.cli(&args)
 }
 
+/// A host with the OLD config, the NEW file, a stand-in serving both
+/// models, and a restart command that leaves `ran` behind and carries a
+/// tag to find its shell by.
+struct Marked {
+    cfg: String,
+    ran: std::path::PathBuf,
+    tag: String,
+    new: std::path::PathBuf,
+    st: Standin,
+    restart: String,
+}
+
+async fn marked(fx: &Fixture, tag: &str) -> Marked {
+    let cfg = path_str(&fx.config("config.yaml", OLD, 0o640));
+    let ran = fx.dir.path().join("restart-ran");
+    let tag = format!("{tag}-{}", std::process::id());
+    let new = fx.dir.path().join("new.yaml");
+    std::fs::write(&new, NEW).expect("new");
+    let st = Standin::start(vec!["a".into(), "b".into()], None)
+        .await
+        .expect("standin");
+    let restart = format!(": {tag}; : > '{}'", path_str(&ran));
+    Marked {
+        cfg,
+        ran,
+        tag,
+        new,
+        st,
+        restart,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_restart_shell_starts_before_the_write_and_its_command_runs_after_it() {
     // Every exec's shell first copies the config as it is when that shell
@@ -78,17 +110,16 @@ async fn the_restart_shell_starts_before_the_write_and_its_command_runs_after_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_never_restarts_leaves_no_waiting_shell_and_runs_nothing() {
     let fx = fixture(|b| b).await;
-    let cfg = path_str(&fx.config("config.yaml", OLD, 0o640));
-    let ran = fx.dir.path().join("restart-ran");
-    let tag = format!("gate-tag-{}", std::process::id());
-    let new = fx.dir.path().join("new.yaml");
-    std::fs::write(&new, NEW).expect("new");
-    let st = Standin::start(vec!["a".into(), "b".into()], None)
-        .await
-        .expect("standin");
+    let Marked {
+        cfg,
+        ran,
+        tag,
+        new,
+        st,
+        restart,
+    } = marked(&fx, "gate-tag").await;
     // A conflict (the host's bytes are not the expected ones): refused
     // after the read, before anything is written.
-    let restart = format!(": {tag}; : > '{}'", path_str(&ran));
     let sha = "ab".repeat(32);
     let out = output(apply(
         &fx,
@@ -160,15 +191,14 @@ async fn a_refused_rename_runs_no_restart_and_the_gate_gives_up_alone() {
     // The restart goes out with the rename (its gate waits for the new
     // bytes); the host refuses the rename (the link backup is no rename).
     let fx = fixture(|b| b.faults(FaultPlan::one(Op::Rename, 1, FaultAction::Fail))).await;
-    let cfg = path_str(&fx.config("config.yaml", OLD, 0o640));
-    let ran = fx.dir.path().join("restart-ran");
-    let tag = format!("refused-rename-{}", std::process::id());
-    let new = fx.dir.path().join("new.yaml");
-    std::fs::write(&new, NEW).expect("new");
-    let st = Standin::start(vec!["a".into(), "b".into()], None)
-        .await
-        .expect("standin");
-    let restart = format!(": {tag}; : > '{}'", path_str(&ran));
+    let Marked {
+        cfg,
+        ran,
+        tag,
+        new,
+        st,
+        restart,
+    } = marked(&fx, "refused-rename").await;
     let t = std::time::Instant::now();
     let out = output(apply(&fx, &new, &cfg, &restart, &st, &[])).await;
     let took = t.elapsed();
