@@ -232,3 +232,42 @@ async fn a_refused_rename_runs_no_restart_and_the_gate_gives_up_alone() {
         .collect();
     assert_eq!(left, Vec::<String>::new(), "temp file or lock left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_slower_than_the_gate_waits_still_restarts_once_after_it() {
+    use swapcfg_testkit::server::{FaultAction, FaultPlan, Op};
+    // The host takes longer over the rename than the gate waits for the
+    // new bytes: the gate gives up having run nothing, and the apply then
+    // starts the restart on a channel of its own — once, after the rename.
+    let slow = swapcfg::transport::gate::AFTER_WAIT + Duration::from_millis(700);
+    let fx = fixture(|b| b.faults(FaultPlan::one(Op::Rename, 1, FaultAction::Slow(slow)))).await;
+    let m = marked(&fx, "slow-rename").await;
+    let seen = fx.dir.path().join("restart-saw");
+    let restart = format!("{}; cat '{}' >> '{}'", m.restart, m.cfg, path_str(&seen));
+    let out = output(apply(&fx, &m.new, &m.cfg, &restart, &m.st, &[])).await;
+    let v = json_of(&out);
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(0), Some("done")),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(&m.cfg).expect("cfg"), NEW);
+    // Ran once, and saw the new config.
+    assert_eq!(std::fs::read(&seen).expect("restart ran"), NEW);
+    // The primed (gated) command line, then the restart afresh (no gate).
+    let log = fx.server.raw_exec_log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log[0].contains("read -r swapcfg_go"), "{log:?}");
+    assert!(!log[1].contains("read -r swapcfg_go"), "{log:?}");
+    let tag = m.tag.clone();
+    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&tag))
+        .await
+        .expect("join");
+    assert_eq!(left, Vec::<u32>::new(), "a shell is left");
+    let left: Vec<String> = fx
+        .listing()
+        .into_iter()
+        .filter(|n| n.starts_with(".config") || n.contains("lock"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "temp file or lock left");
+}

@@ -167,6 +167,7 @@ pub(crate) async fn run(
         Some(FaultAction::DoThenDrop)
         | Some(FaultAction::DropAfterStdin(_))
         | Some(FaultAction::CloseStdinAfter(_))
+        | Some(FaultAction::Slow(_))
         | None => {}
     }
     let lose_reply = fault == Some(FaultAction::DoThenDrop);

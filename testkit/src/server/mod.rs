@@ -79,6 +79,9 @@ pub enum FaultAction {
     /// SFTP: do the operation, then shut the connection down without
     /// replying: the reply is lost after the work happened.
     DoThenDrop,
+    /// SFTP only: wait this long, then do the operation and reply as
+    /// usual (a stalled disk, a busy host). Elsewhere: no fault.
+    Slow(Duration),
     /// Exec only (`/bin/sh` commands, forced commands): run the command, forward the first
     /// N bytes of its stdin, then shut the TCP connection down (a link
     /// dropped, or the client killed, mid-upload). Elsewhere: no fault.
@@ -835,6 +838,7 @@ impl russh::server::Handler for Conn {
             None
             | Some(FaultAction::DropAfterStdin(_))
             | Some(FaultAction::CloseStdinAfter(_))
+            | Some(FaultAction::Slow(_))
             | Some(FaultAction::DoThenDrop) => {}
             Some(FaultAction::Drop) | Some(FaultAction::WithholdThenDrop(_)) => {
                 self.ctl.drop_connection();

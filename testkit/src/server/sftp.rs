@@ -61,6 +61,10 @@ impl SftpHandler {
                 Ok(false)
             }
             Some(FaultAction::DoThenDrop) => Ok(true),
+            Some(FaultAction::Slow(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(false)
+            }
             Some(FaultAction::WithholdThenDrop(d)) => {
                 tokio::time::sleep(d).await;
                 self.ctl.drop_connection();
