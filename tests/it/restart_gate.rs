@@ -110,23 +110,16 @@ async fn the_restart_shell_starts_before_the_write_and_its_command_runs_after_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_never_restarts_leaves_no_waiting_shell_and_runs_nothing() {
     let fx = fixture(|b| b).await;
-    let Marked {
-        cfg,
-        ran,
-        tag,
-        new,
-        st,
-        restart,
-    } = marked(&fx, "gate-tag").await;
+    let m = marked(&fx, "gate-tag").await;
     // A conflict (the host's bytes are not the expected ones): refused
     // after the read, before anything is written.
     let sha = "ab".repeat(32);
     let out = output(apply(
         &fx,
-        &new,
-        &cfg,
-        &restart,
-        &st,
+        &m.new,
+        &m.cfg,
+        &m.restart,
+        &m.st,
         &["--expect-sha256", &sha],
     ))
     .await;
@@ -136,14 +129,14 @@ async fn a_run_that_never_restarts_leaves_no_waiting_shell_and_runs_nothing() {
         (Some(5), Some("conflict")),
         "{v}"
     );
-    assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD);
+    assert_eq!(std::fs::read(&m.cfg).expect("cfg"), OLD);
     // The waiting shell ends once the connection closes, without running
     // the command (looked at after it ended: it would have run by then).
-    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&tag))
+    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&m.tag))
         .await
         .expect("join");
     assert_eq!(left, Vec::<u32>::new(), "a shell is left");
-    assert!(!ran.exists(), "the restart command ran");
+    assert!(!m.ran.exists(), "the restart command ran");
     // The gate never opened: the server never saw the command run.
     assert_eq!(fx.server.exec_log(), Vec::<String>::new());
     let left: Vec<String> = fx
@@ -191,16 +184,9 @@ async fn a_refused_rename_runs_no_restart_and_the_gate_gives_up_alone() {
     // The restart goes out with the rename (its gate waits for the new
     // bytes); the host refuses the rename (the link backup is no rename).
     let fx = fixture(|b| b.faults(FaultPlan::one(Op::Rename, 1, FaultAction::Fail))).await;
-    let Marked {
-        cfg,
-        ran,
-        tag,
-        new,
-        st,
-        restart,
-    } = marked(&fx, "refused-rename").await;
+    let m = marked(&fx, "refused-rename").await;
     let t = std::time::Instant::now();
-    let out = output(apply(&fx, &new, &cfg, &restart, &st, &[])).await;
+    let out = output(apply(&fx, &m.new, &m.cfg, &m.restart, &m.st, &[])).await;
     let took = t.elapsed();
     let v = json_of(&out);
     assert_eq!(
@@ -210,21 +196,21 @@ async fn a_refused_rename_runs_no_restart_and_the_gate_gives_up_alone() {
     );
     // The apply did not wait for the gate to give up.
     assert!(took < swapcfg::transport::gate::AFTER_WAIT, "took {took:?}");
-    assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD);
+    assert_eq!(std::fs::read(&m.cfg).expect("cfg"), OLD);
     // The waiting shell polls for the new bytes, gives up and ends without
     // running the command (looked at once it ended).
-    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&tag))
+    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&m.tag))
         .await
         .expect("join");
     assert_eq!(left, Vec::<u32>::new(), "a shell is left");
     assert!(
-        !ran.exists(),
+        !m.ran.exists(),
         "the restart ran although the rename was refused"
     );
     // The gate's line did go out with the rename (the server hands a line
     // to the waiting shell and logs the command then): it was the shell's
     // own wait that ran nothing.
-    assert_eq!(fx.server.exec_log(), vec![restart.clone()]);
+    assert_eq!(fx.server.exec_log(), vec![m.restart.clone()]);
     let left: Vec<String> = fx
         .listing()
         .into_iter()
