@@ -73,6 +73,16 @@ async fn marked(fx: &Fixture, tag: &str) -> Marked {
     }
 }
 
+/// No process carrying `tag` is left on the host (waited for: a gate may
+/// still be polling).
+async fn no_shell_left(tag: &str) {
+    let tag = tag.to_string();
+    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&tag))
+        .await
+        .expect("join");
+    assert_eq!(left, Vec::<u32>::new(), "a shell is left");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_restart_shell_starts_before_the_write_and_its_command_runs_after_it() {
     // Every exec's shell first copies the config as it is when that shell
@@ -132,10 +142,7 @@ async fn a_run_that_never_restarts_leaves_no_waiting_shell_and_runs_nothing() {
     assert_eq!(std::fs::read(&m.cfg).expect("cfg"), OLD);
     // The waiting shell ends once the connection closes, without running
     // the command (looked at after it ended: it would have run by then).
-    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&m.tag))
-        .await
-        .expect("join");
-    assert_eq!(left, Vec::<u32>::new(), "a shell is left");
+    no_shell_left(&m.tag).await;
     assert!(!m.ran.exists(), "the restart command ran");
     // The gate never opened: the server never saw the command run.
     assert_eq!(fx.server.exec_log(), Vec::<String>::new());
@@ -169,10 +176,7 @@ async fn a_dry_run_starts_no_shell_on_the_host() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&tag))
-        .await
-        .expect("join");
-    assert_eq!(left, Vec::<u32>::new());
+    no_shell_left(&tag).await;
     assert!(!started.exists(), "a dry run started a shell on the host");
     assert_eq!(fx.server.raw_exec_log(), Vec::<String>::new());
     assert_eq!(std::fs::read(&cfg).expect("cfg"), OLD);
@@ -199,10 +203,7 @@ async fn a_refused_rename_runs_no_restart_and_the_gate_gives_up_alone() {
     assert_eq!(std::fs::read(&m.cfg).expect("cfg"), OLD);
     // The waiting shell polls for the new bytes, gives up and ends without
     // running the command (looked at once it ended).
-    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&m.tag))
-        .await
-        .expect("join");
-    assert_eq!(left, Vec::<u32>::new(), "a shell is left");
+    no_shell_left(&m.tag).await;
     assert!(
         !m.ran.exists(),
         "the restart ran although the rename was refused"
@@ -245,11 +246,7 @@ async fn a_rename_slower_than_the_gate_waits_still_restarts_once_after_it() {
     assert_eq!(log.len(), 2, "{log:?}");
     assert!(log[0].contains("read -r swapcfg_go"), "{log:?}");
     assert!(!log[1].contains("read -r swapcfg_go"), "{log:?}");
-    let tag = m.tag.clone();
-    let left = tokio::task::spawn_blocking(move || wait_no_process_with(&tag))
-        .await
-        .expect("join");
-    assert_eq!(left, Vec::<u32>::new(), "a shell is left");
+    no_shell_left(&m.tag).await;
     let left: Vec<String> = fx
         .listing()
         .into_iter()
