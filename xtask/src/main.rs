@@ -5,11 +5,14 @@
 //!   static, runs with an empty environment, and applies a config against a
 //!   loopback OpenSSH sshd inside a mount namespace where `ssh`, `scp` and
 //!   `sftp` do not exist.
-//! * `bench [--rounds N] [--rtt MS]`: swapcfg against OpenSSH and paramiko
+//! * `bench [--rounds N] [--rtt MS] [--no-rc]`: swapcfg against OpenSSH and paramiko
 //!   on one loopback sshd: medians of wall time, CPU time and peak memory.
 //!   With `--rtt`, every flow reaches the sshd through the test kit's
 //!   delaying TCP proxy (each chunk held RTT/2 in each direction, order
 //!   kept), as across a VPN; swapcfg's `--json` step timings are printed too.
+//!   With `--no-rc`, sshd has `SetEnv SHLVL=1` (bash then sources no
+//!   `~/.bashrc` for a command): the same flows without the host's shell
+//!   start-up.
 //! * `bench --fleet N`: N inventory hosts behind one loopback sshd (distinct
 //!   config paths and health endpoints): the sum of N single-host applies
 //!   against one `apply --hosts @all --parallel 16` (target: fleet wall <=
@@ -63,10 +66,18 @@ fn main() {
             let rtt = flag_value(&args, "--rtt");
             // Across a delay every round is slow: fewer by default.
             let rounds = flag_value(&args, "--rounds").unwrap_or(if rtt.is_some() { 6 } else { 20 });
-            bench(rounds as usize, rtt)
+            // `--no-rc`: sshd with `SetEnv SHLVL=1`, so bash sources no
+            // ~/.bashrc for a command: the same flows without the host's
+            // shell start-up, to tell what is swapcfg's from the host's.
+            let sshd_extra = if args.iter().any(|a| a == "--no-rc") {
+                "SetEnv SHLVL=1"
+            } else {
+                ""
+            };
+            bench(rounds as usize, rtt, sshd_extra)
         }
         _ => Err(
-            "usage: cargo xtask dist [--check] | cargo xtask bench [--rounds N] [--rtt MS] | cargo xtask bench --fleet N [--in-process [--parallel P]] | cargo xtask man [DIR]"
+            "usage: cargo xtask dist [--check] | cargo xtask bench [--rounds N] [--rtt MS] [--no-rc] | cargo xtask bench --fleet N [--in-process [--parallel P]] | cargo xtask man [DIR]"
                 .into(),
         ),
     };
@@ -438,9 +449,9 @@ impl Delay {
     }
 }
 
-fn bench(rounds: usize, rtt: Option<u64>) -> R<()> {
+fn bench(rounds: usize, rtt: Option<u64>, sshd_extra: &str) -> R<()> {
     let bin = build_dist()?;
-    let fx = Sshd::start()?;
+    let fx = Sshd::start_with(sshd_extra)?;
     let http = HttpOk::start(&["qwen"])?;
     let new = fx.dir.join("new.yaml");
     std::fs::write(&new, NEW).map_err(|e| e.to_string())?;
@@ -586,10 +597,13 @@ fn bench(rounds: usize, rtt: Option<u64>) -> R<()> {
     let nproc = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    let place = match rtt {
+    let mut place = match rtt {
         Some(ms) => format!("sshd behind a {ms} ms round-trip proxy"),
         None => "loopback sshd".into(),
     };
+    if !sshd_extra.is_empty() {
+        place.push_str(&format!(" (sshd_config `{sshd_extra}`: no ~/.bashrc for commands)"));
+    }
     println!("\n{place}, {rounds} rounds, medians; machine: {nproc} x {model}\n");
     println!("| flow | wall ms | CPU ms | peak RSS MiB |\n|---|---:|---:|---:|");
     for (n, w, c, m) in &med {
