@@ -602,7 +602,9 @@ fn bench(rounds: usize, rtt: Option<u64>, sshd_extra: &str) -> R<()> {
         None => "loopback sshd".into(),
     };
     if !sshd_extra.is_empty() {
-        place.push_str(&format!(" (sshd_config `{sshd_extra}`: no ~/.bashrc for commands)"));
+        place.push_str(&format!(
+            " (sshd_config `{sshd_extra}`: no ~/.bashrc for commands)"
+        ));
     }
     println!("\n{place}, {rounds} rounds, medians; machine: {nproc} x {model}\n");
     println!("| flow | wall ms | CPU ms | peak RSS MiB |\n|---|---:|---:|---:|");
