@@ -381,7 +381,8 @@ pub(crate) async fn run_restart(
 
 /// [`run_restart`] started by its primed gate once the config holds
 /// `content` ([`Session::exec_group_after`]). `None`: nothing ran — no
-/// primed channel, or its gate gave up waiting.
+/// primed channel (or the host had closed it), or its gate gave up
+/// waiting.
 pub(crate) async fn run_restart_after(
     session: &Session,
     command: &str,
@@ -391,7 +392,9 @@ pub(crate) async fn run_restart_after(
     let out = session
         .exec_group_after(command, content, timeout, RESTART_OUTPUT_CAP)
         .await?;
-    if matches!(&out, Ok(o) if o.gate_gave_up) {
+    // Gave up waiting, or the waiting shell ended before its gate opened:
+    // nothing ran.
+    if matches!(&out, Ok(o) if !o.gate_opened) {
         return None;
     }
     Some(restart_outcome(out, timeout))

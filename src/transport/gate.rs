@@ -19,6 +19,11 @@ pub(crate) const GATE_OPEN: &[u8; 3] = b"go\n";
 /// vain (it then exits 124 having run nothing).
 pub(crate) const GAVE_UP: &str = "swapcfg-gate-gave-up";
 
+/// The stderr line a gate writes once it lets the command run: a channel
+/// that ends without it ran nothing past the gate (the waiting shell ended
+/// first), whatever its exit status.
+pub(crate) const OPENED: &str = "swapcfg-gate-open";
+
 /// How long a gate told `after …` polls the watched file (150 polls 20 ms
 /// apart; a `sleep` without fractions counts as 50 of them).
 pub const AFTER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -36,6 +41,7 @@ go) ;;
   done ;;
 *) exit 125 ;;
 esac
+echo swapcfg-gate-open >&2
 shift
 "#;
 

@@ -249,9 +249,24 @@ impl Session {
         timeout: Duration,
         max_output: usize,
     ) -> Result<ExecOutput, TransportError> {
-        let primed = self.take_primed(command);
-        self.run_group(command, primed, &GATE_OPEN[..], timeout, max_output)
+        let Some(primed) = self.take_primed(command) else {
+            return self
+                .run_group(command, None, &GATE_OPEN[..], timeout, max_output)
+                .await;
+        };
+        match self
+            .run_group(command, Some(primed), &GATE_OPEN[..], timeout, max_output)
             .await
+        {
+            // The waiting shell ended before its gate opened (its rc files
+            // exited, or it was ended as the line went out): nothing ran,
+            // so run the command on a channel of its own.
+            Ok(o) if !o.gate_opened => {
+                self.run_group(command, None, &GATE_OPEN[..], timeout, max_output)
+                    .await
+            }
+            other => other,
+        }
     }
 
     /// [`Session::exec_group`] for the command primed on this session
@@ -271,9 +286,13 @@ impl Session {
         max_output: usize,
     ) -> Option<Result<ExecOutput, TransportError>> {
         let primed = self.take_primed(command)?;
+        // A channel the host already closed (it ended the waiting shell)
+        // refuses the line: nothing ran, and nothing may start before the
+        // change is made — the caller runs the command afterwards.
         let line = gate::after_line(content);
+        primed.data(line.as_bytes()).await.ok()?;
         Some(
-            self.run_group(command, Some(primed), line.as_bytes(), timeout, max_output)
+            self.run_group(command, Some(primed), b"", timeout, max_output)
                 .await,
         )
     }
@@ -299,31 +318,43 @@ impl Session {
     ) -> Result<ExecOutput, TransportError> {
         let pgid = Mutex::new(None::<u32>);
         let gave_up = std::sync::atomic::AtomicBool::new(false);
+        let opened = std::sync::atomic::AtomicBool::new(false);
         let run = async {
             let ch = self.start_group(command, primed, gate_line).await?;
             let (mut reader, _writer) = ch.split();
+            // Lines before the wrapper's first one are the host's (rc files
+            // may write to stderr): the marker is looked for line by line.
             let mut marker_seen = false;
+            let mut scanned = 0;
             let mut out = self
                 .collect(&mut reader, max_output, |stderr: &mut Vec<u8>| {
-                    if marker_seen {
-                        return;
-                    }
-                    if let Some(nl) = stderr.iter().position(|&b| b == b'\n') {
-                        marker_seen = true;
-                        let line = String::from_utf8_lossy(&stderr[..nl]).into_owned();
+                    while !marker_seen {
+                        let Some(nl) = stderr[scanned..].iter().position(|&b| b == b'\n') else {
+                            return;
+                        };
+                        let end = scanned + nl;
+                        let line = String::from_utf8_lossy(&stderr[scanned..end]).into_owned();
                         if let Some(n) = line.strip_prefix("swapcfg-pgid ") {
+                            marker_seen = true;
                             if let (Ok(n), Ok(mut g)) = (n.trim().parse(), pgid.lock()) {
                                 *g = Some(n);
                             }
-                            stderr.drain(..=nl);
+                            stderr.drain(scanned..=end);
                         } else if line == gate::GAVE_UP {
+                            marker_seen = true;
                             gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
-                            stderr.drain(..=nl);
+                            stderr.drain(scanned..=end);
+                        } else if line == gate::OPENED {
+                            opened.store(true, std::sync::atomic::Ordering::Relaxed);
+                            stderr.drain(scanned..=end);
+                        } else {
+                            scanned = end + 1;
                         }
                     }
                 })
                 .await?;
             out.gate_gave_up = gave_up.load(std::sync::atomic::Ordering::Relaxed);
+            out.gate_opened = opened.load(std::sync::atomic::Ordering::Relaxed);
             Ok(out)
         };
         let run = self.until_closed(run);
@@ -409,16 +440,12 @@ impl Session {
     ) -> Result<russh::Channel<client::Msg>, TransportError> {
         if let Some(ch) = primed {
             // A channel that already closed (the host ended the waiting
-            // shell) refuses the data: nothing ran, so start afresh — but
-            // only for a plain `go`: a command waiting for a change must
-            // not start before it (the caller runs it after the change).
-            match ch.data(gate_line).await {
-                Ok(()) => {
-                    ch.eof().await.map_err(|e| self.lost("exec", e))?;
-                    return Ok(ch);
-                }
-                Err(e) if gate_line != &GATE_OPEN[..] => return Err(self.lost("exec", e)),
-                Err(_) => {}
+            // shell) refuses the data: nothing ran, so start afresh. An
+            // empty `gate_line`: the caller sent the line already.
+            let sent = gate_line.is_empty() || ch.data(gate_line).await.is_ok();
+            if sent {
+                ch.eof().await.map_err(|e| self.lost("exec", e))?;
+                return Ok(ch);
             }
         }
         let ch = self.channel().await?;

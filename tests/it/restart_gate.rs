@@ -254,3 +254,41 @@ async fn a_rename_slower_than_the_gate_waits_still_restarts_once_after_it() {
         .collect();
     assert_eq!(left, Vec::<String>::new(), "temp file or lock left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_shell_that_ended_early_is_replaced_and_the_restart_runs_once() {
+    // The host's first shell ends before its gate (an rc file exits); the
+    // channel closes. The restart must still run — once, after the rename,
+    // on a channel of its own — and never count as done when it did not
+    // run.
+    let side = tempfile::tempdir().expect("tempdir");
+    let first = path_str(&side.path().join("first-shell"));
+    let prelude = format!("[ -e '{first}' ] || {{ : > '{first}'; exit 0; }}");
+    let fx = fixture(|b| {
+        b.round_trip(Duration::from_millis(40))
+            .shell_prelude(&prelude)
+    })
+    .await;
+    let m = marked(&fx, "ended-early").await;
+    let seen = fx.dir.path().join("restart-saw");
+    let restart = format!("{}; cat '{}' >> '{}'", m.restart, m.cfg, path_str(&seen));
+    let out = output(apply(&fx, &m.new, &m.cfg, &restart, &m.st, &[])).await;
+    let v = json_of(&out);
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(0), Some("done")),
+        "{v}"
+    );
+    assert!(
+        std::path::Path::new(&first).exists(),
+        "the first shell ran its rc"
+    );
+    assert_eq!(std::fs::read(&m.cfg).expect("cfg"), NEW);
+    assert_eq!(std::fs::read(&seen).expect("restart ran"), NEW);
+    // The server logs a gated command when its gate opens: the one that
+    // ran is the fresh, ungated one.
+    let log = fx.server.raw_exec_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(!log[0].contains("read -r swapcfg_go"), "{log:?}");
+    no_shell_left(&m.tag).await;
+}

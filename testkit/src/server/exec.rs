@@ -44,20 +44,45 @@ pub(crate) async fn gate(
     early: Option<&mut Early>,
 ) -> Option<(Channel<Msg>, Vec<u8>)> {
     let mut buf = Vec::new();
-    while let Some(msg) = channel.wait().await {
+    let mut early = early;
+    loop {
+        let msg = match early.as_deref_mut() {
+            // Looked at every 10 ms (`wait` would close its stdin).
+            Some(Ok(child)) => tokio::select! {
+                m = channel.wait() => m,
+                () = tokio::time::sleep(std::time::Duration::from_millis(10)) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        // The shell ended before its line (its rc files
+                        // exit): as on a host, the channel ends with its
+                        // status and nothing past the gate ran.
+                        let code = status.code().unwrap_or(1);
+                        finish(&channel, u32::try_from(code).unwrap_or(1), b"", b"").await;
+                        return None;
+                    }
+                    continue;
+                }
+            },
+            _ => channel.wait().await,
+        };
+        let Some(msg) = msg else { break };
         match msg {
             ChannelMsg::Data { data } => {
                 buf.extend_from_slice(&data);
                 if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                    let real_shell = matches!(early, Some(Ok(_)));
                     if &buf[..nl] == b"go" {
+                        if !real_shell {
+                            opened(&channel).await;
+                        }
                         return Some((channel, buf));
                     }
                     if let Some(want) = buf[..nl].strip_prefix(b"after ") {
-                        if matches!(early, Some(Ok(_))) {
+                        if real_shell {
                             return Some((channel, buf));
                         }
                         let want = String::from_utf8_lossy(want).into_owned();
                         if holds(command, &want).await {
+                            opened(&channel).await;
                             return Some((channel, buf));
                         }
                         finish(&channel, 124, b"", GAVE_UP).await;
@@ -79,6 +104,14 @@ pub(crate) async fn gate(
     }
     finish(&channel, 125, b"", b"").await;
     None
+}
+
+/// What a gate writes on stderr once it lets its command run (a real
+/// shell's gate writes it itself).
+async fn opened(channel: &Channel<Msg>) {
+    let _ = channel
+        .extended_data_bytes(1, b"swapcfg-gate-open\n".to_vec())
+        .await;
 }
 
 /// Whether the file a gated `command` watches comes to have the `cksum`
