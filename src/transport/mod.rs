@@ -86,8 +86,9 @@ pub struct ExecOutput {
     /// A command held at a gate until a file held given bytes
     /// ([`Session::exec_group_after`]) gave up waiting: nothing ran.
     pub gate_gave_up: bool,
-    /// A primed command's gate let it run (its line came); without it,
-    /// nothing past the gate ran, whatever the exit status says.
+    /// The command was not held at a gate, or its gate let it run (the
+    /// gate's line came); otherwise nothing past the gate ran, whatever
+    /// the exit status says.
     pub gate_opened: bool,
 }
 

@@ -320,7 +320,7 @@ impl Session {
         let gave_up = std::sync::atomic::AtomicBool::new(false);
         let opened = std::sync::atomic::AtomicBool::new(false);
         let run = async {
-            let ch = self.start_group(command, primed, gate_line).await?;
+            let (ch, gated) = self.start_group(command, primed, gate_line).await?;
             let (mut reader, _writer) = ch.split();
             // Lines before the wrapper's first one are the host's (rc files
             // may write to stderr): the marker is looked for line by line.
@@ -354,7 +354,7 @@ impl Session {
                 })
                 .await?;
             out.gate_gave_up = gave_up.load(std::sync::atomic::Ordering::Relaxed);
-            out.gate_opened = opened.load(std::sync::atomic::Ordering::Relaxed);
+            out.gate_opened = !gated || opened.load(std::sync::atomic::Ordering::Relaxed);
             Ok(out)
         };
         let run = self.until_closed(run);
@@ -431,13 +431,14 @@ impl Session {
     /// Start `command` as [`Session::exec_group`] runs it: through the gate
     /// of the channel primed with it when there is one (one message, no
     /// channel or exec round trip, the host's shell already started), else
-    /// on a channel of its own. Stdin is closed either way.
+    /// on a channel of its own. Stdin is closed either way. The flag: the
+    /// command is held at a gate (the primed channel).
     async fn start_group(
         &self,
         command: &str,
         primed: Option<russh::Channel<client::Msg>>,
         gate_line: &[u8],
-    ) -> Result<russh::Channel<client::Msg>, TransportError> {
+    ) -> Result<(russh::Channel<client::Msg>, bool), TransportError> {
         if let Some(ch) = primed {
             // A channel that already closed (the host ended the waiting
             // shell) refuses the data: nothing ran, so start afresh. An
@@ -445,7 +446,7 @@ impl Session {
             let sent = gate_line.is_empty() || ch.data(gate_line).await.is_ok();
             if sent {
                 ch.eof().await.map_err(|e| self.lost("exec", e))?;
-                return Ok(ch);
+                return Ok((ch, true));
             }
         }
         let ch = self.channel().await?;
@@ -453,7 +454,7 @@ impl Session {
             .await
             .map_err(|e| self.lost("exec", e))?;
         ch.eof().await.map_err(|e| self.lost("exec", e))?;
-        Ok(ch)
+        Ok((ch, false))
     }
 
     /// Collect an exec channel's output (bounded) until it closes;
