@@ -83,6 +83,33 @@ async fn no_shell_left(tag: &str) {
     assert_eq!(left, Vec::<u32>::new(), "a shell is left");
 }
 
+/// No temp file and no lock beside the config.
+fn no_temp_or_lock(fx: &Fixture) {
+    let left: Vec<String> = fx
+        .listing()
+        .into_iter()
+        .filter(|n| n.starts_with(".config") || n.contains("lock"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "temp file or lock left");
+}
+
+/// Apply with `m`'s restart extended to append the config it sees to a
+/// file; the apply must succeed, and the restart have run once, after the
+/// rename (it saw the new bytes exactly once).
+async fn apply_and_see_one_restart(fx: &Fixture, m: &Marked) {
+    let seen = fx.dir.path().join("restart-saw");
+    let restart = format!("{}; cat '{}' >> '{}'", m.restart, m.cfg, path_str(&seen));
+    let out = output(apply(fx, &m.new, &m.cfg, &restart, &m.st, &[])).await;
+    let v = json_of(&out);
+    assert_eq!(
+        (out.status.code(), v["step"].as_str()),
+        (Some(0), Some("done")),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(&m.cfg).expect("cfg"), NEW);
+    assert_eq!(std::fs::read(&seen).expect("restart ran"), NEW);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_restart_shell_starts_before_the_write_and_its_command_runs_after_it() {
     // Every exec's shell first copies the config as it is when that shell
@@ -212,12 +239,7 @@ async fn a_refused_rename_runs_no_restart_and_the_gate_gives_up_alone() {
     // to the waiting shell and logs the command then): it was the shell's
     // own wait that ran nothing.
     assert_eq!(fx.server.exec_log(), vec![m.restart.clone()]);
-    let left: Vec<String> = fx
-        .listing()
-        .into_iter()
-        .filter(|n| n.starts_with(".config") || n.contains("lock"))
-        .collect();
-    assert_eq!(left, Vec::<String>::new(), "temp file or lock left");
+    no_temp_or_lock(&fx);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,30 +251,14 @@ async fn a_rename_slower_than_the_gate_waits_still_restarts_once_after_it() {
     let slow = swapcfg::transport::gate::AFTER_WAIT + Duration::from_millis(700);
     let fx = fixture(|b| b.faults(FaultPlan::one(Op::Rename, 1, FaultAction::Slow(slow)))).await;
     let m = marked(&fx, "slow-rename").await;
-    let seen = fx.dir.path().join("restart-saw");
-    let restart = format!("{}; cat '{}' >> '{}'", m.restart, m.cfg, path_str(&seen));
-    let out = output(apply(&fx, &m.new, &m.cfg, &restart, &m.st, &[])).await;
-    let v = json_of(&out);
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(0), Some("done")),
-        "{v}"
-    );
-    assert_eq!(std::fs::read(&m.cfg).expect("cfg"), NEW);
-    // Ran once, and saw the new config.
-    assert_eq!(std::fs::read(&seen).expect("restart ran"), NEW);
+    apply_and_see_one_restart(&fx, &m).await;
     // The primed (gated) command line, then the restart afresh (no gate).
     let log = fx.server.raw_exec_log();
     assert_eq!(log.len(), 2, "{log:?}");
     assert!(log[0].contains("read -r swapcfg_go"), "{log:?}");
     assert!(!log[1].contains("read -r swapcfg_go"), "{log:?}");
     no_shell_left(&m.tag).await;
-    let left: Vec<String> = fx
-        .listing()
-        .into_iter()
-        .filter(|n| n.starts_with(".config") || n.contains("lock"))
-        .collect();
-    assert_eq!(left, Vec::<String>::new(), "temp file or lock left");
+    no_temp_or_lock(&fx);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,21 +276,11 @@ async fn a_waiting_shell_that_ended_early_is_replaced_and_the_restart_runs_once(
     })
     .await;
     let m = marked(&fx, "ended-early").await;
-    let seen = fx.dir.path().join("restart-saw");
-    let restart = format!("{}; cat '{}' >> '{}'", m.restart, m.cfg, path_str(&seen));
-    let out = output(apply(&fx, &m.new, &m.cfg, &restart, &m.st, &[])).await;
-    let v = json_of(&out);
-    assert_eq!(
-        (out.status.code(), v["step"].as_str()),
-        (Some(0), Some("done")),
-        "{v}"
-    );
+    apply_and_see_one_restart(&fx, &m).await;
     assert!(
         std::path::Path::new(&first).exists(),
         "the first shell ran its rc"
     );
-    assert_eq!(std::fs::read(&m.cfg).expect("cfg"), NEW);
-    assert_eq!(std::fs::read(&seen).expect("restart ran"), NEW);
     // The server logs a gated command when its gate opens: the one that
     // ran is the fresh, ungated one.
     let log = fx.server.raw_exec_log();
