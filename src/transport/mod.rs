@@ -83,9 +83,6 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
     /// True when stdout or stderr was cut at the byte cap.
     pub truncated: bool,
-    /// A command held at a gate until a file held given bytes
-    /// ([`Session::exec_group_after`]) gave up waiting: nothing ran.
-    pub gate_gave_up: bool,
     /// The command was not held at a gate, or its gate let it run (the
     /// gate's line came); otherwise nothing past the gate ran, whatever
     /// the exit status says.

@@ -277,7 +277,7 @@ impl Session {
     /// command then starts without a round trip of its own. `None`: no
     /// primed channel for `command` (nothing was sent; run it the ordinary
     /// way once the change is made). A gate that gave up ran nothing
-    /// ([`ExecOutput::gate_gave_up`]).
+    /// ([`ExecOutput::gate_opened`] is false).
     pub async fn exec_group_after(
         &self,
         command: &str,
@@ -317,7 +317,6 @@ impl Session {
         max_output: usize,
     ) -> Result<ExecOutput, TransportError> {
         let pgid = Mutex::new(None::<u32>);
-        let gave_up = std::sync::atomic::AtomicBool::new(false);
         let opened = std::sync::atomic::AtomicBool::new(false);
         let run = async {
             let (ch, gated) = self.start_group(command, primed, gate_line).await?;
@@ -342,7 +341,6 @@ impl Session {
                             stderr.drain(scanned..=end);
                         } else if line == gate::GAVE_UP {
                             marker_seen = true;
-                            gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
                             stderr.drain(scanned..=end);
                         } else if line == gate::OPENED {
                             opened.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -353,7 +351,6 @@ impl Session {
                     }
                 })
                 .await?;
-            out.gate_gave_up = gave_up.load(std::sync::atomic::Ordering::Relaxed);
             out.gate_opened = !gated || opened.load(std::sync::atomic::Ordering::Relaxed);
             Ok(out)
         };
