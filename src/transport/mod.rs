@@ -15,6 +15,8 @@
 //! * `known_hosts.rs`: the OpenSSH-compatible known_hosts reader/writer.
 //! * `gate.rs`: the process-group command line and the gate a primed
 //!   command waits at on the host (`go`, or `after` a file holds given bytes).
+//! * `tcp.rs`: the TCP stream under a session, acknowledging what it reads
+//!   at once (sshd's Nagle would otherwise wait on our delayed ACKs).
 //! * `jump.rs`: [`connect_via`]: ProxyJump without a process (each hop a
 //!   session, the next one riding a `direct-tcpip` channel of the previous).
 //!
@@ -29,6 +31,7 @@ mod handler;
 mod jump;
 pub mod known_hosts;
 mod session;
+mod tcp;
 
 use std::path::PathBuf;
 use std::time::Duration;

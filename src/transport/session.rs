@@ -121,7 +121,7 @@ impl Session {
                 })
             }
         };
-        let _ = stream.set_nodelay(true);
+        let stream = super::tcp::AckingStream::new(stream);
         Self::establish(opts, label, stream, set_phase).await
     }
 
