@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::health::HealthError;
-use crate::remote::{LockInfo, LockTaken, RemoteError, RemoteFile, RemoteOps, RestartOutcome};
+use crate::remote::{
+    Committed, LockInfo, LockTaken, RemoteError, RemoteFile, RemoteOps, RestartOutcome,
+};
 use crate::stop::{Phase, Stop};
 use crate::transport::TransportError;
 
@@ -653,15 +655,22 @@ async fn changing<R: RemoteOps, H: Hooks>(
         .restart_cmd
         .as_deref()
         .map(|cmd| (cmd, opts.restart_timeout));
-    let (written, early) = match staged {
+    let committed = match staged {
         Ok(s) => {
             remote
                 .commit_write_restarting(s, new, current, Some(old_sha), send_restart)
                 .await
         }
-        Err(e) => (Err(e), None),
+        Err(e) => Committed::alone(Err(e)),
     };
-    rep.timings_ms.push((Step::Write, ms(t.elapsed())));
+    let Committed {
+        written,
+        written_at,
+        restart: early,
+    } = committed;
+    rep.timings_ms
+        .push((Step::Write, ms(written_at.saturating_duration_since(t))));
+    let early = early.map(|r| (r, written_at));
     if let Err(e) = written {
         stop.set_phase(Phase::Untouched);
         if let RemoteError::Changed { found, .. } = &e {
@@ -833,11 +842,12 @@ async fn observe<R: RemoteOps, H: Hooks>(
 }
 
 /// Run the restart command, unless it already ran with the commit
-/// (`early`: its outcome; it then counts no time of its own).
+/// (`early`: its outcome, and when the commit's reply came: its time is
+/// what the apply waited for it past that reply).
 async fn restart<R: RemoteOps, H: Hooks>(
     remote: &R,
     opts: &ApplyOptions,
-    early: Option<Result<RestartOutcome, RemoteError>>,
+    early: Option<(Result<RestartOutcome, RemoteError>, Instant)>,
     hooks: &mut H,
     rep: &mut ApplyReport,
 ) -> Result<(), RemoteError> {
@@ -845,10 +855,12 @@ async fn restart<R: RemoteOps, H: Hooks>(
         return Ok(());
     };
     hooks.step(Step::Restart);
-    let t = Instant::now();
-    let r = match early {
-        Some(r) => r,
-        None => remote.restart(cmd, opts.restart_timeout).await,
+    let (r, t) = match early {
+        Some((r, written_at)) => (r, written_at),
+        None => {
+            let t = Instant::now();
+            (remote.restart(cmd, opts.restart_timeout).await, t)
+        }
     };
     rep.timings_ms.push((Step::Restart, ms(t.elapsed())));
     r.map(|_| ())

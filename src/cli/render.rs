@@ -339,8 +339,9 @@ fn service_warning(w: &swapcfg::health::ServiceWarning) -> String {
 ///   then also quotes the first ones.
 /// * `timings_ms`: milliseconds per step, in the order they ran. `backup`
 ///   and `write` overlap (the upload runs beside the backup): both count
-///   from the same start, `write` until the rename, so they are not to be
-///   added up.
+///   from the same start, `write` until the rename's reply, so they are
+///   not to be added up. A restart sent with the rename counts from that
+///   reply to its end.
 /// * `host_checks`: what the host checks found before anything was
 ///   written, in config order; each `{severity, check, target, flag, model,
 ///   line, column, message}`: `severity` is `warning` (`error` when

@@ -47,11 +47,26 @@ pub struct Staged {
 }
 
 /// What [`RemoteOps::commit_write_restarting`] gives: the commit's result,
-/// and the restart's outcome when it was sent with the commit.
-pub type Committed = (
-    Result<(), RemoteError>,
-    Option<Result<RestartOutcome, RemoteError>>,
-);
+/// when its reply came, and the restart's outcome when it was sent with
+/// the commit (it may have gone on after that reply: the caller times the
+/// restart from `written_at`).
+#[derive(Debug)]
+pub struct Committed {
+    pub written: Result<(), RemoteError>,
+    pub written_at: std::time::Instant,
+    pub restart: Option<Result<RestartOutcome, RemoteError>>,
+}
+
+impl Committed {
+    /// The commit's result, no restart sent with it; answered now.
+    pub fn alone(written: Result<(), RemoteError>) -> Committed {
+        Committed {
+            written,
+            written_at: std::time::Instant::now(),
+            restart: None,
+        }
+    }
+}
 
 /// How the lock was obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,7 +264,7 @@ pub trait RemoteOps {
         expect: Option<&str>,
         _restart: Option<(&str, Duration)>,
     ) -> Committed {
-        (self.commit_write(staged, content, like, expect).await, None)
+        Committed::alone(self.commit_write(staged, content, like, expect).await)
     }
     /// Give up a staged write (its temp file is removed, best effort).
     async fn discard_write(&self, _staged: Staged) {}

@@ -1004,7 +1004,7 @@ impl SftpRemote<'_> {
         expect: Option<&str>,
     ) -> Result<(), RemoteError> {
         let staged = self.op_prepare(content, like, expect).await?;
-        self.op_commit(staged, expect, None).await.0
+        self.op_commit(staged, expect, None).await.written
     }
 
     /// Stage a write in two round trips: (1) the lstat proving the config
@@ -1345,7 +1345,7 @@ impl SftpRemote<'_> {
                 Ok(after) => after == before,
                 Err(e) => {
                     self.remove_quietly(&tmp).await;
-                    return (Err(e), None);
+                    return super::Committed::alone(Err(e));
                 }
             };
             if !unchanged {
@@ -1358,13 +1358,13 @@ impl SftpRemote<'_> {
                     .unwrap_or_else(|_| "(unreadable)".into());
                 if let Some(e) = self.changed(expected, found) {
                     self.remove_quietly(&tmp).await;
-                    return (Err(e), None);
+                    return super::Committed::alone(Err(e));
                 }
             }
         }
         if let Err(e) = self.finish_lock().await {
             self.remove_quietly(&tmp).await;
-            return (Err(e), None);
+            return super::Committed::alone(Err(e));
         }
         let held = self.lock_state.lock().ok().and_then(|s| s.held.clone());
         let lock = super::names::lock_path(&self.path);
@@ -1390,13 +1390,17 @@ impl SftpRemote<'_> {
         let mut renamed = std::pin::pin!(renamed);
         // The rename's requests first on the wire; a failed rename does not
         // wait for the gate (which gives up by itself, having run nothing).
-        let ((renamed, reader), restarted) = tokio::select! {
+        let ((renamed, reader), written_at, restarted) = tokio::select! {
             biased;
             r = &mut renamed => {
+                let at = std::time::Instant::now();
                 let done = if r.0.is_ok() { restarted.await } else { None };
-                (r, done)
+                (r, at, done)
             }
-            done = &mut restarted => (renamed.await, done),
+            done = &mut restarted => {
+                let r = renamed.await;
+                (r, std::time::Instant::now(), done)
+            }
         };
         if let Some(r) = reader {
             let old = self
@@ -1410,9 +1414,13 @@ impl SftpRemote<'_> {
         }
         if renamed.is_err() {
             self.remove_quietly(&tmp).await;
-            return (renamed, None);
+            return super::Committed::alone(renamed);
         }
-        (renamed, restarted)
+        super::Committed {
+            written: renamed,
+            written_at,
+            restart: restarted,
+        }
     }
 
     /// Open the lock for reading beside the commit. On a session with no
@@ -1790,8 +1798,10 @@ impl super::RemoteOps for SftpRemote<'_> {
     ) -> Result<(), RemoteError> {
         match staged.sftp {
             Some(w) => {
-                self.guard("write", async { self.op_commit(w, expect, None).await.0 })
-                    .await
+                self.guard("write", async {
+                    self.op_commit(w, expect, None).await.written
+                })
+                .await
             }
             None => self.write(content, like, expect).await,
         }
@@ -1806,11 +1816,11 @@ impl super::RemoteOps for SftpRemote<'_> {
         restart: Option<(&str, Duration)>,
     ) -> super::Committed {
         let Some(w) = staged.sftp else {
-            return (self.write(content, like, expect).await, None);
+            return super::Committed::alone(self.write(content, like, expect).await);
         };
         if let Err(e) = self.alive("write") {
             self.remove_quietly(&w.tmp).await;
-            return (Err(e), None);
+            return super::Committed::alone(Err(e));
         }
         let restart = restart.map(|(command, timeout)| (command, timeout, content));
         self.op_commit(w, expect, restart).await

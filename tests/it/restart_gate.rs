@@ -288,3 +288,34 @@ async fn a_waiting_shell_that_ended_early_is_replaced_and_the_restart_runs_once(
     assert!(!log[0].contains("read -r swapcfg_go"), "{log:?}");
     no_shell_left(&m.tag).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_sent_with_the_commit_is_timed_as_the_restart_not_the_write() {
+    // The restart rides with the rename, but the apply still waits for it:
+    // that wait is the restart's time in the report, not the write's.
+    let fx = fixture(|b| b).await;
+    let m = marked(&fx, "timed").await;
+    let restart = format!("sleep 0.8; {}", m.restart);
+    let out = output(apply(&fx, &m.new, &m.cfg, &restart, &m.st, &[])).await;
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(std::fs::read(&m.cfg).expect("cfg"), NEW);
+    assert!(m.ran.exists(), "the restart ran");
+    assert_eq!(
+        fx.server.raw_exec_log().len(),
+        1,
+        "one shell: the primed one"
+    );
+    let t = &v["timings_ms"];
+    let (write, restart) = (t["write"].as_u64(), t["restart"].as_u64());
+    assert!(
+        matches!(restart, Some(ms) if ms >= 700),
+        "restart {restart:?} ms for a restart that sleeps 0.8 s: {t}"
+    );
+    assert!(
+        matches!(write, Some(ms) if ms < 700),
+        "write {write:?} ms holds the restart's sleep: {t}"
+    );
+    no_temp_or_lock(&fx);
+    no_shell_left(&m.tag).await;
+}
