@@ -164,7 +164,7 @@ fn settings(path: &Path, node: &Node, what: &str) -> Result<HostSettings, String
     for (k, v) in entries {
         let key = k.key_text();
         let text = || match &v.kind {
-            Kind::Str(t) => Ok(t.clone()),
+            Kind::Str(t) => Ok(t.to_string()),
             Kind::Int(i) => Ok(i.to_string()),
             _ => Err(err(path, v, format!("{what}.{key} must be a string"))),
         };
@@ -335,7 +335,7 @@ fn parse_groups(
         let mut members = Vec::new();
         for item in items {
             let host = match &item.kind {
-                Kind::Str(t) => t.clone(),
+                Kind::Str(t) => t.to_string(),
                 _ => return Err(err(path, item, format!("groups.{name}: a host name"))),
             };
             if !hosts.contains_key(&host) {

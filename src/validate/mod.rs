@@ -450,7 +450,7 @@ fn build(node: yaml::Node, slot: usize, pos: &mut Positions, room: Room) -> Valu
         yaml::Kind::Float(f) => serde_json::Number::from_f64(f)
             .map(Value::Number)
             .unwrap_or(Value::Null),
-        yaml::Kind::Str(s) => Value::String(s),
+        yaml::Kind::Str(s) => Value::String(s.into_string()),
         yaml::Kind::Seq(items) => Value::Array(
             items
                 .into_iter()

@@ -35,7 +35,7 @@ pub enum Kind {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
+    Str(compact_str::CompactString),
     Seq(Vec<Node>),
     /// Entries in document order; merge keys already applied.
     Map(Vec<(Node, Node)>),
@@ -73,7 +73,7 @@ impl Node {
     /// [`Node::key_text`] without copying a string key.
     fn key_cow(&self) -> Cow<'_, str> {
         match &self.kind {
-            Kind::Str(s) => Cow::Borrowed(s),
+            Kind::Str(s) => Cow::Borrowed(s.as_str()),
             Kind::Int(i) => Cow::Owned(i.to_string()),
             Kind::Float(f) => Cow::Owned(f.to_string()),
             Kind::Bool(b) => Cow::Owned(b.to_string()),
@@ -85,7 +85,7 @@ impl Node {
     /// [`Node::key_text`], moving a string key out of the node.
     pub(crate) fn into_key_text(self) -> String {
         match self.kind {
-            Kind::Str(s) => s,
+            Kind::Str(s) => s.into_string(),
             _ => self.key_text(),
         }
     }
@@ -314,12 +314,13 @@ fn within(end: (usize, usize), line: usize, col: usize) -> (usize, usize) {
     }
 }
 
-/// A copy of the parser's string in an allocation of its size: the scan
-/// buffer has spare capacity, and freeing it lets the next scalar reuse it
-/// (keeping it, or shrinking it in place, fragments the heap: the tree
-/// keeps every string until validation ends).
-fn exact(value: Cow<'_, str>) -> String {
-    String::from(value.as_ref())
+/// The parser's string as the tree keeps it: up to 24 bytes inline in the
+/// node (most keys, ids, aliases: no allocation held until validation
+/// ends), longer ones in an allocation of their size (the scan buffer has
+/// spare capacity; copying frees it for the next scalar). Converting to a
+/// `String` later reuses a long one's buffer.
+fn exact(value: Cow<'_, str>) -> compact_str::CompactString {
+    compact_str::CompactString::new(value.as_ref())
 }
 
 fn syntax(line: usize, column: usize, message: &str) -> YamlError {
@@ -473,7 +474,7 @@ fn duplicate_key(k: &Node, text: &str, prev_line: usize) -> YamlError {
 /// Resolve a plain scalar with the YAML 1.2 core schema, as yaml.v3 does
 /// for untyped values.
 pub fn resolve_plain(s: &str) -> Kind {
-    resolve_typed(s).unwrap_or_else(|| Kind::Str(s.to_string()))
+    resolve_typed(s).unwrap_or_else(|| Kind::Str(s.into()))
 }
 
 /// [`resolve_plain`], `None` for a string.
