@@ -95,8 +95,8 @@ fn no_temp_or_lock(fx: &Fixture) {
 
 /// Apply with `m`'s restart extended to append the config it sees to a
 /// file; the apply must succeed, and the restart have run once, after the
-/// rename (it saw the new bytes exactly once).
-async fn apply_and_see_one_restart(fx: &Fixture, m: &Marked) {
+/// rename (it saw the new bytes exactly once). Gives the `--json` report.
+async fn apply_and_see_one_restart(fx: &Fixture, m: &Marked) -> serde_json::Value {
     let seen = fx.dir.path().join("restart-saw");
     let restart = format!("{}; cat '{}' >> '{}'", m.restart, m.cfg, path_str(&seen));
     let out = output(apply(fx, &m.new, &m.cfg, &restart, &m.st, &[])).await;
@@ -108,6 +108,7 @@ async fn apply_and_see_one_restart(fx: &Fixture, m: &Marked) {
     );
     assert_eq!(std::fs::read(&m.cfg).expect("cfg"), NEW);
     assert_eq!(std::fs::read(&seen).expect("restart ran"), NEW);
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,13 +295,9 @@ async fn a_restart_sent_with_the_commit_is_timed_as_the_restart_not_the_write() 
     // The restart rides with the rename, but the apply still waits for it:
     // that wait is the restart's time in the report, not the write's.
     let fx = fixture(|b| b).await;
-    let m = marked(&fx, "timed").await;
-    let restart = format!("sleep 0.8; {}", m.restart);
-    let out = output(apply(&fx, &m.new, &m.cfg, &restart, &m.st, &[])).await;
-    let v = json_of(&out);
-    assert_eq!(out.status.code(), Some(0), "{v}");
-    assert_eq!(std::fs::read(&m.cfg).expect("cfg"), NEW);
-    assert!(m.ran.exists(), "the restart ran");
+    let mut m = marked(&fx, "timed").await;
+    m.restart = format!("sleep 0.8; {}", m.restart);
+    let v = apply_and_see_one_restart(&fx, &m).await;
     assert_eq!(
         fx.server.raw_exec_log().len(),
         1,
